@@ -1,0 +1,56 @@
+"""The embedded dataset: synthetic chest X-rays generated and built into records
+once, cached in the user's cache folder, used whenever no RECORDS are given."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from engine.config import RecordsConfig
+
+# Bump when the generator's output changes, so stale caches are not reused.
+SYNTHETIC_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """``$ENGINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/engine``, else ``~/.cache/engine``."""
+    if os.environ.get("ENGINE_CACHE_DIR"):
+        return Path(os.environ["ENGINE_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "engine"
+
+
+def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
+                      workers: int | None = None) -> tuple[Path, bool]:
+    """Records of the synthetic set at ``image_size``, built on first use.
+
+    Returns:
+        (records folder, whether it was built now).
+    """
+    from engine import records, synthetic
+
+    root = cache_dir() / f"synthetic-v{SYNTHETIC_VERSION}-seed{seed}"
+    out = root / f"records-{image_size}"
+    if (out / records.MANIFEST).is_file():
+        return out, False
+    images = root / "images"
+    if not (images / ".complete").is_file():
+        # The images are generated at full size once; every image size is
+        # resized from them, as a real folder would be.
+        shutil.rmtree(images, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        from engine.progress import progress
+        total = sum(synthetic.DEFAULT_COUNTS.values())
+        with progress(total, "Generating synthetic X-rays", "images", quiet=quiet) as advance:
+            synthetic.generate(images, seed=seed, workers=workers, on_progress=advance)
+        (images / ".complete").touch()
+    cfg = RecordsConfig(src=images, out=out, image_size=image_size, seed=seed, workers=workers,
+                        patient_pattern=synthetic.FILENAME_PATTERN,
+                        source_pattern=synthetic.FILENAME_PATTERN,
+                        # Shrinking the generated 299-px images with nearest would
+                        # alias away the faint opacities that carry the label.
+                        resize="area" if image_size != 299 else "nearest",
+                        command=f"(embedded synthetic set, seed {seed}, {image_size} px)")
+    records.build(cfg, quiet=quiet)
+    return out, True

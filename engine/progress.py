@@ -1,0 +1,67 @@
+"""Progress reporting for long steps: a rich bar on a terminal, plain lines elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress(total: int, description: str, unit: str = "files",
+             quiet: bool = False) -> Iterator[Callable[[int], None]]:
+    """Yields ``advance(n)`` that reports ``n`` more items done.
+
+    On a terminal this is a rich bar with rate and ETA. Elsewhere (CI, log
+    files) rich would print nothing until the end, so a plain line is printed
+    at most every 5 s and at the end instead.
+    """
+    if quiet or total <= 0:
+        yield lambda n=1: None
+        return
+    if console.is_terminal:
+        columns = (
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TaskProgressColumn(), TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console, transient=False) as bar:
+            task = bar.add_task(description, total=total, rate="")
+            start = time.perf_counter()
+
+            def advance(n: int = 1) -> None:
+                done = bar.tasks[0].completed + n
+                rate = done / max(time.perf_counter() - start, 1e-9)
+                bar.update(task, advance=n, rate=f"{rate:,.0f} {unit}/s")
+
+            yield advance
+        return
+    start = last = time.perf_counter()
+    done = 0
+
+    def advance(n: int = 1) -> None:
+        nonlocal done, last
+        done += n
+        now = time.perf_counter()
+        if now - last >= 5.0 or done >= total:
+            last = now
+            rate = done / max(now - start, 1e-9)
+            eta = (total - done) / rate if rate > 0 else float("inf")
+            print(f"{description}: {done}/{total} {unit} ({rate:,.0f}/s, ETA {eta:,.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    yield advance

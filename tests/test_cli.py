@@ -1,0 +1,51 @@
+"""The command line: one-line errors, summaries, plain output off a terminal."""
+
+import os
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from engine.cli import app
+from factories import class_folder
+
+runner = CliRunner()
+
+
+def engine(*args, env=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_user_error_is_one_line_exit_2(tmp_path):
+    done = engine("build-records", str(tmp_path / "missing"), str(tmp_path / "out"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: source folder {tmp_path / 'missing'} does not exist or is not a folder"]
+    assert "Traceback" not in done.stderr
+
+
+def test_build_records_prints_summary_and_plain_progress(tmp_path):
+    src = class_folder(tmp_path / "src", {"covid": 5, "normal": 5})
+    done = engine("build-records", str(src), str(tmp_path / "out"), "--workers", "0",
+                  "--image-size", "32", "--split", "0.6,0.2,0.2")
+    assert done.returncode == 0, done.stderr
+    # Not a terminal: plain progress lines on stderr, no bar control codes.
+    assert "Decoding images: 10/10 files" in done.stderr and "\x1b[" not in done.stderr
+    assert "covid (0)" in done.stdout and "normal (1)" in done.stdout
+    assert "train" in done.stdout and "images/s" in done.stdout
+
+
+def test_bad_option_value_is_one_line(tmp_path):
+    src = class_folder(tmp_path / "src", {"covid": 2, "normal": 2})
+    result = runner.invoke(app, ["build-records", str(src), str(tmp_path / "o"), "--subset", "5,x"])
+    assert isinstance(result.exception, Exception)
+    assert "--subset takes comma-separated whole numbers, not '5,x'" in str(result.exception)
+
+
+def test_recipes_listed():
+    result = runner.invoke(app, ["recipes"])
+    assert result.exit_code == 0
+    for name in ("chest-xray-pneumonia", "covid19-radiography", "covidx", "synthetic"):
+        assert name in result.output

@@ -1,0 +1,134 @@
+"""The tf.data pipeline: every example once in evaluation, seeded epoch orders,
+tf.data service, tf.distribute, and named faults."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from engine import pipeline, records
+from engine.config import RecordsConfig
+from engine.errors import UserError
+from engine.pipeline import PipelineConfig
+from factories import class_folder
+
+COUNT = 17
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    src = class_folder(root / "src", {"covid": 8, "normal": 9})
+    records.build(RecordsConfig(src=src, out=root / "out", fractions=(1.0, 0.0, 0.0), min_shards=3,
+                                image_size=32, workers=0), quiet=True)
+    return root / "out"
+
+
+def fingerprints(images):
+    """One number per image: enough to tell 17 distinct images apart."""
+    return [int(x) for x in tf.reduce_sum(tf.cast(images, tf.int64), axis=[1, 2, 3]).numpy()]
+
+
+def all_images(folder):
+    ds = pipeline.dataset(folder, "train", 100, training=False)
+    return sorted(fp for images, _ in ds for fp in fingerprints(images))
+
+
+def epoch_batches(ds, steps):
+    return [fingerprints(images) for images, _ in ds.take(steps)]
+
+
+@pytest.mark.parametrize("cache_mb", [2048, 0])
+def test_evaluation_counts_every_example_once(folder, cache_mb):
+    ds = pipeline.dataset(folder, "train", 5, training=False, config=PipelineConfig(cache_mb=cache_mb))
+    sizes, seen = [], []
+    for images, labels in ds:
+        assert images.dtype == tf.uint8 and labels.dtype == tf.int32
+        sizes.append(int(images.shape[0]))
+        seen += fingerprints(images)
+    assert sizes == [5, 5, 5, 2]
+    assert sorted(seen) == all_images(folder) and len(set(seen)) == COUNT
+
+
+@pytest.mark.parametrize("cache_mb", [2048, 0])
+def test_training_epochs_are_seeded_permutations(folder, cache_mb):
+    config = PipelineConfig(cache_mb=cache_mb, seed=3)
+    steps = COUNT // 4
+    ds = pipeline.dataset(folder, "train", 4, training=True, config=config)
+    assert ds.element_spec[0].shape == (4, 32, 32, 1)  # static: one compilation
+    batches = epoch_batches(ds, 3 * steps)
+    epochs = [sum(batches[i * steps:(i + 1) * steps], []) for i in range(3)]
+    for epoch in epochs:
+        assert len(set(epoch)) == 16 and set(epoch) <= set(all_images(folder))
+    assert epochs[0] != epochs[1] != epochs[2]
+    again = epoch_batches(pipeline.dataset(folder, "train", 4, training=True, config=config), 3 * steps)
+    assert again == batches
+    resumed = epoch_batches(pipeline.dataset(folder, "train", 4, training=True, config=config,
+                                             start_epoch=2), steps)
+    assert resumed == batches[2 * steps:]
+    other = epoch_batches(pipeline.dataset(folder, "train", 4, training=True,
+                                           config=PipelineConfig(cache_mb=cache_mb, seed=4)), steps)
+    assert other != batches[:steps]
+
+
+def test_batch_larger_than_split(folder):
+    with pytest.raises(UserError, match="batch size 18 is larger than the train split"):
+        pipeline.dataset(folder, "train", 18, training=True)
+
+
+def test_missing_split(folder):
+    with pytest.raises(UserError, match="has no val split"):
+        pipeline.dataset(folder, "val", 4, training=False)
+
+
+def test_tf_data_service_yields_the_same_examples(folder):
+    dispatcher = tf.data.experimental.service.DispatchServer()
+    address = dispatcher.target.split("://")[1]
+    worker = tf.data.experimental.service.WorkerServer(
+        tf.data.experimental.service.WorkerConfig(dispatcher_address=address))
+    ds = pipeline.dataset(folder, "train", 5, training=False,
+                          config=PipelineConfig(data_service=dispatcher.target))
+    seen = [fp for images, _ in ds for fp in fingerprints(images)]
+    assert sorted(seen) == all_images(folder)
+    del worker
+
+
+def test_distribute_over_two_replicas(folder):
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    strategy = tf.distribute.MirroredStrategy(devices)
+    ds = pipeline.dataset(folder, "train", 4, training=True)
+    local = next(iter(ds))[0]
+    dist = iter(strategy.experimental_distribute_dataset(ds))
+    per_replica = strategy.experimental_local_results(next(dist)[0])
+    assert [tuple(x.shape) for x in per_replica] == [(2, 32, 32, 1), (2, 32, 32, 1)]
+    np.testing.assert_array_equal(tf.concat(per_replica, 0).numpy(), local.numpy())
+
+
+def test_verify_counts(folder):
+    assert pipeline.verify(folder, "train") == COUNT
+
+
+def test_corrupt_shard_is_named(folder, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shard = sorted(copy.glob("*.tfrecord-*"))[1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+    shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=rf"{shard.name}: record \d+ cannot be read"):
+        pipeline.verify(copy, "train")
+
+
+def test_wrong_shape_record_is_named(folder, tmp_path):
+    import shutil
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    shard = sorted(copy.glob("*.tfrecord-*"))[0]
+    wrong = tf.train.Example(features=tf.train.Features(feature={
+        "image/encoded": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[tf.io.encode_png(tf.zeros([16, 16, 1], tf.uint8)).numpy()])),
+        "image/class/label": tf.train.Feature(int64_list=tf.train.Int64List(value=[0]))}))
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        writer.write(wrong.SerializeToString())
+    with pytest.raises(UserError, match=rf"{shard.name}: record 0 cannot be read"):
+        pipeline.verify(copy, "train")
