@@ -114,14 +114,150 @@ class RecordsConfig:
         return self
 
     def to_json(self) -> dict:
-        """A JSON-ready dict of every field (paths as strings)."""
-        def plain(value):
-            if isinstance(value, Path):
-                return str(value)
-            if isinstance(value, tuple):
-                return [plain(v) for v in value]
-            return value
-        return {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return to_json(self)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Input pipeline settings.
+
+    Attributes:
+        cache_mb: decoded uint8 images of a split are kept in memory when they
+            fit this budget (the paper's 500 training images at 299 px, one
+            channel, are 45 MB); larger splits are streamed from the shards.
+        shuffle_buffer: shuffle buffer when streaming (cached splits shuffle whole).
+        seed: order seed; None = nondeterministic order and AUTOTUNE freedom.
+        data_service: ``grpc://host:port`` of a tf.data service dispatcher, to
+            move decoding to other machines (TensorFlow's own service).
+    """
+
+    cache_mb: float = 2048.0
+    shuffle_buffer: int = 2048
+    seed: int | None = 0
+    data_service: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network.
+
+    Attributes:
+        name: a ``keras.applications`` backbone (see BACKBONES).
+        weights: ``imagenet`` (Keras' own download and cache), ``none``, or a
+            path to backbone weights (a ``*_notop.h5`` or ``.weights.h5`` file).
+        image_size / channels: input shape (channels as stored in the records).
+        hidden: units of the relu layer of the head (the paper: relu hidden layer).
+        dropout: dropout rate before the sigmoid.
+        freeze_base: freeze the whole backbone (its BatchNorm then runs in
+            inference mode, as Keras does for frozen BatchNorm layers).
+        trainable_from: freeze backbone layers before this layer name.
+        bn_momentum: momentum of every backbone BatchNorm; None keeps Keras' 0.99.
+    """
+
+    name: str = "InceptionV3"
+    weights: str = "imagenet"
+    image_size: int = 299
+    channels: int = 1
+    hidden: int = 256
+    dropout: float = 0.2
+    freeze_base: bool = False
+    trainable_from: str | None = None
+    bn_momentum: float | None = None
+
+
+OPTIMIZERS = ("adam", "sgd", "nesterov", "rmsprop", "nadam", "adamw")
+SCHEDULES = ("constant", "cosine", "step")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+SWITCHES = ("auto", "on", "off")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run (one trial of a study).
+
+    Attributes:
+        records: records folder; None = the embedded synthetic set at
+            ``model.image_size``.
+        out: run folder (config, history, metrics, models, TensorBoard logs).
+        model: the network.
+        data: the input pipeline (its seed is overridden by ``seed``).
+        optimizer: adam (the paper) | sgd | nesterov | rmsprop | nadam | adamw.
+        lr: peak learning rate.
+        batch_size: global batch (per replica x replicas under tf.distribute).
+        epochs: epochs to train.
+        schedule: constant (the paper) | cosine | step (x0.1 at 50 % and 75 %).
+        warmup_epochs: linear warm-up from 0, in epochs.
+        augment: none | paper (the study's ImageDataGenerator) | randaugment | augmix.
+        precision: auto | float32 | mixed_float16 | mixed_bfloat16.
+        xla: auto | on | off, for the training step.
+        class_weight: none | auto (inverse class frequency, for imbalanced folders).
+        positive_class: class whose sensitivity/AUC are reported (default covid).
+        threshold: a number, or ``val-youden`` (chosen on validation, applied to test).
+        bn_momentum: ``auto`` (tied to the steps per epoch), ``keras`` (0.99) or a number.
+        seed: seed of order, augmentation and initialisation.
+        deterministic: also make TensorFlow's kernels deterministic (slower).
+        bootstrap: resamples for the test metrics' 95 % intervals.
+    """
+
+    records: Path | None = None
+    out: Path | None = None
+    model: ModelConfig = ModelConfig()
+    data: PipelineConfig = PipelineConfig()
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    batch_size: int = 5
+    epochs: int = 20
+    schedule: str = "constant"
+    warmup_epochs: float = 0.0
+    augment: str = "paper"
+    precision: str = "auto"
+    xla: str = "auto"
+    class_weight: str = "none"
+    positive_class: str = "covid"
+    threshold: str = "0.5"
+    bn_momentum: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    bootstrap: int = 2000
+
+    def validate(self) -> "TrainConfig":
+        """Checks every field; raises UserError with a one-line message."""
+        if not self.lr > 0:
+            raise UserError(f"--lr must be > 0, not {self.lr}")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, not {self.batch_size}")
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, not {self.epochs}")
+        for name, value, choices in (("--optimizer", self.optimizer, OPTIMIZERS),
+                                     ("--schedule", self.schedule, SCHEDULES),
+                                     ("--precision", self.precision, PRECISIONS),
+                                     ("--xla", self.xla, SWITCHES),
+                                     ("--class-weight", self.class_weight, ("none", "auto")),
+                                     ("--augment", self.augment, ("none", "paper", "randaugment", "augmix"))):
+            if value not in choices:
+                raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        if self.threshold != "val-youden":
+            try:
+                if not 0 < float(self.threshold) < 1:
+                    raise ValueError
+            except ValueError:
+                raise UserError(f"--threshold must be a number in (0, 1) or val-youden, "
+                                f"not {self.threshold!r}") from None
+        if self.bn_momentum not in ("auto", "keras"):
+            try:
+                if not 0 <= float(self.bn_momentum) < 1:
+                    raise ValueError
+            except ValueError:
+                raise UserError(f"--bn-momentum must be auto, keras or a number in [0, 1), "
+                                f"not {self.bn_momentum!r}") from None
+        if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
+            raise UserError(f"--warmup-epochs must be in [0, epochs), not {self.warmup_epochs}")
+        if not 0 <= self.model.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), not {self.model.dropout}")
+        return self
+
+    def to_json(self) -> dict:
+        return to_json(self)
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -140,6 +276,40 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
         raise UserError(f"{what} takes comma-separated numbers, not {text!r}") from None
 
 
-def dump(config: RecordsConfig, path: Path) -> None:
-    """Writes the resolved config as JSON."""
-    path.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+def to_json(config) -> dict:
+    """A JSON-ready dict of a config dataclass, nested ones included."""
+    def plain(value):
+        if dataclasses.is_dataclass(value):
+            return to_json(value)
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def from_json(cls, data: dict):
+    """Inverse of ``to_json`` for the config classes: unknown keys are an error."""
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(hints)
+    if unknown:
+        raise UserError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
+    values = {}
+    for name, value in data.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            value = from_json(type(default), value)
+        elif name in ("records", "out", "src") and value is not None:
+            value = Path(value)
+        elif "tuple" in str(hints[name].type) and value is not None:
+            value = tuple(Path(v) if name == "list_files" else v for v in value)
+        values[name] = value
+    return cls(**values)
+
+
+def dump(config, path: Path) -> None:
+    """Writes the resolved config as JSON, atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config.to_json(), indent=2) + "\n")
+    tmp.replace(path)

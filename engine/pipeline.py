@@ -12,37 +12,17 @@ uninterrupted run would, and every trial of a sweep sees the same order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import tensorflow as tf
 
 from engine import records
+from engine.config import PipelineConfig
 from engine.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
 # Epochs are laid end to end up to this many; training code takes what it needs.
 MAX_EPOCHS = 1_000_000
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    """Input pipeline settings.
-
-    Attributes:
-        cache_mb: decoded uint8 images of a split are kept in memory when they
-            fit this budget (the paper's 500 training images at 299 px, one
-            channel, are 45 MB); larger splits are streamed from the shards.
-        shuffle_buffer: shuffle buffer when streaming (cached splits shuffle whole).
-        seed: order seed; None = nondeterministic order and AUTOTUNE freedom.
-        data_service: ``grpc://host:port`` of a tf.data service dispatcher, to
-            move decoding to other machines (TensorFlow's own service).
-    """
-
-    cache_mb: float = 2048.0
-    shuffle_buffer: int = 2048
-    seed: int | None = 0
-    data_service: str | None = None
 
 
 def split_bytes(manifest: dict, split: str) -> int:

@@ -8,7 +8,7 @@ import tensorflow as tf
 from engine import pipeline, records
 from engine.config import RecordsConfig
 from engine.errors import UserError
-from engine.pipeline import PipelineConfig
+from engine.config import PipelineConfig
 from factories import class_folder
 
 COUNT = 17

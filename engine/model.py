@@ -1,0 +1,124 @@
+"""The classifier: a ``keras.applications`` backbone and the paper's head.
+
+Input: float32 images in 0-255 with 1 or 3 channels (uint8 batches are cast
+on the device by the augmentation). A grayscale image becomes 3 channels only
+here, at the stem, so decoding and augmentation handle a third of the data.
+Output: one sigmoid in float32 = P(label 1) = P(normal) under the engine's
+alphabetical label convention (covid = 0, normal = 1), as in the paper.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+
+from engine.config import ModelConfig
+from engine.errors import UserError
+
+# name -> (preprocess_input mode of keras.applications, smallest input side).
+# Mode "none": the backbone rescales inside (include_preprocessing=True).
+BACKBONES = {
+    "InceptionV3": ("tf", 75),
+    "ResNet50": ("caffe", 32),
+    "EfficientNetV2B0": ("none", 32),
+    "MobileNetV3Small": ("none", 32),
+    "MobileNetV2": ("tf", 32),
+    "DenseNet121": ("torch", 32),
+}
+
+
+@keras.saving.register_keras_serializable(package="engine")
+class Preprocess(keras.layers.Layer):
+    """The backbone's ``preprocess_input`` as a layer (InceptionV3: x / 127.5 - 1).
+
+    A registered layer rather than a Lambda so saved models load in Keras'
+    safe mode, and so the preprocessing travels with the model to ``predict``.
+    """
+
+    def __init__(self, mode: str, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def call(self, x):
+        from keras.src.applications import imagenet_utils
+        return imagenet_utils.preprocess_input(x, mode=self.mode)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def backbone(config: ModelConfig) -> keras.Model:
+    """The backbone without its top, weights loaded as asked."""
+    if config.name not in BACKBONES:
+        raise UserError(f"unknown --model {config.name!r}; choose one of {', '.join(BACKBONES)}")
+    mode, min_side = BACKBONES[config.name]
+    if config.image_size < min_side:
+        raise UserError(f"{config.name} needs images of at least {min_side} px, not {config.image_size}")
+    weights = config.weights
+    path = None
+    if weights not in ("imagenet", "none"):
+        path = Path(weights)
+        if not path.is_file():
+            raise UserError(f"--weights {weights}: no such file (use imagenet, none or a weights file)")
+    kwargs = {"include_top": False, "input_shape": (config.image_size, config.image_size, 3)}
+    if mode == "none":
+        # These embed their own rescaling; the engine feeds them 0-255 like the rest.
+        kwargs["include_preprocessing"] = True
+    try:
+        model = getattr(keras.applications, config.name)(
+            weights="imagenet" if weights == "imagenet" else None, **kwargs)
+    except Exception as err:  # noqa: BLE001 - Keras raises plain Exception on download failure
+        if weights == "imagenet" and ("fetch" in str(err).lower() or "url" in str(err).lower()):
+            raise UserError(f"ImageNet weights for {config.name} cannot be downloaded (offline?): "
+                            f"pass --weights PATH to a Keras '*_notop.h5' file, or --weights none "
+                            f"to train from scratch") from None
+        raise
+    if path is not None:
+        try:
+            model.load_weights(str(path))
+        except Exception as err:  # noqa: BLE001 - h5py and Keras raise many types
+            raise UserError(f"--weights {path} does not fit {config.name} without top: "
+                            f"{str(err).splitlines()[0]}") from None
+    return model
+
+
+def set_trainable(base: keras.Model, config: ModelConfig) -> None:
+    """Freezes the backbone, or its layers before ``trainable_from``."""
+    if config.freeze_base:
+        base.trainable = False
+        return
+    if config.trainable_from:
+        names = [layer.name for layer in base.layers]
+        if config.trainable_from not in names:
+            raise UserError(f"--trainable-from {config.trainable_from!r} is not a layer of "
+                            f"{config.name} (e.g. {names[len(names) // 2]})")
+        start = names.index(config.trainable_from)
+        for layer in base.layers[:start]:
+            layer.trainable = False
+
+
+def build(config: ModelConfig) -> keras.Model:
+    """Backbone + head: GAP -> dense relu -> dropout -> dense(1, sigmoid) in float32."""
+    base = backbone(config)
+    set_trainable(base, config)
+    if config.bn_momentum is not None:
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = config.bn_momentum
+    inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
+    x = inputs
+    if config.channels == 1:
+        # Grayscale becomes RGB only here, after the cheap 1-channel stages.
+        x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    mode = BACKBONES[config.name][0]
+    if mode != "none":
+        x = Preprocess(mode, name="preprocess")(x)
+    x = base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dense(config.hidden, activation="relu", name="hidden")(x)
+    x = keras.layers.Dropout(config.dropout, name="dropout")(x)
+    # The output stays float32 under mixed precision: a bf16/fp16 sigmoid loses
+    # the resolution the loss and the clinical metrics need near 0 and 1.
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_label1")(x)
+    return keras.Model(inputs, outputs, name=f"{config.name}_binary")
