@@ -130,6 +130,164 @@ def build_records(
     print_summary(manifest, out)
 
 
+def train_config(records: Optional[Path], out: Optional[Path], **options) -> "TrainConfig":
+    """Maps the train options onto the typed config."""
+    from engine.config import ModelConfig, PipelineConfig, TrainConfig
+
+    model = ModelConfig(name=options.pop("model"), weights=options.pop("weights"),
+                        image_size=options.pop("image_size"), freeze_base=options.pop("freeze_base"),
+                        trainable_from=options.pop("trainable_from"), hidden=options.pop("hidden"),
+                        dropout=options.pop("dropout"))
+    data = PipelineConfig(cache_mb=options.pop("cache_mb"), data_service=options.pop("data_service"))
+    return TrainConfig(records=records, out=out, model=model, data=data, **options).validate()
+
+
+@app.command()
+def train(
+    records: Annotated[Optional[Path], typer.Argument(
+        help="Records folder (omit: the embedded synthetic set).")] = None,
+    out: Annotated[Path, typer.Option(help="Run folder (resumed if it holds this run).")] = Path("runs/train"),
+    lr: Annotated[float, typer.Option(help="Learning rate (the paper: 1e-2 ... 1e-7).")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Global batch size (the paper: 5, 10, 15).")] = 5,
+    epochs: Annotated[int, typer.Option(help="Epochs (the paper: 20).")] = 20,
+    optimizer: Annotated[str, typer.Option(help="adam | sgd | nesterov | rmsprop | nadam | adamw.")] = "adam",
+    schedule: Annotated[str, typer.Option(help="constant | cosine | step.")] = "constant",
+    warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up epochs.")] = 0.0,
+    model: Annotated[str, typer.Option(help="InceptionV3 | ResNet50 | EfficientNetV2B0 | MobileNetV3Small | ...")] = "InceptionV3",
+    weights: Annotated[str, typer.Option(help="imagenet | none | PATH to backbone weights.")] = "imagenet",
+    image_size: Annotated[int, typer.Option(help="Image side (must match the records).")] = 299,
+    freeze_base: Annotated[bool, typer.Option(help="Train the head only.")] = False,
+    trainable_from: Annotated[Optional[str], typer.Option(help="Freeze backbone layers before this one.")] = None,
+    hidden: Annotated[int, typer.Option(help="Units of the head's relu layer.")] = 256,
+    dropout: Annotated[float, typer.Option(help="Dropout before the sigmoid.")] = 0.2,
+    augment: Annotated[str, typer.Option(help="paper | none | randaugment | augmix.")] = "paper",
+    precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16 | mixed_bfloat16.")] = "auto",
+    xla: Annotated[str, typer.Option(help="auto | on | off.")] = "auto",
+    class_weight: Annotated[str, typer.Option(help="none | auto (inverse class frequency).")] = "none",
+    positive_class: Annotated[str, typer.Option(help="Class scored by sensitivity/AUC.")] = "covid",
+    threshold: Annotated[str, typer.Option(help="Decision threshold, or val-youden.")] = "0.5",
+    bn_momentum: Annotated[str, typer.Option(help="auto | keras | a number.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of order, augmentation, initialisation.")] = 0,
+    deterministic: Annotated[bool, typer.Option(help="Deterministic kernels too (slower).")] = False,
+    cache_mb: Annotated[float, typer.Option(help="Keep decoded splits in memory up to this size.")] = 2048.0,
+    data_service: Annotated[Optional[str], typer.Option(help="tf.data service dispatcher grpc://host:port.")] = None,
+    force: Annotated[bool, typer.Option(help="Start over if OUT holds another config.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only the final summary.")] = False,
+) -> None:
+    """Train one model (one trial of the study) and evaluate it with clinical metrics."""
+    from engine import train as train_lib
+
+    options = dict(locals())
+    for name in ("records", "out", "force", "quiet", "train_lib"):
+        options.pop(name)
+    cfg = train_config(records, out, **options)
+    result = train_lib.train(cfg, quiet=quiet, force=force)
+    print_metrics(result, out)
+
+
+def print_metrics(result: dict, run: Path) -> None:
+    """Status, choices, and val/test metrics with intervals."""
+    out_console.print(f"{run}: {result['status']} after {result['epochs_done']} epochs "
+                      f"(precision {result['precision']['value']}, XLA {result['xla']['value']})")
+    for split in ("val", "test"):
+        if split not in result:
+            continue
+        summary = result[split]
+        table = Table(title=f"{split} ({summary['n']} images, positive class {summary['positive_class']}, "
+                            f"threshold {summary['threshold']:.3g})")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        table.add_column("95 % interval", justify="right")
+        for name, value in summary["metrics"].items():
+            low, high = summary["intervals"][name]
+            fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+            table.add_row(name, fmt(value), f"{fmt(low)} - {fmt(high)}")
+        out_console.print(table)
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder of `engine train`.")],
+    records: Annotated[Optional[Path], typer.Argument(help="Records (default: the run's).")] = None,
+    split: Annotated[str, typer.Option(help="train | val | test.")] = "test",
+    threshold: Annotated[Optional[float], typer.Option(help="Default: the run's chosen threshold.")] = None,
+) -> None:
+    """Metrics of a trained run's best model on a split, with bootstrap intervals."""
+    from engine import metrics, pipeline, records as records_lib
+    from engine.train import load_run, predict_split
+
+    cfg, data, net = load_run(run)
+    folder = records or Path(data["records"])
+    manifest = records_lib.load_manifest(folder)
+    if manifest["label_map"] != data["label_map"]:
+        raise UserError(f"{folder} labels {manifest['label_map']} differ from the run's {data['label_map']}")
+    if threshold is None:
+        threshold = run_threshold(run)
+    positive = data["label_map"][data["positive_class"]]
+    ds = pipeline.dataset(folder, split, cfg.batch_size, training=False, manifest=manifest)
+    p, y = predict_split(ClassifierView(net), ds)
+    summary = metrics.summary(p, y, positive, threshold, cfg.bootstrap, cfg.seed, label_map=data["label_map"])
+    print_metrics({"status": "evaluated", "epochs_done": "all", "precision": {"value": "-"},
+                   "xla": {"value": "-"}, split if split != "train" else "val": summary}, run)
+
+
+def run_threshold(run: Path) -> float:
+    """The decision threshold on P(positive) a run chose (0.5 before it finished)."""
+    import json
+
+    saved = run / "metrics.json"
+    if saved.is_file():
+        threshold = json.loads(saved.read_text()).get("threshold")
+        if threshold:
+            return float(threshold["value"])
+    return 0.5
+
+
+class ClassifierView:
+    """A saved network seen through ``predict_on_batch`` on uint8 batches."""
+
+    def __init__(self, net):
+        self.net = net
+
+    def predict_on_batch(self, images):
+        import tensorflow as tf
+        return self.net(tf.cast(images, tf.float32), training=False)
+
+
+@app.command()
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder of `engine train`.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    gradcam: Annotated[Optional[Path], typer.Option(help="Write a Grad-CAM overlay PNG per image here.")] = None,
+) -> None:
+    """Predicted class and its probability for each image, e.g. `normal 0.996`."""
+    import numpy as np
+
+    from engine import images as images_lib
+    from engine.train import load_run
+
+    cfg, data, net = load_run(run)
+    size, channels = data["image_size"][0], data["channels"]
+    names = {v: k for k, v in data["label_map"].items()}
+    positive = data["label_map"][data["positive_class"]]
+    threshold = run_threshold(run)
+    for path in images:
+        result = images_lib.process(images_lib.Task(0, str(path), size, data["resize"], "raw", 64_000_000))
+        if result.reason:
+            raise UserError(f"{path}: {result.reason}")
+        array = images_lib.decode(result.data, "raw", (size, size, result.channels))
+        if result.channels != channels:
+            array = np.repeat(array, 3, axis=2) if channels == 3 else array.mean(axis=2, keepdims=True)
+        p = float(net(array[None].astype("float32"), training=False)[0, 0])
+        score = p if positive == 1 else 1 - p  # P(positive class)
+        label = positive if score >= threshold else 1 - positive
+        probability = p if label == 1 else 1 - p
+        out_console.print(f"{path}: {names[label]} {probability:.3g}", highlight=False)
+        if gradcam:
+            from engine.gradcam import heatmap, overlay
+            overlay(path, heatmap(net, array, label), gradcam / f"{path.stem}_gradcam.png")
+
+
 @app.command()
 def recipes() -> None:
     """List the known dataset recipes (where to get each source, its layout, licence)."""
@@ -145,25 +303,19 @@ def recipes() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2."""
+    """Entry point: user errors become one line on stderr and exit status 2.
+
+    Typer (standalone) prints usage errors itself and exits 2; anything else
+    escaping is a bug and keeps its traceback.
+    """
     try:
-        app(standalone_mode=False)
+        app()
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except Exception as err:  # click usage errors
-        import click
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        if isinstance(err, click.exceptions.Abort):
-            sys.exit(1)
-        raise
 
 
 if __name__ == "__main__":

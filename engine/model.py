@@ -25,6 +25,8 @@ BACKBONES = {
     "MobileNetV3Small": ("none", 32),
     "MobileNetV2": ("tf", 32),
     "DenseNet121": ("torch", 32),
+    # A few conv + BatchNorm blocks: for tests and quick checks on a CPU.
+    "TinyCNN": ("tf", 16),
 }
 
 
@@ -65,15 +67,12 @@ def backbone(config: ModelConfig) -> keras.Model:
     if mode == "none":
         # These embed their own rescaling; the engine feeds them 0-255 like the rest.
         kwargs["include_preprocessing"] = True
-    try:
-        model = getattr(keras.applications, config.name)(
-            weights="imagenet" if weights == "imagenet" else None, **kwargs)
-    except Exception as err:  # noqa: BLE001 - Keras raises plain Exception on download failure
-        if weights == "imagenet" and ("fetch" in str(err).lower() or "url" in str(err).lower()):
-            raise UserError(f"ImageNet weights for {config.name} cannot be downloaded (offline?): "
-                            f"pass --weights PATH to a Keras '*_notop.h5' file, or --weights none "
-                            f"to train from scratch") from None
-        raise
+    if config.name == "TinyCNN":
+        if weights == "imagenet":
+            raise UserError("TinyCNN has no ImageNet weights: use --weights none or a weights file")
+        model = tiny_cnn(config)
+    else:
+        model = application(config, kwargs)
     if path is not None:
         try:
             model.load_weights(str(path))
@@ -81,6 +80,32 @@ def backbone(config: ModelConfig) -> keras.Model:
             raise UserError(f"--weights {path} does not fit {config.name} without top: "
                             f"{str(err).splitlines()[0]}") from None
     return model
+
+
+def application(config: ModelConfig, kwargs: dict) -> keras.Model:
+    """A ``keras.applications`` backbone; ImageNet weights via Keras' download cache."""
+    weights = config.weights
+    try:
+        return getattr(keras.applications, config.name)(
+            weights="imagenet" if weights == "imagenet" else None, **kwargs)
+    except Exception as err:  # noqa: BLE001 - Keras raises plain Exception on download failure
+        if weights == "imagenet" and ("fetch" in str(err).lower() or "url" in str(err).lower()):
+            raise UserError(f"ImageNet weights for {config.name} cannot be downloaded (offline?): "
+                            f"pass --weights PATH to a Keras '*_notop.h5' file, or --weights none "
+                            f"to train from scratch") from None
+        raise
+
+
+def tiny_cnn(config: ModelConfig) -> keras.Model:
+    """Three conv-BN-relu blocks: the mechanics of a backbone (BatchNorm
+    included) at a fraction of the cost; ``--weights PATH`` loads as usual."""
+    inputs = keras.Input((config.image_size, config.image_size, 3))
+    x = inputs
+    for i, filters in enumerate((16, 32, 64)):
+        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+    return keras.Model(inputs, x, name="tiny_cnn")
 
 
 def set_trainable(base: keras.Model, config: ModelConfig) -> None:
@@ -98,14 +123,23 @@ def set_trainable(base: keras.Model, config: ModelConfig) -> None:
             layer.trainable = False
 
 
-def build(config: ModelConfig) -> keras.Model:
-    """Backbone + head: GAP -> dense relu -> dropout -> dense(1, sigmoid) in float32."""
+def build(config: ModelConfig, synchronized_bn: bool = False) -> keras.Model:
+    """Backbone + head: GAP -> dense relu -> dropout -> dense(1, sigmoid) in float32.
+
+    Args:
+        config: the network.
+        synchronized_bn: compute BatchNorm statistics over the global batch
+            across replicas (tf.distribute), so that several devices train
+            like one: the paper's batches of 5 split over GPUs would otherwise
+            normalise with 2-3 images each.
+    """
     base = backbone(config)
     set_trainable(base, config)
-    if config.bn_momentum is not None:
-        for layer in base.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
+    for layer in base.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            if config.bn_momentum is not None:
                 layer.momentum = config.bn_momentum
+            layer.synchronized = synchronized_bn
     inputs = keras.Input((config.image_size, config.image_size, config.channels), name="image")
     x = inputs
     if config.channels == 1:

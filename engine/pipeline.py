@@ -21,8 +21,6 @@ from engine.config import PipelineConfig
 from engine.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
-# Epochs are laid end to end up to this many; training code takes what it needs.
-MAX_EPOCHS = 1_000_000
 
 
 def split_bytes(manifest: dict, split: str) -> int:
@@ -31,13 +29,13 @@ def split_bytes(manifest: dict, split: str) -> int:
     return manifest["splits"][split]["count"] * height * width * manifest["channels"]
 
 
-def epoch_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
+def epoch_seed(seed: int, epoch: int) -> int:
     # Large odd multiplier: distinct (seed, epoch) pairs never share a seed in practice.
-    return tf.cast(seed, tf.int64) * 1_000_003 + tf.cast(epoch, tf.int64)
+    return (seed * 1_000_003 + epoch) % (2 ** 31 - 1)
 
 
 def read_examples(files: list[str], manifest: dict, deterministic: bool,
-                  file_seed: tf.Tensor | None = None) -> tf.data.Dataset:
+                  file_seed: int | None = None) -> tf.data.Dataset:
     """Decoded (uint8 image, int32 label) examples, shards read in parallel."""
     names = tf.data.Dataset.from_tensor_slices(files)
     if file_seed is not None:
@@ -49,12 +47,13 @@ def read_examples(files: list[str], manifest: dict, deterministic: bool,
 
 def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
             config: PipelineConfig = PipelineConfig(), start_epoch: int = 0,
-            manifest: dict | None = None) -> tf.data.Dataset:
+            end_epoch: int | None = None, manifest: dict | None = None) -> tf.data.Dataset:
     """Batches of (uint8 images [B, H, W, C], int32 labels [B]).
 
-    Training: shuffled anew each epoch, epochs laid end to end from
-    ``start_epoch`` (pass ``steps_per_epoch = count // batch_size`` to Keras),
-    remainder dropped so every step has one static shape (one compilation).
+    Training: epochs ``start_epoch`` to ``end_epoch`` (exclusive; default one
+    epoch) laid end to end, each shuffled by (seed, epoch) (pass
+    ``steps_per_epoch = count // batch_size`` to Keras), remainder dropped so
+    every step has one static shape (one compilation).
     Evaluation: one pass in file order, every example exactly once, the last
     batch smaller.
     """
@@ -74,18 +73,25 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
         ds = base if cached else read_examples(files, manifest, deterministic)
         ds = ds.batch(batch_size, drop_remainder=False)
     else:
-        def one_epoch(epoch):
-            # Without a seed each epoch draws fresh, nondeterministic seeds.
+        def one_epoch(epoch: int) -> tf.data.Dataset:
+            # Python-int seeds per epoch (tf.data rejects tensor seeds once a
+            # global seed is set); without a seed each epoch draws fresh ones.
             order = epoch_seed(config.seed, epoch) if deterministic else None
             if cached:
-                return base.shuffle(count, seed=order, reshuffle_each_iteration=False)
-            streamed = read_examples(files, manifest, deterministic, file_seed=order)
-            return streamed.shuffle(config.shuffle_buffer, seed=None if order is None else order + 1,
-                                    reshuffle_each_iteration=False)
+                ds = base.shuffle(count, seed=order, reshuffle_each_iteration=False)
+            else:
+                ds = read_examples(files, manifest, deterministic, file_seed=order)
+                ds = ds.shuffle(config.shuffle_buffer, seed=None if order is None else order + 1,
+                                reshuffle_each_iteration=False)
+            # Batching inside each epoch: a batch never mixes two epochs.
+            return ds.batch(batch_size, drop_remainder=True)
 
-        epochs = tf.data.Dataset.range(start_epoch, MAX_EPOCHS)
-        # Batching inside each epoch: a batch never mixes two epochs.
-        ds = epochs.flat_map(lambda e: one_epoch(e).batch(batch_size, drop_remainder=True))
+        ds = one_epoch(start_epoch)
+        for epoch in range(start_epoch + 1, end_epoch or start_epoch + 1):
+            ds = ds.concatenate(one_epoch(epoch))
+        # Keras looks one batch past the last step; repeating keeps that look
+        # from ending the iterator (the extra batch is never trained on).
+        ds = ds.repeat()
     if config.data_service:
         ds = ds.apply(tf.data.experimental.service.distribute(
             # Evaluation must see every example once: distributed_epoch splits one
