@@ -225,7 +225,7 @@ def evaluate(
         threshold = run_threshold(run)
     positive = data["label_map"][data["positive_class"]]
     ds = pipeline.dataset(folder, split, cfg.batch_size, training=False, manifest=manifest)
-    p, y = predict_split(ClassifierView(net), ds)
+    p, y = predict_split(net, ds)
     summary = metrics.summary(p, y, positive, threshold, cfg.bootstrap, cfg.seed, label_map=data["label_map"])
     print_metrics({"status": "evaluated", "epochs_done": "all", "precision": {"value": "-"},
                    "xla": {"value": "-"}, split if split != "train" else "val": summary}, run)
@@ -241,17 +241,6 @@ def run_threshold(run: Path) -> float:
         if threshold:
             return float(threshold["value"])
     return 0.5
-
-
-class ClassifierView:
-    """A saved network seen through ``predict_on_batch`` on uint8 batches."""
-
-    def __init__(self, net):
-        self.net = net
-
-    def predict_on_batch(self, images):
-        import tensorflow as tf
-        return self.net(tf.cast(images, tf.float32), training=False)
 
 
 @app.command()

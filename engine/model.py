@@ -97,14 +97,15 @@ def application(config: ModelConfig, kwargs: dict) -> keras.Model:
 
 
 def tiny_cnn(config: ModelConfig) -> keras.Model:
-    """Three conv-BN-relu blocks: the mechanics of a backbone (BatchNorm
+    """Four conv-BN-relu-pool blocks: the mechanics of a backbone (BatchNorm
     included) at a fraction of the cost; ``--weights PATH`` loads as usual."""
     inputs = keras.Input((config.image_size, config.image_size, 3))
     x = inputs
-    for i, filters in enumerate((16, 32, 64)):
-        x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", use_bias=False, name=f"conv{i}")(x)
+    for i, filters in enumerate((16, 32, 48, 64)):
+        x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
         x = keras.layers.BatchNormalization(name=f"bn{i}")(x)
         x = keras.layers.Activation("relu", name=f"relu{i}")(x)
+        x = keras.layers.MaxPooling2D(name=f"pool{i}")(x)
     return keras.Model(inputs, x, name="tiny_cnn")
 
 

@@ -72,6 +72,9 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
     if not training:
         ds = base if cached else read_examples(files, manifest, deterministic)
         ds = ds.batch(batch_size, drop_remainder=False)
+        # Interleaving hides the size; stating it lets Keras end an evaluation
+        # pass cleanly, and a shard that lost records fails loudly.
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
     else:
         def one_epoch(epoch: int) -> tf.data.Dataset:
             # Python-int seeds per epoch (tf.data rejects tensor seeds once a

@@ -52,6 +52,17 @@ def strategy() -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def op_determinism(on: bool) -> None:
+    """Deterministic kernels for this run only (the public API can only turn them
+    on, and a sweep in one process must not inherit one run's setting)."""
+    from tensorflow.python.framework import config as tf_config
+
+    if on:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
 def output_folder(run: Path) -> Path:
     """Where this process writes: the run folder on the chief; a scratch folder
     inside it on the other workers of a multi-worker run, which compute the
@@ -63,6 +74,34 @@ def output_folder(run: Path) -> Path:
     if not task or kind == "chief" or (kind == "worker" and index == 0 and not has_chief):
         return run
     return run / f".{kind}-{index}"
+
+
+def multi_worker_fixes() -> None:
+    """Makes Keras 3.15's ``fit`` work under MultiWorkerMirroredStrategy.
+
+    Keras reduces each step's metric results with ``strategy.reduce("MEAN",
+    v, axis=0)`` in multi-worker mode, which fails on the scalar results every
+    step returns (keras-team/keras#20585). Scalars are reduced without an
+    axis instead; everything else goes through Keras' own function. The tests
+    run two local workers, so a Keras upgrade that changes this fails there.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "engine_fix", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            def reduce(v):
+                if len(v.shape) == 0:
+                    return strategy.reduce("MEAN", v, axis=None)
+                return original(v, strategy, reduction)
+            return tf.nest.map_structure(reduce, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.engine_fix = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def auto_bn_momentum(steps_per_epoch: int) -> float:
@@ -128,11 +167,14 @@ class Classifier(keras.Model):
     prediction only cast.
     """
 
-    def __init__(self, net: keras.Model, augment_fn, steps_per_epoch: int, **kwargs):
+    def __init__(self, net: keras.Model, augment_fn, steps_per_epoch: int, seed: int, **kwargs):
         super().__init__(**kwargs)
         self.net = net
         self.augment_fn = augment_fn
         self.steps_per_epoch = steps_per_epoch
+        # The run seed lives in a variable (kept out of Keras' weight tracking)
+        # so a compiled step can serve trials with other seeds without a retrace.
+        object.__setattr__(self, "run_seed", tf.Variable(seed, dtype=tf.int32, trainable=False))
 
     def call(self, inputs, training=False):
         return self.net(tf.cast(inputs, tf.float32), training=training)
@@ -144,8 +186,26 @@ class Classifier(keras.Model):
         replicas = context.num_replicas_in_sync if context else 1
         replica = context.replica_id_in_sync_group if context else 0
         in_epoch = step % self.steps_per_epoch
-        x = self.augment_fn(x, step // self.steps_per_epoch, in_epoch * replicas + replica)
+        # (run seed, epoch) hashed into one key: the augmentation draws depend
+        # on (seed, epoch, step, replica) only.
+        epoch_key = tf.random.experimental.stateless_fold_in(
+            tf.stack([self.run_seed, tf.constant(0, tf.int32)]), step // self.steps_per_epoch, alg="philox")[0]
+        x = self.augment_fn(x, epoch_key, in_epoch * replicas + replica)
         return super().train_step((x, y) + tuple(data[2:]))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 builds the model from a first batch that it averages over
+        # replicas with strategy.reduce, which MultiWorkerMirroredStrategy
+        # cannot do on a dataset batch (keras-team/keras#20585). Any one
+        # replica's batch has the right shapes, which is all the build needs.
+        strategy_ = self._distribute_strategy
+        if iterator is not None and isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
+            for _, _, it in iterator:
+                batch = tf.nest.map_structure(lambda v: strategy_.experimental_local_results(v)[0], next(it))
+                with strategy_.scope():
+                    self._symbolic_build(data_batch=batch)
+                return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def test_step(self, data):
         return super().test_step((tf.cast(data[0], tf.float32),) + tuple(data[1:]))
@@ -210,7 +270,8 @@ def load_checkpoint(run: Path, classifier: Classifier) -> tuple[int, list[dict]]
         return 0, []
     meta = json.loads(meta_path.read_text())
     with np.load(run / CHECKPOINT / meta["file"]) as arrays:
-        classifier.optimizer.build(classifier.net.trainable_variables)
+        if not classifier.optimizer.built:
+            classifier.optimizer.build(classifier.net.trainable_variables)
         for i, v in enumerate(classifier.net.variables):
             v.assign(arrays[f"v{i}"])
         for i, v in enumerate(classifier.optimizer.variables):
@@ -264,7 +325,7 @@ class RunRecorder(keras.callbacks.Callback):
             row[f"{prefix}sensitivity"] = None if math.isnan(sens) else sens
             row[f"{prefix}specificity"] = None if math.isnan(spec) else spec
         row["lr"] = float(keras.ops.convert_to_numpy(self.classifier.optimizer.learning_rate))
-        if self.diverged is not None or row["loss"] is None:
+        if self.diverged is not None or row["loss"] is None or not weights_finite(self.classifier.net):
             self.diverged = epoch
             self.model.stop_training = True
             return
@@ -275,6 +336,14 @@ class RunRecorder(keras.callbacks.Callback):
             save_model(self.classifier.net, self.run / "best.keras")
         save_checkpoint(self.run, self.classifier, epoch, self.history)
         logs.update({k: v for k, v in row.items() if k not in logs and v is not None})
+
+
+def weights_finite(net: keras.Model) -> bool:
+    """True when every weight is finite. Checked once per epoch (one host sync):
+    the loss alone can hide a blown-up model, because binary cross-entropy
+    clips NaN predictions to a finite value."""
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32)))
+                               for v in net.trainable_variables]))
 
 
 def write_history(path: Path, history: list[dict]) -> None:
@@ -333,6 +402,63 @@ def check_resume(run: Path, cfg: TrainConfig, force: bool) -> None:
             shutil.rmtree(run / name, ignore_errors=True)
         for name in ("history.csv", "metrics.json", "best.keras", "last.keras"):
             (run / name).unlink(missing_ok=True)
+
+
+# The compiled classifier of the last run, reused by the next run whose graph
+# is the same (a sweep's trials): TensorFlow 2.21 keeps every traced function
+# of every model alive in its runtime (tensorflow#61791, keras#17458), so
+# rebuilding and recompiling per trial would grow memory by the size of the
+# graphs each time. Reuse also saves the compile time.
+_compiled: dict[str, tuple[Classifier, list]] = {}
+
+
+def graph_key(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla: str, momentum,
+              distribution) -> str:
+    """Everything that shapes the traced step; weights, seed and a constant LR do not."""
+    model = replace(cfg.model, weights="-", channels=manifest["channels"], bn_momentum=momentum)
+    schedule = (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr) \
+        if cfg.schedule != "constant" or cfg.warmup_epochs > 0 else "constant"
+    return json.dumps([model.__dict__, cfg.optimizer, schedule, cfg.batch_size, cfg.augment, precision, xla,
+                       steps, id(distribution)], default=str)
+
+
+def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla: str, momentum,
+                        distribution) -> Classifier:
+    """A compiled classifier with fresh weights and optimizer state for this run.
+
+    A fresh network is built for its initial weights (seeded; ImageNet or
+    PATH weights loaded); when the previous run compiled the same graph, its
+    classifier takes those values instead of being compiled again.
+    """
+    key = graph_key(cfg, manifest, steps, precision, xla, momentum, distribution)
+    if key not in _compiled:
+        _compiled.clear()
+        keras.backend.clear_session()
+        gc.collect()
+        keras.utils.set_random_seed(cfg.seed)
+    with distribution.scope():
+        fresh = model_lib.build(replace(cfg.model, bn_momentum=momentum),
+                                synchronized_bn=distribution.num_replicas_in_sync > 1)
+        if key in _compiled:
+            classifier, optimizer_start = _compiled[key]
+            for target, value in zip(classifier.net.variables, fresh.variables):
+                target.assign(value)
+            for target, value in zip(classifier.optimizer.variables, optimizer_start):
+                target.assign(value)
+            if not isinstance(classifier.optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+                classifier.optimizer.learning_rate = cfg.lr
+            classifier.run_seed.assign(cfg.seed)
+            return classifier
+        # The augmentation's own seed is fixed: the run seed enters through
+        # the classifier's key (see Classifier.train_step).
+        augment_fn = augment.make_augment_fn(cfg.augment, image_size=manifest["image_size"][0],
+                                             channels=manifest["channels"], seed=0)
+        classifier = Classifier(fresh, augment_fn, steps, cfg.seed)
+        classifier.compile(optimizer=make_optimizer(cfg, steps), loss="binary_crossentropy",
+                           metrics=confusion_metrics(), jit_compile=xla == "on")
+        classifier.optimizer.build(fresh.trainable_variables)
+        _compiled[key] = (classifier, [np.asarray(v) for v in classifier.optimizer.variables])
+        return classifier
 
 
 def probe_rates(cfg: TrainConfig, manifest: dict):
@@ -400,11 +526,8 @@ def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbac
         "channels": manifest["channels"], "resize": manifest["resize"],
         "counts": {s: v["count"] for s, v in manifest["splits"].items()}}, indent=1))
 
-    keras.backend.clear_session()
-    gc.collect()
     keras.utils.set_random_seed(cfg.seed)
-    if cfg.deterministic:
-        tf.config.experimental.enable_op_determinism()
+    op_determinism(cfg.deterministic)
     steps = train_count // cfg.batch_size
     precision, xla = resolve(cfg.precision, cfg.xla, probe_rates(cfg, manifest),
                              key=f"{cfg.model.name}|{size}|{cfg.batch_size}")
@@ -414,15 +537,11 @@ def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbac
         auto_bn_momentum(steps) if cfg.bn_momentum == "auto" else float(cfg.bn_momentum)
     keras.config.set_dtype_policy(precision.value)
     distribution = distribution or strategy()
+    if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
+        multi_worker_fixes()
     try:
-        with distribution.scope():
-            net = model_lib.build(replace(cfg.model, bn_momentum=momentum),
-                                  synchronized_bn=distribution.num_replicas_in_sync > 1)
-            augment_fn = augment.make_augment_fn(cfg.augment, image_size=size, channels=manifest["channels"],
-                                                 seed=cfg.seed)
-            classifier = Classifier(net, augment_fn, steps)
-            classifier.compile(optimizer=make_optimizer(cfg, steps), loss="binary_crossentropy",
-                               metrics=confusion_metrics(), jit_compile=xla.value == "on")
+        classifier = compiled_classifier(cfg, manifest, steps, precision.value, xla.value, momentum,
+                                         distribution)
         start_epoch, history = load_checkpoint(run, classifier)
         result = fit(cfg, run, folder, manifest, classifier, start_epoch, history, steps, positive,
                      precision, xla, momentum, quiet, callbacks)
@@ -470,11 +589,17 @@ def fit(cfg, run, folder, manifest, classifier, start_epoch, history, steps, pos
     return result
 
 
-def predict_split(classifier: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """P(label 1) and labels of every example of a split, in order."""
+def predict_split(net: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """P(label 1) and labels of every example of a split, in order.
+
+    A plain forward pass outside any distribution strategy: each process
+    predicts the whole split itself (the splits scored here are small), so no
+    per-replica results need gathering.
+    """
+    forward = tf.function(lambda x: net(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
     probabilities, labels = [], []
     for images, y in ds:
-        probabilities.append(np.asarray(classifier.predict_on_batch(images)).reshape(-1))
+        probabilities.append(np.asarray(forward(images), np.float32).reshape(-1))
         labels.append(y.numpy())
     return np.concatenate(probabilities), np.concatenate(labels)
 
@@ -483,7 +608,7 @@ def evaluate_run(cfg: TrainConfig, classifier, folder: Path, manifest: dict, pos
     """Validation and test metrics with bootstrap intervals; threshold chosen on val."""
     out = {}
     val_ds = pipeline.dataset(folder, "val", cfg.batch_size, training=False, config=cfg.data, manifest=manifest)
-    p_val, y_val = predict_split(classifier, val_ds)
+    p_val, y_val = predict_split(classifier.net, val_ds)
     if cfg.threshold == "val-youden":
         scores, y = metrics.positive_scores(p_val, y_val, positive)
         threshold = metrics.youden_threshold(y, scores)
@@ -496,7 +621,7 @@ def evaluate_run(cfg: TrainConfig, classifier, folder: Path, manifest: dict, pos
     if "test" in manifest["splits"]:
         test_ds = pipeline.dataset(folder, "test", cfg.batch_size, training=False, config=cfg.data,
                                    manifest=manifest)
-        p_test, y_test = predict_split(classifier, test_ds)
+        p_test, y_test = predict_split(classifier.net, test_ds)
         out["test"] = metrics.summary(p_test, y_test, positive, threshold, cfg.bootstrap, cfg.seed,
                                       label_map=manifest["label_map"])
     return out

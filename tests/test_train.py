@@ -1,0 +1,307 @@
+"""Training core: learning, resume, divergence, determinism, precision, distribution, bad input.
+
+Mechanics run on TinyCNN (conv + BatchNorm blocks) at small sizes; InceptionV3
+itself appears once, in one module-scoped fixture at 75 px.
+"""
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from engine import model as model_lib
+from engine import records, synthetic, train
+from engine.config import ModelConfig, RecordsConfig, TrainConfig
+from engine.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def synthetic_records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    synthetic.generate(root / "images", image_size=96, counts={"train": 240, "val": 60, "test": 60}, workers=0)
+    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=64, resize="area",
+                                workers=0, patient_pattern=synthetic.FILENAME_PATTERN), quiet=True)
+    return root / "records"
+
+
+def tiny(records_dir, out, **kwargs):
+    base = dict(records=records_dir, out=out, model=ModelConfig(name="TinyCNN", weights="none", image_size=64),
+                lr=3e-3, batch_size=16, epochs=3, precision="float32", xla="off", bootstrap=100)
+    base.update(kwargs)
+    return TrainConfig(**base)
+
+
+def history(run):
+    with open(run / "history.csv") as f:
+        header, *rows = [line.strip().split(",") for line in f]
+    return [dict(zip(header, row)) for row in rows]
+
+
+def test_short_training_learns(synthetic_records, tmp_path):
+    result = train.train(tiny(synthetic_records, tmp_path / "run", epochs=8, lr=1e-3), quiet=True)
+    rows = history(tmp_path / "run")
+    assert result["status"] == "done" and len(rows) == 8
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
+    assert result["val"]["metrics"]["accuracy"] > 0.7 and result["val"]["metrics"]["auc"] > 0.75
+    for name in ("config.json", "data.json", "history.csv", "metrics.json", "best.keras", "last.keras"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert list((tmp_path / "run" / "tb").rglob("events.out.tfevents*"))
+    test = result["test"]
+    assert test["n"] == 60 and test["positive_class"] == "covid" and test["score"] == "1 - p"
+    low, high = test["intervals"]["sensitivity"]
+    assert low <= test["metrics"]["sensitivity"] <= high
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["lr"] == 1e-3 and saved["model"]["name"] == "TinyCNN" and saved["seed"] == 0
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAtEpoch(keras.callbacks.Callback):
+    """Stops the process' training as a kill would, after ``epoch`` epochs were checkpointed."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Killed()
+
+
+def test_resume_after_kill_equals_uninterrupted(synthetic_records, tmp_path):
+    whole = train.train(tiny(synthetic_records, tmp_path / "whole", epochs=4, deterministic=True), quiet=True)
+    cfg = tiny(synthetic_records, tmp_path / "resumed", epochs=4, deterministic=True)
+    with pytest.raises(Killed):
+        train.train(cfg, quiet=True, callbacks=[KillAtEpoch(2)])
+    assert len(history(tmp_path / "resumed")) == 2
+    resumed = train.train(cfg, quiet=True)
+    a, b = history(tmp_path / "whole"), history(tmp_path / "resumed")
+    assert len(b) == 4
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose([float(r[key]) for r in b], [float(r[key]) for r in a], rtol=1e-5, err_msg=key)
+    assert resumed["test"]["metrics"] == whole["test"]["metrics"]
+
+
+def test_two_seeded_deterministic_runs_are_identical(synthetic_records, tmp_path):
+    a = train.train(tiny(synthetic_records, tmp_path / "a", epochs=2, deterministic=True), quiet=True)
+    b = train.train(tiny(synthetic_records, tmp_path / "b", epochs=2, deterministic=True), quiet=True)
+    assert history(tmp_path / "a")[-1]["val_loss"] == history(tmp_path / "b")[-1]["val_loss"]
+    assert a["test"]["metrics"] == b["test"]["metrics"]
+
+
+class PoisonWeights(keras.callbacks.Callback):
+    """Makes the weights NaN after ``batch`` steps of ``epoch``, as a divergence would."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            kernel = self.model.net.get_layer("hidden").kernel
+            kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+
+def test_nan_loss_marks_run_diverged(synthetic_records, tmp_path):
+    cfg = tiny(synthetic_records, tmp_path / "nan", epochs=3)
+    result = train.train(cfg, quiet=True, callbacks=[PoisonWeights(epoch=1, batch=3)])
+    assert result["status"] == "diverged"
+    assert result["diverged_at_epoch"] == 2
+    rows = history(tmp_path / "nan")
+    assert len(rows) == 1  # the clean first epoch stays; nothing after the NaN is recorded
+    assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_config_change_on_existing_run_is_refused(synthetic_records, tmp_path):
+    train.train(tiny(synthetic_records, tmp_path / "run", epochs=1), quiet=True)
+    with pytest.raises(UserError, match=r"another config \(differs in: lr\)"):
+        train.train(tiny(synthetic_records, tmp_path / "run", epochs=1, lr=1e-2), quiet=True)
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"lr": 0.0}, "--lr must be > 0"),
+    ({"lr": -1e-3}, "--lr must be > 0"),
+    ({"epochs": 0}, "--epochs must be >= 1"),
+    ({"batch_size": 0}, "--batch-size must be >= 1"),
+    ({"batch_size": 10_000}, r"--batch-size 10000 is larger than the train split \(240 images\)"),
+    ({"optimizer": "lbfgs"}, "--optimizer must be one of"),
+    ({"threshold": "2"}, "--threshold must be a number in"),
+    ({"positive_class": "flu"}, "--positive-class 'flu' is not a class"),
+])
+def test_bad_arguments_fail_before_work(synthetic_records, tmp_path, changes, message):
+    with pytest.raises(UserError, match=message):
+        train.train(tiny(synthetic_records, tmp_path / "bad", **changes), quiet=True)
+    assert not (tmp_path / "bad" / "history.csv").exists()
+
+
+def test_missing_records_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="is not a records folder"):
+        train.train(tiny(tmp_path / "nothing", tmp_path / "run"), quiet=True)
+
+
+def test_auto_bn_momentum_values():
+    assert train.auto_bn_momentum(1000) == 0.99
+    assert train.auto_bn_momentum(100) == pytest.approx(0.01 ** (1 / 100))
+    assert train.auto_bn_momentum(16) == 0.9
+    assert 0.01 ** (1 / 100) == pytest.approx(0.955, abs=1e-3)
+
+
+def test_schedule_values():
+    warm = train.WarmupSchedule(1.0, total_steps=100, warmup_steps=10, kind="cosine")
+    values = [float(warm(s)) for s in (0, 9, 10, 55, 100)]
+    np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
+    step = train.WarmupSchedule(1.0, total_steps=100, warmup_steps=0, kind="step")
+    np.testing.assert_allclose([float(step(s)) for s in (0, 49, 50, 74, 75)], [1, 1, 0.1, 0.1, 0.01], atol=1e-7)
+
+
+def test_sens_spec_follow_the_positive_class():
+    logs = {"val_tp": 8.0, "val_fn": 2.0, "val_tn": 6.0, "val_fp": 4.0}
+    assert train.sens_spec(logs, "val_", positive_label=1) == (0.8, 0.6)
+    assert train.sens_spec(logs, "val_", positive_label=0) == (0.6, 0.8)
+
+
+def test_memory_does_not_grow_over_runs(synthetic_records, tmp_path):
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+    sizes = []
+    for i in range(8):
+        train.train(tiny(synthetic_records, tmp_path / f"r{i}", epochs=1, seed=i, lr=1e-3 * (i + 1)), quiet=True)
+        sizes.append(rss_mb())
+    # Rebuilding and retracing per run would add ~14 MB each time for this
+    # small model (TensorFlow keeps traced graphs); reuse keeps it flat.
+    assert sizes[-1] - sizes[2] < 25, sizes
+
+
+def test_weights_path_loads_backbone(tmp_path):
+    config = ModelConfig(name="TinyCNN", weights="none", image_size=32, channels=1)
+    source = model_lib.backbone(config)
+    path = tmp_path / "tiny.weights.h5"
+    source.save_weights(path)
+    loaded = model_lib.build(replace(config, weights=str(path)))
+    base = next(layer for layer in loaded.layers if isinstance(layer, keras.Model))
+    for a, b in zip(source.weights, base.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(UserError, match="no such file"):
+        model_lib.build(replace(config, weights=str(tmp_path / "missing.h5")))
+    (tmp_path / "junk.weights.h5").write_bytes(b"not weights")
+    with pytest.raises(UserError, match="does not fit TinyCNN"):
+        model_lib.build(replace(config, weights=str(tmp_path / "junk.weights.h5")))
+
+
+def test_imagenet_offline_is_one_line(monkeypatch):
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise Exception("URL fetch failure on https://example.invalid/weights.h5: None -- no network")
+    monkeypatch.setattr(file_utils, "get_file", offline)
+    with pytest.raises(UserError, match=r"cannot be downloaded \(offline\?\): pass --weights PATH .* --weights none"):
+        model_lib.build(ModelConfig(name="MobileNetV3Small", weights="imagenet", image_size=32))
+
+
+@pytest.mark.parametrize("policy,compute", [("float32", "float32"), ("mixed_bfloat16", "bfloat16"),
+                                            ("mixed_float16", "float16")])
+def test_dtypes_per_policy(policy, compute):
+    keras.config.set_dtype_policy(policy)
+    try:
+        net = model_lib.build(ModelConfig(name="TinyCNN", weights="none", image_size=32, channels=1))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    conv = next(layer for layer in net.layers if isinstance(layer, keras.Model)).get_layer("conv0")
+    assert conv.compute_dtype == compute and conv.variable_dtype == "float32"
+    head = net.get_layer("p_label1")
+    assert head.compute_dtype == "float32"
+    out = net(np.full((2, 32, 32, 1), 128, np.float32))
+    assert out.dtype == "float32" and out.shape == (2, 1) and not np.isnan(np.asarray(out)).any()
+
+
+@pytest.fixture(scope="module")
+def inception_bf16():
+    """InceptionV3 (75 px, 1 channel) under mixed_bfloat16: the model the study uses."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        net = model_lib.build(ModelConfig(name="InceptionV3", weights="none", image_size=75, channels=1,
+                                          bn_momentum=0.9))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    return net
+
+
+def test_inception_outputs_and_one_step(inception_bf16):
+    net = inception_bf16
+    base = next(layer for layer in net.layers if isinstance(layer, keras.Model))
+    assert base.name == "inception_v3"
+    bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 94 and all(layer.momentum == 0.9 for layer in bns)
+    assert base.get_layer("conv2d").compute_dtype == "bfloat16"
+    net.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (2, 75, 75, 1)).astype(np.float32)
+    loss = net.train_on_batch(x, np.array([0.0, 1.0]))
+    out = net.predict_on_batch(x)
+    assert out.shape == (2, 1) and out.dtype == np.float32
+    assert np.isfinite(loss) and np.all((out >= 0) & (out <= 1))
+
+
+class BatchLosses(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+def test_mirrored_two_devices_same_loss_as_one(synthetic_records, tmp_path):
+    # No augmentation and no dropout: their random draws differ per replica by design.
+    model = ModelConfig(name="TinyCNN", weights="none", image_size=64, dropout=0.0)
+    one_losses, two_losses = BatchLosses(), BatchLosses()
+    one = train.train(tiny(synthetic_records, tmp_path / "one", epochs=1, augment="none", model=model),
+                      quiet=True, callbacks=[one_losses])
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    two = train.train(tiny(synthetic_records, tmp_path / "two", epochs=1, augment="none", model=model),
+                      quiet=True, callbacks=[two_losses], distribution=tf.distribute.MirroredStrategy(devices))
+    # Same first steps up to float summation order (synchronised BatchNorm,
+    # global batch split in two); later steps drift apart only by rounding.
+    np.testing.assert_allclose(two_losses.losses[:3], one_losses.losses[:3], rtol=1e-5)
+    np.testing.assert_allclose(float(history(tmp_path / "two")[0]["loss"]),
+                               float(history(tmp_path / "one")[0]["loss"]), rtol=2e-2)
+    assert one["status"] == two["status"] == "done"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_two_local_processes(synthetic_records, tmp_path):
+    ports = [free_port(), free_port()]
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        cmd = [sys.executable, "-m", "engine.cli", "train", str(synthetic_records), "--out", str(tmp_path / "mw"),
+               "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--epochs", "1",
+               "--batch-size", "16", "--precision", "float32", "--xla", "off", "--quiet"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-2000:]
+    metrics = json.loads((tmp_path / "mw" / "metrics.json").read_text())
+    assert metrics["status"] == "done" and metrics["epochs_done"] == 1
+    assert (tmp_path / "mw" / ".worker-1" / "metrics.json").is_file()  # the other worker kept apart
