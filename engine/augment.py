@@ -121,6 +121,14 @@ def augment_seed(seed: int, epoch: int | tf.Tensor, step: int | tf.Tensor) -> tf
     return tf.random.experimental.stateless_fold_in(key, tf.cast(step, tf.int32), alg=_RNG_ALG)
 
 
+def run_epoch_key(run_seed: int | tf.Tensor, epoch: int | tf.Tensor) -> tf.Tensor:
+    """One int32 key from (run seed, epoch), for augmentation functions built with
+    seed 0: the run seed can then be a tensor (a compiled step serves trials of
+    several seeds), and the key is the same wherever the augmentation runs."""
+    pair = tf.stack([tf.cast(run_seed, tf.int32), tf.constant(0, tf.int32)])
+    return tf.random.experimental.stateless_fold_in(pair, tf.cast(epoch, tf.int32), alg=_RNG_ALG)[0]
+
+
 def _stateless_unit_uniform(shape: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Stateless U[0, 1) float32 draws, bit-identical with and without XLA.
 

@@ -271,7 +271,7 @@ def predict(
         score = p if positive == 1 else 1 - p  # P(positive class)
         label = positive if score >= threshold else 1 - positive
         probability = p if label == 1 else 1 - p
-        out_console.print(f"{path}: {names[label]} {probability:.3g}", highlight=False)
+        out_console.print(f"{path}: {names[label]} {probability:.3g}", highlight=False, soft_wrap=True)
         if gradcam:
             from engine.gradcam import heatmap, overlay
             overlay(path, heatmap(net, array, label), gradcam / f"{path.stem}_gradcam.png")

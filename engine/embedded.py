@@ -21,6 +21,11 @@ def cache_dir() -> Path:
     return Path(base) / "engine"
 
 
+def synthetic_root(seed: int = 0) -> Path:
+    """Cache folder of the synthetic set of ``seed``: ``images/`` and ``records-<size>/``."""
+    return cache_dir() / f"synthetic-v{SYNTHETIC_VERSION}-seed{seed}"
+
+
 def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
                       workers: int | None = None) -> tuple[Path, bool]:
     """Records of the synthetic set at ``image_size``, built on first use.
@@ -30,7 +35,7 @@ def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
     """
     from engine import records, synthetic
 
-    root = cache_dir() / f"synthetic-v{SYNTHETIC_VERSION}-seed{seed}"
+    root = synthetic_root(seed)
     out = root / f"records-{image_size}"
     if (out / records.MANIFEST).is_file():
         return out, False

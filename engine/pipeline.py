@@ -17,6 +17,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from engine import records
+from engine.augment import run_epoch_key
 from engine.config import PipelineConfig
 from engine.errors import UserError
 
@@ -47,7 +48,8 @@ def read_examples(files: list[str], manifest: dict, deterministic: bool,
 
 def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
             config: PipelineConfig = PipelineConfig(), start_epoch: int = 0,
-            end_epoch: int | None = None, manifest: dict | None = None) -> tf.data.Dataset:
+            end_epoch: int | None = None, manifest: dict | None = None,
+            augment_fn=None, augment_seed: int = 0) -> tf.data.Dataset:
     """Batches of (uint8 images [B, H, W, C], int32 labels [B]).
 
     Training: epochs ``start_epoch`` to ``end_epoch`` (exclusive; default one
@@ -56,6 +58,12 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
     every step has one static shape (one compilation).
     Evaluation: one pass in file order, every example exactly once, the last
     batch smaller.
+
+    ``augment_fn(images, epoch_key, step)`` (training only) augments each
+    batch inside tf.data, in parallel with the consumer, keyed by
+    (``augment_seed``, epoch, step in epoch) exactly as the training step
+    keys it when the augmentation runs there instead; batches then leave as
+    float32.
     """
     manifest = manifest or records.load_manifest(folder)
     files = records.shard_paths(folder, split, manifest)
@@ -87,7 +95,13 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
                 ds = ds.shuffle(config.shuffle_buffer, seed=None if order is None else order + 1,
                                 reshuffle_each_iteration=False)
             # Batching inside each epoch: a batch never mixes two epochs.
-            return ds.batch(batch_size, drop_remainder=True)
+            ds = ds.batch(batch_size, drop_remainder=True)
+            if augment_fn is None:
+                return ds
+            key = run_epoch_key(augment_seed, epoch)
+            return ds.enumerate().map(
+                lambda step, batch: (augment_fn(batch[0], key, tf.cast(step, tf.int32)), batch[1]),
+                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
         ds = one_epoch(start_epoch)
         for epoch in range(start_epoch + 1, end_epoch or start_epoch + 1):

@@ -49,3 +49,34 @@ def test_recipes_listed():
     assert result.exit_code == 0
     for name in ("chest-xray-pneumonia", "covid19-radiography", "covidx", "synthetic"):
         assert name in result.output
+
+
+def test_train_evaluate_predict_gradcam(tmp_path):
+    from engine import records, synthetic
+    from engine.config import RecordsConfig
+
+    synthetic.generate(tmp_path / "images", image_size=64, counts={"train": 32, "val": 8, "test": 8}, workers=0)
+    records.build(RecordsConfig(src=tmp_path / "images", out=tmp_path / "records", image_size=64, workers=0),
+                  quiet=True)
+    run = tmp_path / "run"
+    done = engine("train", str(tmp_path / "records"), "--out", str(run), "--model", "TinyCNN", "--weights", "none",
+                  "--image-size", "64", "--epochs", "2", "--batch-size", "8", "--lr", "1e-3",
+                  "--precision", "float32", "--xla", "off", "--threshold", "val-youden")
+    assert done.returncode == 0, done.stderr
+    assert "epoch 2/2" in done.stdout and "test (8 images, positive class covid" in done.stdout
+    done = engine("evaluate", str(run), "--split", "val")
+    assert done.returncode == 0, done.stderr
+    assert "val (8 images" in done.stdout
+    image = next((tmp_path / "images" / "test" / "covid").glob("*.png"))
+    done = engine("predict", str(run), str(image), "--gradcam", str(tmp_path / "cams"))
+    assert done.returncode == 0, done.stderr
+    line = done.stdout.strip().splitlines()[-1]
+    name, probability = line.rsplit(" ", 2)[-2:]
+    assert line.startswith(str(image)) and name in ("covid", "normal") and 0.5 <= float(probability) <= 1
+    from PIL import Image
+    overlay = Image.open(tmp_path / "cams" / f"{image.stem}_gradcam.png")
+    assert overlay.size == (64, 64) and overlay.mode == "RGB"
+    done = engine("predict", str(run), str(tmp_path / "missing.png"))
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")
+    done = engine("train", str(tmp_path / "records"), "--out", str(tmp_path / "bad"), "--lr", "0")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == "error: --lr must be > 0, not 0.0"

@@ -305,3 +305,14 @@ def test_multi_worker_two_local_processes(synthetic_records, tmp_path):
     metrics = json.loads((tmp_path / "mw" / "metrics.json").read_text())
     assert metrics["status"] == "done" and metrics["epochs_done"] == 1
     assert (tmp_path / "mw" / ".worker-1" / "metrics.json").is_file()  # the other worker kept apart
+
+
+def test_auto_bn_momentum_keeps_validation_off_chance(synthetic_records, tmp_path):
+    # Short run, small data, 15 steps an epoch: Keras' 0.99 leaves the moving
+    # statistics near their start, and validation reads them.
+    stuck = train.train(tiny(synthetic_records, tmp_path / "keras", epochs=5, lr=1e-3, bn_momentum="keras"),
+                        quiet=True)
+    tied = train.train(tiny(synthetic_records, tmp_path / "auto", epochs=5, lr=1e-3), quiet=True)
+    assert tied["bn_momentum"] == 0.9
+    assert stuck["val"]["metrics"]["accuracy"] <= 0.6
+    assert tied["val"]["metrics"]["accuracy"] >= stuck["val"]["metrics"]["accuracy"] + 0.15
