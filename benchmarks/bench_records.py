@@ -66,7 +66,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         start = time.perf_counter()
-        synthetic.generate(src, counts={"train": args.images, "val": 0, "test": 0}, workers=args.workers)
+        synthetic.generate(src, counts={"train": args.images}, workers=args.workers)
         print(f"generated {args.images} 299-px PNGs in {time.perf_counter() - start:.1f} s")
         for repeat in range(args.repeats):
             for encoding in encodings:

@@ -137,7 +137,7 @@ def train_config(records: Optional[Path], out: Optional[Path], **options) -> "Tr
     model = ModelConfig(name=options.pop("model"), weights=options.pop("weights"),
                         image_size=options.pop("image_size"), freeze_base=options.pop("freeze_base"),
                         trainable_from=options.pop("trainable_from"), hidden=options.pop("hidden"),
-                        dropout=options.pop("dropout"))
+                        dropout=options.pop("dropout"), fused_bn=options.pop("fused_bn"))
     data = PipelineConfig(cache_mb=options.pop("cache_mb"), data_service=options.pop("data_service"))
     return TrainConfig(records=records, out=out, model=model, data=data, **options).validate()
 
@@ -160,6 +160,7 @@ def train(
     trainable_from: Annotated[Optional[str], typer.Option(help="Freeze backbone layers before this one.")] = None,
     hidden: Annotated[int, typer.Option(help="Units of the head's relu layer.")] = 256,
     dropout: Annotated[float, typer.Option(help="Dropout before the sigmoid.")] = 0.2,
+    fused_bn: Annotated[bool, typer.Option(help="BatchNorm on TensorFlow's fused kernel (faster).")] = True,
     augment: Annotated[str, typer.Option(help="paper | none | randaugment | augmix.")] = "paper",
     precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16 | mixed_bfloat16.")] = "auto",
     xla: Annotated[str, typer.Option(help="auto | on | off.")] = "auto",

@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 
 from engine.config import ModelConfig
+from engine.fused_bn import fuse_batchnorm
 from engine.errors import UserError
 
 # name -> (preprocess_input mode of keras.applications, smallest input side).
@@ -156,4 +157,12 @@ def build(config: ModelConfig, synchronized_bn: bool = False) -> keras.Model:
     # The output stays float32 under mixed precision: a bf16/fp16 sigmoid loses
     # the resolution the loss and the clinical metrics need near 0 and 1.
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="p_label1")(x)
-    return keras.Model(inputs, outputs, name=f"{config.name}_binary")
+    net = keras.Model(inputs, outputs, name=f"{config.name}_binary")
+    if config.fused_bn and not synchronized_bn:
+        # Keras 3 computes BatchNorm from ~25 separate ops per layer in a
+        # training step; the fused kernel is one op each way (see
+        # engine.fused_bn). Synchronised statistics need Keras' own path.
+        # Swapped in after every layer is initialised, so the seeded initial
+        # weights do not depend on this choice.
+        net = fuse_batchnorm(net)
+    return net

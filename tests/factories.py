@@ -52,3 +52,12 @@ def png_bomb(path: Path, width: int = 100_000, height: int = 100_000) -> Path:
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows)
                      + chunk(b"IEND", b""))
     return path
+
+
+def damage(path: Path, length: int = 64) -> Path:
+    """Zeroes ``length`` bytes in the middle of a file (a torn write, a bad disk)."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle: middle + length] = bytes(length)
+    path.write_bytes(bytes(data))
+    return path

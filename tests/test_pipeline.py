@@ -9,7 +9,7 @@ from engine import pipeline, records
 from engine.config import RecordsConfig
 from engine.errors import UserError
 from engine.config import PipelineConfig
-from factories import class_folder
+from factories import class_folder, damage
 
 COUNT = 17
 
@@ -113,10 +113,7 @@ def test_corrupt_shard_is_named(folder, tmp_path):
     import shutil
     copy = tmp_path / "copy"
     shutil.copytree(folder, copy)
-    shard = sorted(copy.glob("*.tfrecord-*"))[1]
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
-    shard.write_bytes(bytes(data))
+    shard = damage(sorted(copy.glob("*.tfrecord-*"))[1])
     with pytest.raises(UserError, match=rf"{shard.name}: record \d+ cannot be read"):
         pipeline.verify(copy, "train")
 
@@ -134,3 +131,24 @@ def test_wrong_shape_record_is_named(folder, tmp_path):
         writer.write(wrong.SerializeToString())
     with pytest.raises(UserError, match=rf"{shard.name}: record 0 cannot be read"):
         pipeline.verify(copy, "train")
+
+
+def test_augmentation_inside_tf_data_is_chunked_and_seeded(folder):
+    from engine import augment
+
+    fn = augment.make_augment_fn("paper", image_size=32, channels=1, seed=0)
+    make = lambda seed: pipeline.dataset(folder, "train", 4, training=True, end_epoch=2,  # noqa: E731
+                                         augment_fn=fn, augment_seed=seed)
+    ds = make(7)
+    assert ds.element_spec[0].shape == (4, 32, 32, 1) and ds.element_spec[0].dtype == tf.float32
+    first = [images.numpy() for images, _ in ds.take(8)]  # two epochs of 4 steps (17 // 4)
+    again = [images.numpy() for images, _ in make(7).take(8)]
+    other = [images.numpy() for images, _ in make(8).take(8)]
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(first, other))
+    plain = [images.numpy() for images, _ in pipeline.dataset(folder, "train", 4, training=True, end_epoch=2)
+             .take(8)]
+    # Same order of examples, now warped: the augmentation changes pixels, not the order.
+    assert not np.array_equal(first[0], plain[0].astype(np.float32))
+    np.testing.assert_allclose([a.mean() for a in first], [p.mean() for p in plain], rtol=0.35)

@@ -22,6 +22,7 @@ from engine import model as model_lib
 from engine import records, synthetic, train
 from engine.config import ModelConfig, RecordsConfig, TrainConfig
 from engine.errors import UserError
+from factories import damage
 
 
 @pytest.fixture(scope="module")
@@ -274,9 +275,10 @@ def test_mirrored_two_devices_same_loss_as_one(synthetic_records, tmp_path):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     two = train.train(tiny(synthetic_records, tmp_path / "two", epochs=1, augment="none", model=model),
                       quiet=True, callbacks=[two_losses], distribution=tf.distribute.MirroredStrategy(devices))
-    # Same first steps up to float summation order (synchronised BatchNorm,
-    # global batch split in two); later steps drift apart only by rounding.
-    np.testing.assert_allclose(two_losses.losses[:3], one_losses.losses[:3], rtol=1e-5)
+    # Same first steps up to float rounding (synchronised BatchNorm over the
+    # global batch split in two, Keras' BatchNorm path instead of the fused
+    # kernel); later steps drift apart only by rounding.
+    np.testing.assert_allclose(two_losses.losses[:3], one_losses.losses[:3], rtol=1e-4)
     np.testing.assert_allclose(float(history(tmp_path / "two")[0]["loss"]),
                                float(history(tmp_path / "one")[0]["loss"]), rtol=2e-2)
     assert one["status"] == two["status"] == "done"
@@ -307,12 +309,97 @@ def test_multi_worker_two_local_processes(synthetic_records, tmp_path):
     assert (tmp_path / "mw" / ".worker-1" / "metrics.json").is_file()  # the other worker kept apart
 
 
-def test_auto_bn_momentum_keeps_validation_off_chance(synthetic_records, tmp_path):
+def moving_stat_gap(run: Path, records_dir: Path) -> float:
+    """Mean |log(moving variance / batch variance)| over the first BatchNorm's
+    channels, the batch variance taken on training images with the final weights."""
+    from engine import pipeline
+
+    net = keras.models.load_model(run / "last.keras", safe_mode=True)
+    base = next(layer for layer in net.layers if isinstance(layer, keras.Model))
+    stem = keras.Model(base.inputs, base.get_layer("conv0").output)
+    images = next(iter(pipeline.dataset(records_dir, "train", 240, training=False)))[0]
+    x = tf.cast(tf.concat([images] * 3, axis=-1), tf.float32) / 127.5 - 1.0
+    features = stem(x).numpy().reshape(-1, 16)
+    moving = np.asarray(base.get_layer("bn0").moving_variance)
+    return float(np.mean(np.abs(np.log(moving / features.var(0)))))
+
+
+def test_auto_bn_momentum_tracks_the_data(synthetic_records, tmp_path):
     # Short run, small data, 15 steps an epoch: Keras' 0.99 leaves the moving
-    # statistics near their start, and validation reads them.
-    stuck = train.train(tiny(synthetic_records, tmp_path / "keras", epochs=5, lr=1e-3, bn_momentum="keras"),
-                        quiet=True)
-    tied = train.train(tiny(synthetic_records, tmp_path / "auto", epochs=5, lr=1e-3), quiet=True)
+    # statistics near their start (variance 1), which is what validation reads.
+    train.train(tiny(synthetic_records, tmp_path / "keras", epochs=3, lr=1e-3, bn_momentum="keras"), quiet=True)
+    tied = train.train(tiny(synthetic_records, tmp_path / "auto", epochs=3, lr=1e-3), quiet=True)
     assert tied["bn_momentum"] == 0.9
-    assert stuck["val"]["metrics"]["accuracy"] <= 0.6
-    assert tied["val"]["metrics"]["accuracy"] >= stuck["val"]["metrics"]["accuracy"] + 0.15
+    lagging = moving_stat_gap(tmp_path / "keras", synthetic_records)
+    tracking = moving_stat_gap(tmp_path / "auto", synthetic_records)
+    # Measured: ~0.25 against ~2.4 (the moving variance still ~10x off).
+    assert tracking < 0.6 and lagging > 1.5 and lagging > 4 * tracking, (tracking, lagging)
+
+
+@pytest.mark.slow
+def test_inception_from_scratch_validation_off_chance(tmp_path_factory):
+    """The case that motivated the remedy: InceptionV3 from scratch at 96 px on
+    ~250 images, batch 16, Adam 1e-3: validation at chance with momentum 0.99."""
+    root = tmp_path_factory.mktemp("bn_inception")
+    synthetic.generate(root / "images", image_size=96, counts={"train": 256, "val": 64, "test": 64}, workers=0)
+    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=96, workers=0), quiet=True)
+    results = {}
+    for momentum in ("keras", "auto"):
+        cfg = TrainConfig(records=root / "records", out=root / momentum, lr=1e-3, batch_size=16, epochs=6,
+                          model=ModelConfig(name="InceptionV3", weights="none", image_size=96), bn_momentum=momentum,
+                          precision="float32", xla="off", bootstrap=100)
+        results[momentum] = train.train(cfg, quiet=True)["val"]["metrics"]["accuracy"]
+    assert results["keras"] <= 0.6 and results["auto"] >= results["keras"] + 0.15, results
+
+
+def test_sigkill_mid_run_then_rerun_completes(synthetic_records, tmp_path):
+    import signal
+    import time
+
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "engine.cli", "train", str(synthetic_records), "--out", str(run),
+           "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--epochs", "4", "--batch-size", "16",
+           "--lr", "1e-3", "--precision", "float32", "--xla", "off", "--quiet"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = run / "ckpt" / "state.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and not state.is_file():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert state.is_file(), "killed before the first checkpoint"
+    done_before = json.loads(state.read_text())["epoch"] + 1
+    assert done_before < 4
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert [int(r["epoch"]) for r in history(run)] == [1, 2, 3, 4]
+    assert json.loads((run / "metrics.json").read_text())["status"] == "done"
+
+
+def test_damaged_shard_during_training_is_named(synthetic_records, tmp_path):
+    import shutil
+
+    copy = tmp_path / "records"
+    shutil.copytree(synthetic_records, copy)
+    shard = damage(sorted(copy.glob("*-train.tfrecord-*"))[1])
+    with pytest.raises(UserError, match=rf"{shard.name}: record \d+ cannot be read"):
+        train.train(tiny(copy, tmp_path / "run", epochs=1), quiet=True)
+
+
+def test_class_weights_inverse_frequency():
+    manifest = {"label_map": {"covid": 0, "normal": 1},
+                "splits": {"train": {"per_class": {"covid": 100, "normal": 300}}}}
+    assert train.class_weights(manifest) == {0: 2.0, 1: 400 / 600}
+
+
+def test_freeze_base_and_trainable_from():
+    config = ModelConfig(name="TinyCNN", weights="none", image_size=32, channels=1)
+    head_only = model_lib.build(replace(config, freeze_base=True))
+    assert [w.name for w in head_only.trainable_weights] == ["kernel", "bias", "kernel", "bias"]
+    partial = model_lib.build(replace(config, trainable_from="conv2"))
+    base = next(layer for layer in partial.layers if isinstance(layer, keras.Model))
+    assert not base.get_layer("conv1").trainable and not base.get_layer("bn1").trainable
+    assert base.get_layer("conv2").trainable and base.get_layer("bn3").trainable
+    with pytest.raises(UserError, match="--trainable-from 'nope' is not a layer of TinyCNN"):
+        model_lib.build(replace(config, trainable_from="nope"))
