@@ -51,8 +51,9 @@ class RecordsConfig:
         shard_mb: size cap of one shard.
         min_shards: shards per split at least (parallel reads), if it has examples enough.
         max_pixels: larger images are rejected (decompression-bomb guard).
-        near_duplicate_bits: Hamming distance (of 256) under which two images
-            in different splits are reported as near-duplicates.
+        near_duplicate_bits: Hamming distances (of 256 and of 1024 bits, see
+            ``images.HASH_SIDES``) within which two images in different splits
+            are reported as near-duplicates.
     """
 
     src: Path | None = None
@@ -81,7 +82,7 @@ class RecordsConfig:
     shard_mb: float = 100.0
     min_shards: int = 4
     max_pixels: int = 64_000_000
-    near_duplicate_bits: int = 12
+    near_duplicate_bits: tuple[int, int] = (10, 100)
     command: str = field(default="", compare=False)
 
     def validate(self) -> "RecordsConfig":

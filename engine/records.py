@@ -146,26 +146,33 @@ def exact_duplicates(accepted: list[tuple[Candidate, images.Processed]]) -> list
             if len({c.split for c in g}) > 1]
 
 
-def near_duplicates(accepted: list[tuple[Candidate, images.Processed]], max_bits: int,
+def near_duplicates(accepted: list[tuple[Candidate, images.Processed]], max_bits: tuple[int, int],
                     limit: int = 1000) -> tuple[int, list[dict]]:
-    """Pairs of images in different splits whose perceptual hashes differ by at most
-    ``max_bits`` of 256 bits. Returns (count, first ``limit`` pairs)."""
+    """Pairs of images in different splits whose perceptual hashes are within
+    ``max_bits`` at every scale. Returns (count, first ``limit`` pairs)."""
     if not accepted:
         return 0, []
-    bits = np.unpackbits(np.frombuffer(b"".join(r.dhash for _, r in accepted), np.uint8)
-                         .reshape(len(accepted), -1), axis=1).astype(np.float32)
+    all_bits = np.unpackbits(np.frombuffer(b"".join(r.dhash for _, r in accepted), np.uint8)
+                             .reshape(len(accepted), -1), axis=1).astype(np.float32)
+    sizes = [side * side for side in images.HASH_SIDES]
+    scales = np.split(all_bits, np.cumsum(sizes)[:-1], axis=1)
     split_ids = np.array([SPLITS.index(c.split) for c, _ in accepted])
     count, pairs = 0, []
     for start in range(0, len(accepted), 1024):
-        block = bits[start:start + 1024]
-        # Hamming distance as two matrix products: bits that are 1 in a and 0 in b, and vice versa.
-        dist = block @ (1 - bits).T + (1 - block) @ bits.T
-        rows, cols = np.nonzero((dist <= max_bits) & (split_ids[start:start + 1024, None] < split_ids[None, :]))
+        close = split_ids[start:start + 1024, None] < split_ids[None, :]
+        distances = []
+        for bits, limit_bits in zip(scales, max_bits):
+            block = bits[start:start + 1024]
+            # Hamming distance as two matrix products: bits that are 1 in a and 0 in b, and vice versa.
+            dist = block @ (1 - bits).T + (1 - block) @ bits.T
+            close &= dist <= limit_bits
+            distances.append(dist)
+        rows, cols = np.nonzero(close)
         count += len(rows)
         for r, c in zip(rows[: max(0, limit - len(pairs))], cols):
             a, b = accepted[start + r][0], accepted[c][0]
             pairs.append({"a": a.rel, "a_split": a.split, "b": b.rel, "b_split": b.split,
-                          "bits": int(dist[r, c])})
+                          "bits": [int(d[r, c]) for d in distances]})
     return count, pairs
 
 
@@ -293,8 +300,9 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
                             f"copies or --allow-duplicates to keep them")
         near_count, near_pairs = near_duplicates(accepted, cfg.near_duplicate_bits)
         if near_count:
-            notes.append(f"{near_count} near-duplicate pairs across splits (perceptual hash within "
-                         f"{cfg.near_duplicate_bits}/256 bits), listed in the manifest")
+            notes.append(f"{near_count} near-duplicate pairs across splits (perceptual hashes within "
+                         f"{cfg.near_duplicate_bits[0]}/256 and {cfg.near_duplicate_bits[1]}/1024 bits), "
+                         f"listed in the manifest")
         channels = int(cfg.channels) if cfg.channels != "auto" else \
             (1 if all(r.channels == 1 for _, r in accepted) else 3)
         with progress(len(accepted), "Writing shards", "records", quiet=quiet) as advance:
