@@ -62,6 +62,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from engine.device import cpu_name
 from engine.augment import (
     PaperAugment,
     augment_seed,
@@ -173,18 +174,6 @@ def bench_batch(batch_size: int, repeats: int, min_images: int) -> list[dict]:
             for name, r in rates.items()]
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name where Linux exposes it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[5, 64])
@@ -198,7 +187,7 @@ def main() -> None:
     # retracing heuristic counts those as retraces and would warn.
     tf.get_logger().setLevel("ERROR")
 
-    print(f"host: {platform.machine()} {cpu_model()}, "
+    print(f"host: {platform.machine()} {cpu_name()}, "
           f"{os.cpu_count()} logical CPUs; TF {tf.__version__}; "
           f"devices: {[d.device_type for d in tf.config.list_logical_devices()]}")
     diff = check_agreement(

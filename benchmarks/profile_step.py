@@ -97,6 +97,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402 - after the log level
 import tensorflow as tf  # noqa: E402
 
+from engine.device import cpu_name  # noqa: E402
+
 VARIANTS = ("tfk", "k3", "k3-fused", "k3-bf16", "k3-bf16-fused", "k3-xla", "k3-fused-xla")
 DEFAULT_VARIANTS = ("tfk", "k3", "k3-fused")
 PROFILED = ("tfk", "k3", "k3-fused")
@@ -420,18 +422,6 @@ def profile(runners: dict[str, Callable[[], float]], logdir: str, steps: int, to
 # --- main ----------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name where Linux exposes it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def tf_keras_version() -> str:
     """tf_keras' version, or a note that it is missing (only ``tfk`` needs it)."""
     try:
@@ -503,7 +493,7 @@ def main() -> None:
     tf.get_logger().setLevel("ERROR")
     import keras
 
-    print(f"host: {platform.machine()} {cpu_model()}, {os.cpu_count()} logical CPUs; "
+    print(f"host: {platform.machine()} {cpu_name()}, {os.cpu_count()} logical CPUs; "
           f"TF {tf.__version__}, Keras {keras.__version__}, tf_keras {tf_keras_version()}; "
           f"{args.image_size} px, batch {args.batch_size}")
     images, labels = fixed_batch(args.batch_size, args.image_size)
