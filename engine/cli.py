@@ -278,6 +278,114 @@ def predict(
             overlay(path, heatmap(net, array, label), gradcam / f"{path.stem}_gradcam.png")
 
 
+def parse_list(text: Optional[str], kind, what: str):
+    if not text:
+        return None
+    try:
+        return tuple(kind(part) for part in text.split(","))
+    except ValueError:
+        raise UserError(f"{what} takes a comma-separated list, not {text!r}") from None
+
+
+@app.command()
+def compare(
+    records: Annotated[Optional[Path], typer.Argument(help="Records (omit: the embedded synthetic set).")] = None,
+    axis: Annotated[str, typer.Option(help="lr | batch | grid | optimizer.")] = "lr",
+    preset: Annotated[str, typer.Option(help="paper (the study as published) | quick (minutes on a CPU).")] = "quick",
+    out: Annotated[Path, typer.Option(help="Sweep folder (rerun to resume).")] = Path("runs/compare"),
+    lrs: Annotated[Optional[str], typer.Option(help="Learning rates, e.g. 1e-2,1e-3.")] = None,
+    batch_sizes: Annotated[Optional[str], typer.Option(help="Batch sizes, e.g. 5,10,15.")] = None,
+    optimizers: Annotated[Optional[str], typer.Option(help="For --axis optimizer, e.g. adam,sgd.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs per trial.")] = None,
+    repeats: Annotated[Optional[int], typer.Option(help="Runs per setting (seeds seed, seed+1, ...).")] = None,
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    image_size: Annotated[Optional[int], typer.Option(help="Image side (must match the records).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Backbone (default InceptionV3).")] = None,
+    precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16 | mixed_bfloat16.")] = "auto",
+    xla: Annotated[str, typer.Option(help="auto | on | off.")] = "auto",
+    weights: Annotated[Optional[str], typer.Option(help="imagenet | none | PATH.")] = None,
+    budget: Annotated[str, typer.Option(help="epochs (the paper) | steps (equal updates per batch size).")] = "epochs",
+    lr_scaling: Annotated[str, typer.Option(help="none | linear | sqrt, for the batch axis.")] = "none",
+    shard: Annotated[str, typer.Option(help="i/n: run the i-th of n slices of the trials.")] = "0/1",
+    config: Annotated[Optional[Path], typer.Option(help="A TOML file with these same fields.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the trials and an estimated time, then stop.")] = False,
+    force: Annotated[bool, typer.Option(help="Start over if OUT holds another sweep.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only the final summary.")] = False,
+) -> None:
+    """Run the paper's learning-rate or batch-size study and report it."""
+    from engine import records as records_lib, report, sweep as sweep_lib
+    from engine.dashboard import Dashboard
+
+    options = {k: v for k, v in locals().items() if k in (
+        "axis", "preset", "lrs", "batch_sizes", "optimizers", "epochs", "repeats", "seed", "image_size", "model",
+        "precision", "xla", "weights", "budget", "lr_scaling", "shard")}
+    if config:
+        import tomllib
+        try:
+            from_file = tomllib.loads(config.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as err:
+            raise UserError(f"--config {config}: {err}") from None
+        unknown = set(from_file) - set(options)
+        if unknown:
+            raise UserError(f"--config {config}: unknown fields {', '.join(sorted(unknown))}")
+        for key, value in from_file.items():
+            options[key] = ",".join(map(str, value)) if isinstance(value, list) else value
+    try:
+        index, count = (int(v) for v in str(options["shard"]).split("/"))
+    except ValueError:
+        raise UserError(f"--shard takes i/n, not {options['shard']!r}") from None
+    size = options["image_size"] or sweep_lib.PRESETS.get(options["preset"], sweep_lib.PRESETS["quick"]).image_size
+    if records is None and not dry_run:
+        from engine.embedded import synthetic_records
+        records, _ = synthetic_records(image_size=size, quiet=quiet)
+    sweep = sweep_lib.resolve(
+        options["axis"], options["preset"], records, out, lrs=parse_list(options["lrs"], float, "--lrs"),
+        batch_sizes=parse_list(options["batch_sizes"], int, "--batch-sizes"),
+        optimizers=parse_list(options["optimizers"], str, "--optimizers"), epochs=options["epochs"],
+        repeats=options["repeats"], seed=options["seed"], image_size=size, model=options["model"],
+        precision=options["precision"], xla=options["xla"], weights=options["weights"], budget=options["budget"],
+        lr_scaling=options["lr_scaling"], shard=(index, count))
+    plan = sweep_lib.trials(sweep)
+    counts = {"train": 500, "val": 100}
+    if records is not None:
+        manifest = records_lib.load_manifest(records)
+        counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val")}
+        too_big = [b for b in sweep.batch_sizes if b > counts["train"]]
+        if too_big:
+            raise UserError(f"batch size {too_big[0]} is larger than the train split ({counts['train']} images)")
+    if dry_run:
+        rate = sweep_lib.rough_rate(size, sweep.base.model.name)
+        table = Table("trial", "setting", "lr", "batch", "epochs", "seed")
+        for t in plan:
+            table.add_row(t.name, t.setting, f"{t.config.lr:g}", str(t.config.batch_size), str(t.config.epochs),
+                          str(t.config.seed))
+        out_console.print(table)
+        seconds = sweep_lib.estimate_seconds(plan, counts["train"], counts["val"], rate)
+        out_console.print(f"{len(plan)} trials; roughly {seconds / 60:.0f} min at ~{rate:.0f} img/s "
+                          f"(a rough figure for this machine; see benchmarks/RESULTS.md)")
+        return
+    total = sum(t.config.epochs * (counts["train"] // t.config.batch_size) for t in plan)
+    with Dashboard(total, quiet=quiet) as dashboard:
+        sweep_lib.run(sweep, force=force, on_event=dashboard)
+    result = report.write(out)
+    out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
+    out_console.print(f"report: {out / 'report.md'}; curves: {out / 'curves.png'}; "
+                      f"TensorBoard: tensorboard --logdir {out / 'trials'}", highlight=False, soft_wrap=True)
+
+
+@app.command("report")
+def report_command(
+    folder: Annotated[Path, typer.Argument(help="A sweep folder (several shards' trials are merged).")],
+) -> None:
+    """Rewrite a sweep's summary, plots and report from what its trials wrote."""
+    from engine import report
+
+    if not (folder / "sweep.json").is_file():
+        raise UserError(f"{folder} is not a sweep folder (no sweep.json)")
+    result = report.write(folder)
+    out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
+
+
 @app.command()
 def recipes() -> None:
     """List the known dataset recipes (where to get each source, its layout, licence)."""

@@ -1,0 +1,147 @@
+"""engine compare: trials, resume, refusal, shards, failures, ranking statistic, report files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import records, report, sweep, synthetic
+from engine.config import RecordsConfig
+from engine.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    synthetic.generate(root / "images", image_size=64, counts={"train": 48, "val": 16, "test": 16}, workers=0)
+    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=64, workers=0), quiet=True)
+    return root / "records"
+
+
+def tiny_sweep(records_dir, out, **kwargs):
+    options = dict(lrs=(1e-3, 1e-2), epochs=2, repeats=1, model="TinyCNN", weights="none", image_size=64,
+                   precision="float32", xla="off", batch_sizes=(16,))
+    options.update(kwargs)
+    return sweep.resolve(kwargs.pop("axis", "lr"), "quick", records_dir, out, **options)
+
+
+def test_trial_list_paper_preset():
+    lr = sweep.trials(sweep.resolve("lr", "paper", None, Path("/x")))
+    assert [t.setting for t in lr] == [f"lr={v:g}" for v in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)]
+    assert {t.config.batch_size for t in lr} == {5} and {t.config.epochs for t in lr} == {20}
+    batch = sweep.trials(sweep.resolve("batch", "paper", None, Path("/x")))
+    assert [(t.config.batch_size, t.config.lr) for t in batch] == [(5, 1e-4), (10, 1e-4), (15, 1e-4)]
+    assert batch[0].config.model.weights == "imagenet" and batch[0].config.model.image_size == 299
+
+
+def test_budget_steps_and_lr_scaling():
+    plan = sweep.trials(sweep.resolve("batch", "paper", None, Path("/x"), budget="steps", lr_scaling="linear"))
+    assert [(t.config.batch_size, t.config.epochs) for t in plan] == [(5, 20), (10, 40), (15, 60)]
+    assert [t.config.lr for t in plan] == pytest.approx([1e-4, 2e-4, 3e-4])
+    sqrt = sweep.trials(sweep.resolve("batch", "paper", None, Path("/x"), lr_scaling="sqrt"))
+    assert sqrt[2].config.lr == pytest.approx(1e-4 * 3 ** 0.5)
+
+
+def test_shards_cover_every_trial_once():
+    full = [t.name for t in sweep.trials(sweep.resolve("grid", "paper", None, Path("/x"), repeats=2))]
+    parts = [t.name for i in range(4) for t in sweep.trials(sweep.resolve("grid", "paper", None, Path("/x"),
+                                                                          repeats=2, shard=(i, 4)))]
+    assert sorted(parts) == sorted(full) and len(full) == 6 * 3 * 2
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"axis": "momentum"}, "--axis must be one of"),
+    ({"lrs": (0.0,)}, "every learning rate must be > 0"),
+    ({"repeats": 0}, "--repeats must be >= 1"),
+    ({"epochs": 0}, "--epochs must be >= 1"),
+    ({"shard": (2, 2)}, "--shard must be i/n"),
+])
+def test_bad_arguments(kwargs, message):
+    axis = kwargs.pop("axis", "lr")
+    with pytest.raises(UserError, match=message):
+        sweep.resolve(axis, "quick", None, Path("/x"), **kwargs)
+
+
+def test_welch_interval_exact():
+    diff, low, high = report.welch_interval([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    # means 2 and 4; variances 1 and 4 -> se^2 = 1/3 + 4/3 = 5/3;
+    # Welch df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2) = 2.941, t between the df 2 and 3 rows.
+    assert diff == 2.0
+    df = (5 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (4 / 3) ** 2 / 2)
+    assert df == pytest.approx(2.9412, abs=1e-4)
+    t = 4.303 + (df - 2) * (3.182 - 4.303)
+    assert high - diff == pytest.approx(t * (5 / 3) ** 0.5) and low == pytest.approx(diff - (high - diff))
+    assert report.welch_interval([1.0], [2.0, 3.0]) is None
+    assert report.t95(1) == 12.706 and report.t95(100) == 1.96
+
+
+def test_ranking_on_hand_made_rows():
+    rows = [{"setting": "a", "final_val_loss": 0.2, "final_val_losses": [0.19, 0.21, 0.20], "repeats_done": 3},
+            {"setting": "b", "final_val_loss": 0.5, "final_val_losses": [0.49, 0.51, 0.50], "repeats_done": 3},
+            {"setting": "c", "final_val_loss": 0.25, "final_val_losses": [0.05, 0.45, 0.25], "repeats_done": 3}]
+    ranking = report.rank(rows)
+    assert ranking["best"] == "a"
+    verdicts = {c["setting"]: c["verdict"] for c in ranking["comparisons"]}
+    assert verdicts == {"b": "worse", "c": "not distinguishable from noise"}
+    single = report.rank([{"setting": "a", "final_val_loss": 0.2, "final_val_losses": [0.2], "repeats_done": 1},
+                          {"setting": "b", "final_val_loss": 0.3, "final_val_losses": [0.3], "repeats_done": 1}])
+    assert single["comparisons"][0]["verdict"] == "no noise verdict possible (fewer than 2 repeats)"
+
+
+def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    events = []
+    cfg = tiny_sweep(tiny_records, out)
+    results = sweep.run(cfg, on_event=lambda kind, trial, info: events.append((kind, trial.name)))
+    assert [r["status"] for r in results] == ["done", "done"]
+    assert ("start", "lr0.001_seed0") in events and ("epoch", "lr0.01_seed0") in events
+    written = report.write(out)
+    for name in ("sweep.json", "summary.csv", "summary.json", "curves.png", "compare.png", "report.md"):
+        assert (out / name).is_file(), name
+    assert [r["setting"] for r in written["rows"]] == ["lr=0.001", "lr=0.01"]
+    assert all(r["repeats_done"] == 1 and r["final_val_loss"] is not None for r in written["rows"])
+    assert "no noise verdict is possible" in (out / "report.md").read_text()
+    # Rerun: finished trials are skipped, not trained again.
+    events.clear()
+    sweep.run(cfg, on_event=lambda kind, trial, info: events.append((kind, trial.name)))
+    assert not [e for e in events if e[0] == "start"]
+    with pytest.raises(UserError, match=r"another config \(differs in: [a-z, ]*lrs\)"):
+        sweep.run(tiny_sweep(tiny_records, out, lrs=(1e-4, 1e-2)))
+
+
+def test_failed_trial_is_recorded_and_sweep_goes_on(tiny_records, tmp_path, monkeypatch):
+    from engine import train
+
+    real = train.train
+
+    def flaky(cfg, **kwargs):
+        if cfg.lr == 1e-2:
+            raise MemoryError("out of memory (simulated)")
+        return real(cfg, **kwargs)
+    monkeypatch.setattr(train, "train", flaky)
+    results = sweep.run(tiny_sweep(tiny_records, tmp_path / "cmp"))
+    assert results[0]["status"] == "done"
+    assert results[1] == {"status": "failed", "reason": "MemoryError: out of memory (simulated)"}
+    summary = report.write(tmp_path / "cmp")
+    assert summary["rows"][1]["statuses"] == ["failed"] and summary["ranking"]["best"] == "lr=0.001"
+
+
+def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    base = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--out", str(tmp_path / "c"),
+            "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--lrs", "1e-3,1e-2",
+            "--batch-sizes", "16", "--epochs", "1", "--repeats", "1", "--precision", "float32", "--xla", "off"]
+    dry = subprocess.run(base + ["--dry-run"], capture_output=True, text=True, env=env, timeout=300)
+    assert dry.returncode == 0, dry.stderr
+    assert "2 trials; roughly" in dry.stdout and not (tmp_path / "c").exists()
+    done = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "lr0.001_seed0 epoch 1/1" in done.stdout and "lr0.01_seed0: done" in done.stdout
+    assert "\x1b[" not in done.stdout and "Best on validation:" in done.stdout
+    bad = subprocess.run(base + ["--axis", "nope"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --axis must be one of")
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert len(summary["rows"]) == 2
