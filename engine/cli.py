@@ -302,7 +302,7 @@ def compare(
     image_size: Annotated[Optional[int], typer.Option(help="Image side (must match the records).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Backbone (default InceptionV3).")] = None,
     precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16 | mixed_bfloat16.")] = "auto",
-    xla: Annotated[str, typer.Option(help="auto | on | off.")] = "auto",
+    xla: Annotated[Optional[str], typer.Option(help="auto | on | off (default: the preset's).")] = None,
     weights: Annotated[Optional[str], typer.Option(help="imagenet | none | PATH.")] = None,
     budget: Annotated[str, typer.Option(help="epochs (the paper) | steps (equal updates per batch size).")] = "epochs",
     lr_scaling: Annotated[str, typer.Option(help="none | linear | sqrt, for the batch axis.")] = "none",

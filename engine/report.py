@@ -232,10 +232,11 @@ def write(folder: Path) -> dict:
              f"{len(rows)} settings x {sweep.repeats} repeat(s); {sweep.base.epochs} epochs; model "
              f"{sweep.base.model.name} ({sweep.base.model.weights} weights) at {sweep.base.model.image_size} px; "
              f"augmentation {sweep.base.augment}; budget {sweep.budget}, lr scaling {sweep.lr_scaling}.", ""]
-    if sweep.axis in ("batch", "grid") and sweep.budget == "epochs":
-        lines += ["With an equal number of epochs, a larger batch makes fewer optimizer updates (batch 15 gets a "
-                  "third of batch 5's): as in the paper's design, batch size and the number of updates are "
-                  "confounded. `--budget steps` separates them.", ""]
+    if sweep.axis in ("batch", "grid") and sweep.budget == "epochs" and len(sweep.batch_sizes) > 1:
+        low, high = min(sweep.batch_sizes), max(sweep.batch_sizes)
+        lines += [f"With an equal number of epochs, a larger batch makes fewer optimizer updates (batch {high} "
+                  f"gets {low}/{high} of batch {low}'s): as in the paper's design, batch size and the number of "
+                  f"updates are confounded. `--budget steps` separates them.", ""]
     if sweep.repeats == 1:
         lines += ["One run per setting, as in the paper: no noise verdict is possible; rankings may be noise.", ""]
     lines += ["| setting | runs | final val loss | final val acc | best val loss (epoch) | val AUC | "

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+import weakref
 from dataclasses import replace
 from pathlib import Path
 
@@ -333,7 +334,9 @@ class RunRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = dict(logs or {})
+        # Keras hands every callback the same dict: what is added here (the
+        # clinical metrics, images/s) reaches the printer and the dashboard.
+        logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self.epoch_start
         # The session's first epoch pays tracing and compilation in its first
         # step: its rate leaves that step out (compile time is reported apart).
@@ -645,6 +648,10 @@ def class_weights(manifest: dict) -> dict[int, float]:
     return {manifest["label_map"][name]: total / (len(counts) * n) for name, n in counts.items()}
 
 
+# One traced forward pass per network, reused by every run that reuses it.
+_forwards: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
+
+
 def predict_split(net: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
     """P(label 1) and labels of every example of a split, in order.
 
@@ -652,7 +659,10 @@ def predict_split(net: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np
     predicts the whole split itself (the splits scored here are small), so no
     per-replica results need gathering.
     """
-    forward = tf.function(lambda x: net(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
+    if net not in _forwards:
+        _forwards[net] = tf.function(lambda x: net(tf.cast(x, tf.float32), training=False),
+                                     reduce_retracing=True)
+    forward = _forwards[net]
     probabilities, labels = [], []
     for images, y in ds:
         probabilities.append(np.asarray(forward(images), np.float32).reshape(-1))

@@ -145,3 +145,39 @@ def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --axis must be one of")
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert len(summary["rows"]) == 2
+
+
+def test_shards_then_report_merges(tiny_records, tmp_path):
+    out = tmp_path / "sharded"
+    for index in range(2):
+        sweep.run(tiny_sweep(tiny_records, out, epochs=1, shard=(index, 2)))
+    merged = report.write(out)
+    assert [r["setting"] for r in merged["rows"]] == ["lr=0.001", "lr=0.01"]
+    assert all(r["repeats_done"] == 1 for r in merged["rows"])
+
+
+def test_dashboard_on_a_terminal():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from engine.dashboard import Dashboard, sparkline
+
+    assert sparkline([1.0, 0.5, 0.0]) == "█▄▁"
+    console = Console(file=StringIO(), force_terminal=True, width=160, record=True)
+    trial = sweep.trials(sweep.resolve("lr", "quick", None, Path("/x")))[0]
+    with Dashboard(total_steps=10, console=console) as dash:
+        dash("queued", trial, {})
+        dash("start", trial, {})
+        for _ in range(3):
+            dash("batch", trial, {})
+        dash("epoch", trial, {"epoch": 1, "loss": 0.7, "accuracy": 0.5, "val_loss": 0.69, "val_accuracy": 0.55,
+                              "images_per_second": 80.0})
+        dash("epoch", trial, {"epoch": 2, "loss": 0.6, "accuracy": 0.6, "val_loss": 0.60, "val_accuracy": 0.65,
+                              "images_per_second": 82.0})
+        dash("end", trial, {"status": "done"})
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "lr=0.01" in line)
+    for cell in ("done", "3/3", "0.600", "0.650", "82.0", "█▁"):
+        assert cell in row, (cell, row)
+    assert "3/10" in text  # overall progress in steps
