@@ -308,6 +308,8 @@ def compare(
     lr_scaling: Annotated[str, typer.Option(help="none | linear | sqrt, for the batch axis.")] = "none",
     shard: Annotated[str, typer.Option(help="i/n: run the i-th of n slices of the trials.")] = "0/1",
     config: Annotated[Optional[Path], typer.Option(help="A TOML file with these same fields.")] = None,
+    parallel: Annotated[int, typer.Option(help="Trials at once: N processes, one GPU each where there are GPUs.")]
+    = 1,
     dry_run: Annotated[bool, typer.Option(help="Print the trials and an estimated time, then stop.")] = False,
     force: Annotated[bool, typer.Option(help="Start over if OUT holds another sweep.")] = False,
     quiet: Annotated[bool, typer.Option(help="Only the final summary.")] = False,
@@ -365,12 +367,90 @@ def compare(
                           f"(a rough figure for this machine; see benchmarks/RESULTS.md)")
         return
     total = sum(t.config.epochs * (counts["train"] // t.config.batch_size) for t in plan)
-    with Dashboard(total, quiet=quiet) as dashboard:
-        sweep_lib.run(sweep, force=force, on_event=dashboard)
+    if parallel > 1:
+        run_parallel(parallel, records, quiet)
+    else:
+        with Dashboard(total, quiet=quiet) as dashboard:
+            sweep_lib.run(sweep, force=force, on_event=dashboard)
     result = report.write(out)
     out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
     out_console.print(f"report: {out / 'report.md'}; curves: {out / 'curves.png'}; "
                       f"TensorBoard: tensorboard --logdir {out / 'trials'}", highlight=False, soft_wrap=True)
+
+
+def run_parallel(count: int, records: Path, quiet: bool) -> None:
+    """Runs the sweep as ``count`` shard processes into the same folder.
+
+    Each process gets one GPU (CUDA_VISIBLE_DEVICES) when there are GPUs; their
+    plain per-epoch lines are relayed with a ``[i]`` prefix. The report is
+    written once all have finished.
+    """
+    import os
+    import subprocess
+    import threading
+
+    import tensorflow as tf
+
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    args = [a for a in sys.argv[1:]]
+    for flag in ("--parallel", "--shard"):
+        while flag in args:
+            index = args.index(flag)
+            del args[index:index + 2]
+    if "compare" in args and records and str(records) not in args:
+        args.insert(args.index("compare") + 1, str(records))
+    procs = []
+    for i in range(count):
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+        procs.append(subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--shard", f"{i}/{count}"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+
+    def relay(i, proc):
+        for line in proc.stdout:
+            if not quiet and not line.startswith(("I0000", "W0000", "E0000", "WARNING: All", "To enable")):
+                print(f"[{i}] {line}", end="", flush=True)
+
+    threads = [threading.Thread(target=relay, args=(i, p)) for i, p in enumerate(procs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    if failed:
+        raise UserError(f"shard process{'es' if len(failed) > 1 else ''} {', '.join(map(str, failed))} of "
+                        f"{count} failed (see their lines above); rerun the same command to resume")
+
+
+@app.command("lr-find")
+def lr_find(
+    records: Annotated[Optional[Path], typer.Argument(help="Records (omit: the embedded synthetic set).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for lr_find.json/.png (a sweep folder marks it in its report).")]
+    = Path("runs/lr-find"),
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 5,
+    start: Annotated[float, typer.Option(help="First learning rate.")] = 1e-7,
+    end: Annotated[float, typer.Option(help="Last learning rate.")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Steps of the exponential ramp.")] = 100,
+    model: Annotated[str, typer.Option(help="Backbone.")] = "InceptionV3",
+    weights: Annotated[str, typer.Option(help="imagenet | none | PATH.")] = "imagenet",
+    image_size: Annotated[int, typer.Option(help="Image side (must match the records).")] = 299,
+    optimizer: Annotated[str, typer.Option(help="adam | sgd | ...")] = "adam",
+    precision: Annotated[str, typer.Option(help="auto | float32 | mixed_float16 | mixed_bfloat16.")] = "auto",
+    xla: Annotated[str, typer.Option(help="auto | on | off.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
+) -> None:
+    """Learning-rate range test: loss against an exponentially growing learning rate, and a suggestion."""
+    from engine import lrfind
+    from engine.config import ModelConfig, TrainConfig
+
+    cfg = TrainConfig(records=records, out=out, batch_size=batch_size, optimizer=optimizer, precision=precision,
+                      xla=xla, seed=seed, model=ModelConfig(name=model, weights=weights, image_size=image_size))
+    result = lrfind.run(cfg, out, start=start, end=end, steps=steps, quiet=quiet)
+    suggested = "none (too few steps)" if result["suggested"] is None else f"{result['suggested']:.3g}"
+    out_console.print(f"{result['steps_run']} steps; suggested learning rate {suggested} ({result['rule']}); "
+                      f"plot: {out / 'lr_find.png'}", highlight=False, soft_wrap=True)
 
 
 @app.command("report")

@@ -87,7 +87,8 @@ def summarise(data: dict) -> list[dict]:
     rows = []
     for setting, runs in data["settings"].items():
         done = [r for r in runs if r["metrics"] and r["metrics"].get("status") == "done" and r["history"]]
-        row = {"setting": setting, "repeats_done": len(done), "repeats": len(runs),
+        row = {"setting": setting, "lr": runs[0]["config"].lr, "batch_size": runs[0]["config"].batch_size,
+               "repeats_done": len(done), "repeats": len(runs),
                "statuses": [r["metrics"]["status"] if r["metrics"] else "queued" for r in runs]}
         final = {k: [r["history"][-1].get(k) for r in done] for k in ("val_loss", "val_accuracy", "loss", "accuracy",
                                                                      "val_auc", "val_sensitivity",
@@ -248,9 +249,57 @@ def write(folder: Path) -> dict:
                      f"{fmt(r['final_val_auc'], 3)} | {fmt(r['test_accuracy'], 3)} | {fmt(r['test_sensitivity'], 3)} | "
                      f"{fmt(r['test_specificity'], 3)} | {fmt(r['train_seconds'], 0)} | "
                      f"{fmt(r['images_per_second'], 1)} |")
+    finder = folder / "lr_find.json"
+    if finder.is_file() and ranking["best"]:
+        found = json.loads(finder.read_text())
+        if found.get("suggested"):
+            best_lr = next(r for r in rows if r["setting"] == ranking["best"]).get("lr")
+            where = "" if best_lr is None else (
+                f", {'above' if found['suggested'] > best_lr else 'below'} the best setting's {best_lr:g}")
+            ranking["text"] += (f"\n\n`engine lr-find` suggested {found['suggested']:.3g} "
+                                f"({found['rule']}){where}.")
     lines += ["", "## Ranking (validation only)", "", ranking["text"], "",
               f"Statistic: {ranking['statistic']}." if ranking["statistic"] else "",
               "Test metrics are reported, never used to choose.", "",
               "![curves](curves.png)", "", "![compare](compare.png)", ""]
     (folder / "report.md").write_text("\n".join(lines))
+    write_html(folder / "report.html", lines)
     return {"rows": rows, "ranking": ranking}
+
+
+def write_html(path: Path, lines: list[str]) -> None:
+    """report.md as a self-contained HTML page (tables, headings, images, paragraphs)."""
+    import html
+    import re
+
+    def inline(text: str) -> str:
+        text = html.escape(text)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    body, table = [], []
+    for line in lines + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= set("-") for c in cells):
+                tag = "th" if not table else "td"
+                table.append("<tr>" + "".join(f"<{tag}>{inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if table:
+            body.append("<table>" + "".join(table) + "</table>")
+            table = []
+        image = re.match(r"!\[(.*)\]\((.*)\)", line)
+        if image:
+            body.append(f'<img alt="{html.escape(image[1])}" src="{html.escape(image[2])}">')
+        elif line.startswith("## "):
+            body.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("# "):
+            body.append(f"<h1>{inline(line[2:])}</h1>")
+        elif line.startswith("- "):
+            body.append(f"<li>{inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{inline(line)}</p>")
+    style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}img{max-width:100%}")
+    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>engine report</title>"
+                    f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -241,8 +242,12 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None) -> list[dict]
     out.mkdir(parents=True, exist_ok=True)
     check_existing(out, sweep, force)
     choice = fixed_choice(sweep)
-    (out / "sweep.json").write_text(json.dumps({"config": sweep.to_json(), "machine": machine(), "choice": choice,
-                                                "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+    # Atomic: shards of one sweep may write it at the same moment.
+    tmp = out / f"sweep.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"config": sweep.to_json(), "machine": machine(), "choice": choice,
+                               "created": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=1))
+    tmp.replace(out / "sweep.json")
+    write_hparams_config(out / "trials", sweep)
     event = on_event or (lambda *args: None)
     plan = [replace(t, config=replace(t.config, precision=choice["precision"], xla=choice["xla"]))
             for t in trials(sweep)]
@@ -257,6 +262,7 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None) -> list[dict]
             results.append(result)
             continue
         event("start", trial, {})
+        write_hparams(trial)
         callback = EpochEvents(trial, event)
         try:
             result = train_lib.train(trial.config, quiet=True, force=force, callbacks=[callback])
@@ -269,6 +275,35 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None) -> list[dict]
         event("end", trial, result)
         results.append(result)
     return results
+
+
+def write_hparams_config(folder: Path, sweep: SweepConfig) -> None:
+    """The sweep's experiment for TensorBoard's HParams dashboard (``--logdir DIR/trials``)."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    params = [hp.HParam("lr", hp.Discrete(sorted(set(sweep.lrs)))),
+              hp.HParam("batch_size", hp.Discrete(sorted(set(sweep.batch_sizes)))),
+              hp.HParam("optimizer", hp.Discrete(sorted(set(sweep.optimizers)))),
+              hp.HParam("seed", hp.IntInterval(sweep.seed, sweep.seed + sweep.repeats - 1))]
+    metrics = [hp.Metric("epoch_loss", group="validation", display_name="val loss"),
+               hp.Metric("epoch_accuracy", group="validation", display_name="val accuracy"),
+               hp.Metric("epoch_auc", group="validation", display_name="val AUC"),
+               hp.Metric("epoch_loss", group="train", display_name="train loss")]
+    folder.mkdir(parents=True, exist_ok=True)
+    with tf.summary.create_file_writer(str(folder)).as_default():
+        hp.hparams_config(hparams=params, metrics=metrics)
+
+
+def write_hparams(trial: Trial) -> None:
+    """The trial's settings as an HParams session, beside its Keras TensorBoard logs."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    values = {"lr": trial.config.lr, "batch_size": trial.config.batch_size,
+              "optimizer": trial.config.optimizer, "seed": trial.config.seed}
+    with tf.summary.create_file_writer(str(trial.config.out / "tb")).as_default():
+        hp.hparams(values, trial_id=trial.name)
 
 
 class EpochEvents(keras.callbacks.Callback):

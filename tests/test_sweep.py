@@ -99,8 +99,13 @@ def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, m
     assert [r["status"] for r in results] == ["done", "done"]
     assert ("start", "lr0.001_seed0") in events and ("epoch", "lr0.01_seed0") in events
     written = report.write(out)
-    for name in ("sweep.json", "summary.csv", "summary.json", "curves.png", "compare.png", "report.md"):
+    for name in ("sweep.json", "summary.csv", "summary.json", "curves.png", "compare.png", "report.md",
+                 "report.html"):
         assert (out / name).is_file(), name
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and '<img alt="curves" src="curves.png">' in page and "lr=0.001" in page
+    assert list((out / "trials" / "lr0.001_seed0" / "tb").glob("events.out.tfevents*"))  # HParams session
+    assert list((out / "trials").glob("events.out.tfevents*"))  # HParams experiment
     assert [r["setting"] for r in written["rows"]] == ["lr=0.001", "lr=0.01"]
     assert all(r["repeats_done"] == 1 and r["final_val_loss"] is not None for r in written["rows"])
     assert "no noise verdict is possible" in (out / "report.md").read_text()
@@ -181,3 +186,41 @@ def test_dashboard_on_a_terminal():
     for cell in ("done", "3/3", "0.600", "0.650", "82.0", "█▁"):
         assert cell in row, (cell, row)
     assert "3/10" in text  # overall progress in steps
+
+
+def test_lr_find_suggestion_rule_exact():
+    from engine.lrfind import suggest
+
+    lrs = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
+    smoothed = [0.70, 0.69, 0.50, 0.30, 0.90]
+    # Slopes per decade (numpy.gradient): -0.01, -0.10, -0.195, +0.20, +0.60; steepest before the minimum: 1e-3.
+    result = suggest(lrs, smoothed)
+    assert result["suggested"] == 1e-3 and result["min_over_10"] == pytest.approx(1e-3)
+    assert suggest(lrs[:2], smoothed[:2])["suggested"] is None
+
+
+def test_lr_find_runs_and_stops_on_divergence(tiny_records, tmp_path):
+    from engine import lrfind
+    from engine.config import ModelConfig, TrainConfig
+
+    cfg = TrainConfig(records=tiny_records, batch_size=8, precision="float32", xla="off",
+                      model=ModelConfig(name="TinyCNN", weights="none", image_size=64))
+    result = lrfind.run(cfg, tmp_path / "lr", start=1e-6, end=1e3, steps=30, quiet=True)
+    assert 3 <= result["steps_run"] <= 30
+    assert result["lrs"][0] == pytest.approx(1e-6) and all(b > a for a, b in zip(result["lrs"], result["lrs"][1:]))
+    assert (tmp_path / "lr" / "lr_find.png").is_file() and (tmp_path / "lr" / "lr_find.json").is_file()
+    with pytest.raises(UserError, match="0 < --start < --end"):
+        lrfind.run(cfg, tmp_path / "lr", start=1.0, end=1e-3)
+
+
+def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--out", str(tmp_path / "p"),
+           "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--lrs", "1e-3,1e-2",
+           "--batch-sizes", "16", "--epochs", "1", "--repeats", "1", "--precision", "float32", "--xla", "off",
+           "--parallel", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
+    assert "[0] lr0.001_seed0: done" in done.stdout and "[1] lr0.01_seed0: done" in done.stdout
+    summary = json.loads((tmp_path / "p" / "summary.json").read_text())
+    assert [r["repeats_done"] for r in summary["rows"]] == [1, 1]
