@@ -52,10 +52,9 @@ PRESETS = {
     # paper's augmentation. The paper found: lr 1e-4 and 1e-5 best (accuracy
     # near 1, loss < 0.2), 1e-2/1e-3 erratic loss spikes, 1e-6/1e-7 loss
     # 0.2-0.3; batch 5 best, 10 and 15 with loss spikes. On the 2-core
-    # reference CPU (bf16) one trial takes about 20 x 600 images / 15 img/s =
-    # 13-15 min, the lr axis about 1.5 h, the batch axis 45 min (measured
-    # figures in benchmarks/RESULTS.md); a V100-class GPU does a trial in
-    # about a minute.
+    # reference CPU (bf16 chosen by the probe) one trial measured 19 min,
+    # so the lr axis takes about 1.9 h and the batch axis about 55 min
+    # (benchmarks/RESULTS.md); a V100-class GPU should do a trial in minutes.
     "paper": Preset(lrs=PAPER_LRS, batch_sizes=PAPER_BATCHES, lr_for_batch_axis=1e-4, batch_for_lr_axis=5,
                     epochs=20, repeats=1, image_size=299, weights="imagenet"),
     # A few minutes on a 2-core CPU, build included: the embedded synthetic set
