@@ -224,3 +224,36 @@ def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
     assert "[0] lr0.001_seed0: done" in done.stdout and "[1] lr0.01_seed0: done" in done.stdout
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert [r["repeats_done"] for r in summary["rows"]] == [1, 1]
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(tiny_records, tmp_path):
+    out = tmp_path / "killed"
+    cfg = tiny_sweep(tiny_records, out, epochs=2)
+
+    def interrupt(kind, trial, info):
+        if kind == "epoch" and trial.name == "lr0.01_seed0" and info["epoch"] == 1:
+            raise KeyboardInterrupt  # as Ctrl-C, or a kill after this epoch's checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run(cfg, on_event=interrupt)
+    state = json.loads((out / "trials" / "lr0.01_seed0" / "ckpt" / "state.json").read_text())
+    assert state["epoch"] == 0  # the first epoch was checkpointed
+    events = []
+    results = sweep.run(cfg, on_event=lambda kind, trial, info: events.append((kind, trial.name, info.get("epoch"))))
+    assert [r["status"] for r in results] == ["done", "done"]
+    assert ("start", "lr0.001_seed0", None) not in events  # finished trial skipped
+    assert [e[2] for e in events if e[0] == "epoch"] == [2]  # the other resumed at its second epoch
+
+
+def test_config_file_fields(tiny_records, tmp_path):
+    (tmp_path / "sweep.toml").write_text('axis = "batch"\nbatch_sizes = [8, 16]\nepochs = 1\nrepeats = 3\n'
+                                         'model = "TinyCNN"\nweights = "none"\nimage_size = 64\n')
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    cmd = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--config", str(tmp_path / "sweep.toml"),
+           "--out", str(tmp_path / "c"), "--dry-run"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "6 trials" in done.stdout and "batch16_seed2" in done.stdout
+    (tmp_path / "bad.toml").write_text('axes = "lr"\n')
+    bad = subprocess.run(cmd[:-5] + ["--config", str(tmp_path / "bad.toml"), "--dry-run"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and "unknown fields axes" in bad.stderr.strip().splitlines()[-1]
