@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from engine import augment, metrics, model as model_lib, pipeline, records
 from engine.config import TrainConfig, dump, from_json
-from engine.device import Choice, machine, resolve
+from engine.device import machine, resolve
 from engine.errors import UserError
 
 CHECKPOINT = "ckpt"

@@ -1,6 +1,5 @@
 """Automatic precision and XLA: rules, the measured probe and its cache."""
 
-import pytest
 
 from engine import device
 
