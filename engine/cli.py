@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from engine.config import RecordsConfig, parse_floats, parse_ints
 from engine.errors import UserError
+
+if TYPE_CHECKING:
+    from engine.config import TrainConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Adam learning rate x batch size studies of InceptionV3 on chest X-rays.")
@@ -153,7 +156,8 @@ def train(
     optimizer: Annotated[str, typer.Option(help="adam | sgd | nesterov | rmsprop | nadam | adamw.")] = "adam",
     schedule: Annotated[str, typer.Option(help="constant | cosine | step.")] = "constant",
     warmup_epochs: Annotated[float, typer.Option(help="Linear warm-up epochs.")] = 0.0,
-    model: Annotated[str, typer.Option(help="InceptionV3 | ResNet50 | EfficientNetV2B0 | MobileNetV3Small | ...")] = "InceptionV3",
+    model: Annotated[str, typer.Option(
+        help="InceptionV3 | ResNet50 | EfficientNetV2B0 | MobileNetV3Small | ...")] = "InceptionV3",
     weights: Annotated[str, typer.Option(help="imagenet | none | PATH to backbone weights.")] = "imagenet",
     image_size: Annotated[int, typer.Option(help="Image side (must match the records).")] = 299,
     freeze_base: Annotated[bool, typer.Option(help="Train the head only.")] = False,
@@ -464,6 +468,63 @@ def report_command(
         raise UserError(f"{folder} is not a sweep folder (no sweep.json)")
     result = report.write(folder)
     out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def bench(
+    records: Annotated[Optional[Path], typer.Argument(help="Records (omit: the embedded synthetic set).")] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Batch sizes, e.g. 5,10,15,32,64.")] = "5,10,15",
+    image_size: Annotated[int, typer.Option(help="Image side (must match the records).")] = 299,
+    precision: Annotated[str, typer.Option(
+        help="Comma-separated: float32, mixed_float16, mixed_bfloat16, auto (all it could pick).")] = "float32,auto",
+    xla: Annotated[str, typer.Option(help="Comma-separated: off, on, auto.")] = "off,auto",
+    mode: Annotated[str, typer.Option(help="input, step, e2e (comma-separated) or all.")] = "all",
+    baseline: Annotated[Optional[bool], typer.Option(
+        "--baseline/--no-baseline", help="Time the paper's tf_keras stack too (default: when installed).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for bench.json and bench.png.")] = Path("runs/bench"),
+    repeats: Annotated[int, typer.Option(help="Timed repeats of each measurement, interleaved.")] = 3,
+    step_images: Annotated[int, typer.Option(help="Images per timed repeat of step and e2e.")] = 40,
+    input_images: Annotated[int, typer.Option(help="Images per timed repeat of the input pipeline.")] = 1280,
+    model: Annotated[str, typer.Option(help="Backbone.")] = "InceptionV3",
+    suggest: Annotated[bool, typer.Option(
+        help="Print the fastest setting and largest batch (from OUT/bench.json when there is one).")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the measurements and an estimated time, then stop.")] = False,
+    quiet: Annotated[bool, typer.Option(help="Only the final tables.")] = False,
+) -> None:
+    """Throughput per batch size, precision and XLA, side by side with the paper's Keras stack."""
+    from engine import bench as bench_lib, bench_report
+    from engine.config import BenchConfig
+
+    modes = ("input", "step", "e2e") if mode == "all" else parse_list(mode, str, "--mode")
+    cfg = BenchConfig(records=records, out=out, batch_sizes=parse_ints(batch_sizes, "--batch-sizes"),
+                      image_size=image_size, precisions=parse_list(precision, str, "--precision") or (),
+                      xlas=parse_list(xla, str, "--xla") or (), modes=modes or (), baseline=baseline,
+                      repeats=repeats, step_images=step_images, input_images=input_images, model=model).validate()
+    if suggest and (previous := bench_lib.load(out)) is not None:
+        out_console.print(f"from {out / 'bench.json'} ({previous['date']}): {previous['suggestion']['text']}",
+                          highlight=False, soft_wrap=True)
+        return
+    if dry_run:
+        from engine import flops
+        scale = flops.measured_matmul_peak("float32") / bench_lib.REFERENCE_MATMUL_GFLOPS
+        seconds, count = bench_lib.estimate_seconds(cfg, scale)
+        engine_settings, _ = bench_lib.settings(cfg)
+        out_console.print(f"engine settings: {', '.join(f'{p}/{x}' for p, x in engine_settings)}; batch sizes "
+                          f"{', '.join(map(str, cfg.batch_sizes))}; modes {', '.join(cfg.modes)}; baseline "
+                          f"{'yes' if cfg.baseline is not False and bench_lib.baseline_available() else 'no'}")
+        out_console.print(f"{count} measurements x ({cfg.repeats} repeats + warm-up): roughly "
+                          f"{seconds / 60:.0f} min (reference-machine rates scaled by this machine's "
+                          f"matmul speed, x{scale:.2f}; see benchmarks/RESULTS.md)", highlight=False)
+        return
+    result = bench_lib.run(cfg, quiet=quiet, on_note=None if quiet else
+                           (lambda text: progress_console().print(text, highlight=False)))
+    bench_report.print_tables(result, out_console)
+    out_console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'bench.png'}", highlight=False)
+
+
+def progress_console() -> Console:
+    from engine.progress import console
+    return console
 
 
 @app.command()

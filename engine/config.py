@@ -265,6 +265,80 @@ class TrainConfig:
         return to_json(self)
 
 
+
+BENCH_MODES = ("input", "step", "e2e")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """One ``engine bench`` run: every combination of batch size, precision and
+    XLA, in the modes asked, with the paper's stack alongside.
+
+    Attributes:
+        records: records folder; None = the embedded synthetic set at ``image_size``.
+        out: folder for ``bench.json`` and ``bench.png``.
+        batch_sizes: global batch sizes.
+        image_size: image side (must match the records when given).
+        precisions: float32 | mixed_float16 | mixed_bfloat16 | auto (every
+            candidate ``auto`` could choose on this device is measured, and the
+            one it picks is marked).
+        xlas: off | on | auto (as for precisions).
+        modes: ``input`` (records -> augmented batches on the device, no model),
+            ``step`` (the compiled training step on batches already on the
+            device), ``e2e`` (the real pipeline feeding the real step).
+        baseline: also time the paper's stack (tf_keras ``ImageDataGenerator``
+            feeding a float32 tf_keras InceptionV3); None = when tf_keras is installed.
+        repeats: timed repeats of every measurement, interleaved across them.
+        step_images: images per timed repeat of a training mode (whole steps, at least 2).
+        input_images: images per timed repeat of the engine's input pipeline
+            (the baseline's, 25x slower, times an eighth of it).
+        outlier_ratio: a repeat slower or faster than this factor against the
+            median of the others is flagged and left out.
+        model: backbone (weights are random: they do not change the cost).
+        augment: augmentation policy timed in ``input`` and ``e2e``.
+    """
+
+    records: Path | None = None
+    out: Path = Path("bench")
+    batch_sizes: tuple[int, ...] = (5, 10, 15)
+    image_size: int = 299
+    precisions: tuple[str, ...] = ("float32", "auto")
+    xlas: tuple[str, ...] = ("off", "auto")
+    modes: tuple[str, ...] = BENCH_MODES
+    baseline: bool | None = None
+    repeats: int = 3
+    step_images: int = 40
+    input_images: int = 1280
+    outlier_ratio: float = 1.5
+    model: str = "InceptionV3"
+    augment: str = "paper"
+
+    def validate(self) -> "BenchConfig":
+        """Checks every field; raises UserError with a one-line message."""
+        for name, values, choices in (("--precision", self.precisions, PRECISIONS), ("--xla", self.xlas, SWITCHES),
+                                      ("--mode", self.modes, BENCH_MODES)):
+            bad = [v for v in values if v not in choices]
+            if bad or not values:
+                raise UserError(f"{name} takes a comma-separated list of {', '.join(choices)}, "
+                                f"not {','.join(values)!r}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError(f"--batch-sizes must be whole numbers >= 1, not {self.batch_sizes}")
+        if self.image_size < 75 and self.model == "InceptionV3":
+            raise UserError(f"InceptionV3 needs --image-size >= 75, not {self.image_size}")
+        if self.repeats < 3:
+            raise UserError(f"--repeats must be >= 3 (a median and an outlier check need them), not {self.repeats}")
+        if self.step_images < 1 or self.input_images < 1:
+            raise UserError("images per repeat must be >= 1")
+        if not self.outlier_ratio > 1:
+            raise UserError(f"--outlier-ratio must be > 1, not {self.outlier_ratio}")
+        if self.augment not in ("none", "paper", "randaugment", "augmix"):
+            raise UserError(f"--augment must be none, paper, randaugment or augmix, not {self.augment!r}")
+        return self
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
     """``"500,100,100"`` -> (500, 100, 100), with a one-line error otherwise."""
     try:

@@ -75,7 +75,8 @@ class Dashboard:
                 row[key] = info.get(key)
             row["val_losses"].append(info.get("val_loss"))
             if not self.live_mode and not self.quiet:
-                self.console.print(f"{trial.name} epoch {info['epoch']}/{row['epochs']}  loss {number(info.get('loss'))}"
+                self.console.print(f"{trial.name} epoch {info['epoch']}/{row['epochs']}"
+                                   f"  loss {number(info.get('loss'))}"
                                    f"  acc {number(info.get('accuracy'))}  val_loss {number(info.get('val_loss'))}"
                                    f"  val_acc {number(info.get('val_accuracy'))}"
                                    f"  {number(info.get('images_per_second'), 1)} img/s", highlight=False,

@@ -70,6 +70,12 @@ def probe_cache_path():
     return cache_dir() / "probe.json"
 
 
+def probe_key(key: str, precision: str, xla: str) -> str:
+    """What a probe result is stored under: this CPU and TensorFlow, the
+    model/size/batch ``key`` and the user's two settings."""
+    return f"{cpu_name()}|tf{tf.__version__}|{key}|{precision}|{xla}"
+
+
 def cached_probe(key: str) -> dict | None:
     path = probe_cache_path()
     if path.is_file():
@@ -129,7 +135,7 @@ def resolve(precision: str, xla: str, measure=None, key: str = "") -> tuple[Choi
         p, x = candidates[0]
         return (Choice(p, "set" if precision != "auto" else "CPU without bf16 instructions"),
                 Choice(x, "set" if xla != "auto" else "no probe: XLA off"))
-    full_key = f"{cpu_name()}|tf{tf.__version__}|{key}|{precision}|{xla}"
+    full_key = probe_key(key, precision, xla)
     found = cached_probe(full_key)
     if found is None:
         rates = {f"{p}/{x}": measure(p, x) for p, x in candidates}

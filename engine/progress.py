@@ -21,6 +21,11 @@ from rich.progress import (
 console = Console(stderr=True)
 
 
+def per_second(rate: float) -> str:
+    """Whole numbers for fast steps, one decimal for slow ones (0.3/s, not 0/s)."""
+    return f"{rate:,.0f}" if rate >= 10 else f"{rate:.1f}"
+
+
 @contextlib.contextmanager
 def progress(total: int, description: str, unit: str = "files",
              quiet: bool = False) -> Iterator[Callable[[int], None]]:
@@ -46,7 +51,7 @@ def progress(total: int, description: str, unit: str = "files",
             def advance(n: int = 1) -> None:
                 done = bar.tasks[0].completed + n
                 rate = done / max(time.perf_counter() - start, 1e-9)
-                bar.update(task, advance=n, rate=f"{rate:,.0f} {unit}/s")
+                bar.update(task, advance=n, rate=f"{per_second(rate)} {unit}/s")
 
             yield advance
         return
@@ -61,7 +66,7 @@ def progress(total: int, description: str, unit: str = "files",
             last = now
             rate = done / max(now - start, 1e-9)
             eta = (total - done) / rate if rate > 0 else float("inf")
-            print(f"{description}: {done}/{total} {unit} ({rate:,.0f}/s, ETA {eta:,.0f} s)",
+            print(f"{description}: {done}/{total} {unit} ({per_second(rate)}/s, ETA {eta:,.0f} s)",
                   file=sys.stderr, flush=True)
 
     yield advance

@@ -478,15 +478,22 @@ def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision:
                 classifier.optimizer.learning_rate = cfg.lr  # a variable: no retrace
             classifier.run_seed.assign(cfg.seed)
             return classifier
-        # The augmentation's own seed is fixed: the run seed enters through
-        # the classifier's key (see Classifier.train_step).
-        augment_fn = shared_augment_fn(cfg.augment if augment_placement() == "step" else "none", manifest)
-        classifier = Classifier(fresh, augment_fn, steps, cfg.seed)
-        classifier.compile(optimizer=make_optimizer(cfg, steps), loss="binary_crossentropy",
-                           metrics=confusion_metrics(), jit_compile=xla == "on")
-        classifier.optimizer.build(fresh.trainable_variables)
+        classifier = make_classifier(cfg, manifest, fresh, steps, xla)
         _compiled[key] = (classifier, [np.asarray(v) for v in classifier.optimizer.variables])
         return classifier
+
+
+def make_classifier(cfg: TrainConfig, manifest: dict, net: keras.Model, steps: int, xla: str) -> Classifier:
+    """``net`` wrapped and compiled as training runs it (call it under the dtype
+    policy and the strategy scope that built ``net``)."""
+    # The augmentation's own seed is fixed: the run seed enters through
+    # the classifier's key (see Classifier.train_step).
+    augment_fn = shared_augment_fn(cfg.augment if augment_placement() == "step" else "none", manifest)
+    classifier = Classifier(net, augment_fn, steps, cfg.seed)
+    classifier.compile(optimizer=make_optimizer(cfg, steps), loss="binary_crossentropy",
+                       metrics=confusion_metrics(), jit_compile=xla == "on")
+    classifier.optimizer.build(net.trainable_variables)
+    return classifier
 
 
 _augment_fns: dict[tuple, object] = {}
@@ -562,7 +569,8 @@ def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbac
     check_resume(run, cfg, force)
     dump(cfg, run / "config.json")
     (run / "data.json").write_text(json.dumps({
-        "records": str(folder), "label_map": labels, "positive_class": by_lower[cfg.positive_class.lower()], "image_size": manifest["image_size"],
+        "records": str(folder), "label_map": labels, "positive_class": by_lower[cfg.positive_class.lower()],
+        "image_size": manifest["image_size"],
         "channels": manifest["channels"], "resize": manifest["resize"],
         "counts": {s: v["count"] for s, v in manifest["splits"].items()}}, indent=1))
 

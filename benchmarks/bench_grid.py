@@ -1,0 +1,28 @@
+"""The larger grid: more batch sizes and every precision and XLA combination.
+
+Command:
+
+    python benchmarks/bench_grid.py [RECORDS] [--out DIR]
+
+Hardware: on the 2-core reference CPU about 45-50 minutes (``--dry-run``
+says); on a GPU a few minutes. Batch 5, 10, 15, 32, 64; float32 and
+mixed_bfloat16 (add mixed_float16 on a GPU of compute capability 7.x with
+``--precision float32,mixed_float16``), XLA off and on; all three modes and
+the paper's stack.
+
+Expected on the reference CPU: images/s rising with the batch size up to 15
+and flattening beyond (the step is compute-bound on two cores), the input
+pipeline above 4,000 img/s at batch 64; on a GPU, XLA and a 16-bit precision
+the fastest, with the largest batch that fits in the suggestion.
+"""
+
+import sys
+
+from engine.cli import main
+
+ARGS = ["bench", "--batch-sizes", "5,10,15,32,64", "--precision", "float32,mixed_bfloat16", "--xla", "off,on",
+        "--out", "runs/bench-grid"]
+
+if __name__ == "__main__":
+    sys.argv = ["engine", *ARGS, *sys.argv[1:]]
+    main()

@@ -1,0 +1,254 @@
+"""engine bench: the timing statistics, the OOM path, settings, and a tiny real
+bench of every mode against the paper's stack writing valid JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import tensorflow as tf
+from typer.testing import CliRunner
+
+from engine import bench, bench_report, device, records, synthetic
+from engine.cli import app
+from engine.config import BenchConfig, RecordsConfig
+from engine.errors import UserError
+
+
+# --- statistics -------------------------------------------------------------
+
+def test_outlier_flag_on_hand_made_timings():
+    assert bench.flag_outliers([1.0, 1.02, 0.98, 2.5], 1.5) == [False, False, False, True]
+    assert bench.flag_outliers([1.0, 1.0, 0.5], 1.5) == [False, False, True]  # too fast is flagged too
+    assert bench.flag_outliers([1.0, 1.2, 1.4], 1.5) == [False, False, False]
+    # Leave-one-out: the reference of the slow value is the median of the others.
+    assert bench.flag_outliers([2.0, 1.0, 1.0], 1.5) == [True, False, False]
+
+
+def test_summary_leaves_outliers_out():
+    stats = bench.summarize([1.0, 1.0, 2.0, 0.8], images=10, ratio=1.5)
+    assert stats["outliers"] == [2]
+    assert stats["rates"] == [10.0, 10.0, 5.0, 12.5]
+    assert stats["img_s"] == 10.0  # median of 10, 10, 12.5
+    assert stats["img_s_min"] == 10.0 and stats["img_s_max"] == 12.5
+    assert stats["spread_pct"] == pytest.approx(25.0)
+
+
+def test_steps_and_epochs_per_repeat():
+    assert bench.steps_for(40, 15) == 3
+    assert bench.steps_for(40, 64) == 2  # at least two steps
+    manifest = {"splits": {"train": {"count": 500}}}
+    assert bench.epochs_for(8, 5, manifest) == 1 + 1
+    assert bench.epochs_for(150, 5, manifest) == 2 + 1
+
+
+# --- settings ---------------------------------------------------------------
+
+@pytest.fixture
+def bf16_cpu(monkeypatch):
+    monkeypatch.setattr(device, "gpus", lambda: [])
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+
+
+def test_auto_expands_to_what_it_could_pick_on_a_bf16_cpu(bf16_cpu):
+    cfg = BenchConfig(precisions=("float32", "auto"), xlas=("off", "auto"))
+    measured, pool = bench.settings(cfg)
+    assert measured == [("float32", "off"), ("float32", "on"), ("mixed_bfloat16", "off"), ("mixed_bfloat16", "on")]
+    assert pool == measured
+    measured, pool = bench.settings(BenchConfig(precisions=("auto",), xlas=("off",)))
+    assert measured == pool == [("float32", "off"), ("mixed_bfloat16", "off")]
+
+
+def test_without_auto_every_setting_competes(monkeypatch):
+    monkeypatch.setattr(device, "gpus", lambda: [])
+    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})
+    measured, pool = bench.settings(BenchConfig(precisions=("float32", "mixed_bfloat16"), xlas=("on",)))
+    assert measured == pool == [("float32", "on"), ("mixed_bfloat16", "on")]
+    # No bf16 instructions: auto can only pick float32.
+    assert bench.settings(BenchConfig(precisions=("auto",), xlas=("off",)))[0] == [("float32", "off")]
+
+
+@pytest.mark.parametrize("field, value", [("precisions", ("float64",)), ("xlas", ("maybe",)),
+                                          ("modes", ("train",)), ("batch_sizes", (0,)), ("repeats", 2),
+                                          ("outlier_ratio", 1.0), ("image_size", 64)])
+def test_bad_config_is_a_one_line_error(field, value):
+    with pytest.raises(UserError) as err:
+        BenchConfig(**{field: value}).validate()
+    assert "\n" not in str(err.value)
+
+
+# --- the OOM path and the report, on simulated measurements -----------------
+
+def fake_measures(oom_batch: int) -> list[bench.Measure]:
+    def runs(batch):
+        def prepare():
+            def timed():
+                if batch >= oom_batch:
+                    raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor\nmore")
+            return timed
+        return prepare
+    rows = []
+    for batch in (4, 8, 16):
+        for precision in ("float32", "mixed_bfloat16"):
+            for mode in ("step", "e2e"):
+                rows.append(bench.Measure(mode, batch, bench.ENGINE, precision, "off", 4 * batch, runs(batch)))
+        rows.append(bench.Measure("e2e", batch, bench.BASELINE, "float32", "off", 4 * batch, runs(batch)))
+    return rows
+
+
+def test_out_of_memory_becomes_a_row_and_the_bench_goes_on(tmp_path):
+    measures = fake_measures(oom_batch=16)
+    done = []
+    bench.run_measures(measures, repeats=3, on_progress=done.append)
+    assert len(done) == len(measures) * 4
+    for m in measures:
+        if m.batch == 16:
+            assert m.status == "OOM" and m.seconds == [] and m.prepare is None
+            assert m.error.startswith("ResourceExhaustedError: OOM when allocating tensor")
+        else:
+            assert m.status == "ok" and len(m.seconds) == 3 and m.compile_s is not None
+    # Hand-made timings: float32 twice as slow as bf16, the baseline 3x slower than bf16.
+    for m in measures:
+        if m.status == "ok":
+            per_image = 0.1 if m.stack == bench.BASELINE else 0.066 if m.precision == "float32" else 0.033
+            m.seconds = [per_image * m.images] * 3
+            m.compile_s = 1.0 + per_image * m.images
+    cfg = BenchConfig(batch_sizes=(4, 8, 16), out=tmp_path)
+    peaks = {"float32": {"gflops": 100.0, "basis": "test"}, "mixed_bfloat16": {"gflops": 200.0, "basis": "test"}}
+    pool = [("float32", "off"), ("mixed_bfloat16", "off")]
+    manifest = {"image_size": [75, 75], "channels": 1, "splits": {"train": {"count": 100}}}
+    result = bench_report.assemble(cfg, manifest, measures, {}, pool, macs=10**9, peaks=peaks, seconds=1.0)
+    oom = [r for r in result["rows"] if r["status"] == "OOM"]
+    assert len(oom) == 5 and all(r["batch"] == 16 for r in oom)
+    fast = next(r for r in result["rows"] if r["mode"] == "e2e" and r["batch"] == 4
+                and r["precision"] == "mixed_bfloat16")
+    assert fast["chosen"] and fast["img_s"] == pytest.approx(1 / 0.033)
+    assert fast["compile_s"] == pytest.approx(1.0)
+    assert fast["gflop_s"] == pytest.approx(6.0 / 0.033)  # 6 GFLOP per image per step
+    assert fast["pct_peak"] == pytest.approx(100 * 6.0 / 0.033 / 200)
+    ratio = next(t for t in result["targets"] if t["what"].startswith("e2e vs paper's, batch 4"))
+    assert ratio["value"] == pytest.approx(0.1 / 0.033) and ratio["met"] and ratio["grade"] == "goal"
+    assert result["suggestion"]["precision"] == "mixed_bfloat16"
+    assert result["suggestion"]["largest_batch"] == 8 and result["suggestion"]["oom_batch"] == 16
+    bench_report.write(result, tmp_path)
+    assert json.loads((tmp_path / "bench.json").read_text())["rows"][0]["mode"] in ("step", "e2e")
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_suggestion_when_everything_ran_out_of_memory():
+    rows = [{"stack": "engine", "mode": "step", "batch": 64, "setting": "float32/off", "status": "OOM"}]
+    assert "every batch size ran out of memory" in bench_report.suggestion(rows, (64,))["text"]
+
+
+def test_bench_choice_feeds_trainings_auto(bf16_cpu):
+    # Its own key: the cache folder is shared by the session's tests.
+    cfg = BenchConfig(batch_sizes=(5,), precisions=("auto",), xlas=("auto",), modes=("step",), model="TinyCNN",
+                      image_size=96)
+    rows = [{"stack": "engine", "mode": "step", "batch": 5, "setting": s, "status": "ok", "img_s": rate}
+            for s, rate in (("float32/off", 9.0), ("float32/on", 7.0), ("mixed_bfloat16/off", 15.0),
+                            ("mixed_bfloat16/on", 12.0))]
+    pool = ["float32/off", "float32/on", "mixed_bfloat16/off", "mixed_bfloat16/on"]
+    bench.remember_choice(cfg, {"rows": rows, "compared_from": pool})
+
+    def must_not_measure(precision, xla):
+        raise AssertionError("training probed again")
+    precision, xla = device.resolve("auto", "auto", must_not_measure, key="TinyCNN|96|5")
+    assert (precision.value, xla.value) == ("mixed_bfloat16", "off")
+    assert "engine bench" in precision.reason
+
+
+# --- a tiny real bench --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    synthetic.generate(root / "images", image_size=75, counts={"train": 24, "val": 4, "test": 4}, workers=0)
+    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=75, workers=0,
+                                patient_pattern=synthetic.FILENAME_PATTERN), quiet=True)
+    return root / "records"
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tiny_records, tmp_path_factory):
+    """Every mode, the engine (float32, no XLA) and the paper's stack, InceptionV3 at 75 px."""
+    out = tmp_path_factory.mktemp("bench-out")
+    cfg = BenchConfig(records=tiny_records, out=out, batch_sizes=(2, 3), image_size=75, precisions=("float32",),
+                      xlas=("off",), repeats=3, step_images=4, input_images=16, baseline=True)
+    return cfg, bench.run(cfg, quiet=True)
+
+
+def test_tiny_bench_of_every_mode_writes_valid_json(tiny_bench):
+    cfg, result = tiny_bench
+    written = json.loads((cfg.out / "bench.json").read_text())
+    assert written["rows"] == json.loads(json.dumps(result["rows"]))
+    assert {"cpu", "cores", "gpus", "cpu_flags"} <= set(written["machine"])
+    assert {"tensorflow", "keras", "tf_keras", "numpy"} <= set(written["versions"])
+    kinds = {(r["mode"], r["stack"]) for r in written["rows"]}
+    assert kinds == {(m, s) for m in ("input", "step", "e2e") for s in ("engine", "baseline")}
+    assert len(written["rows"]) == 2 * 6
+    for r in written["rows"]:
+        assert r["status"] == "ok", r
+        assert math.isfinite(r["img_s"]) and r["img_s"] > 0 and r["img_s_min"] <= r["img_s"] <= r["img_s_max"]
+        assert len(r["rates"]) == 3 and r["compile_s"] >= 0 and r["peak_mb"] > 0
+        assert r["ms_step"] == pytest.approx(1000 * r["batch"] / r["img_s"])
+        if r["mode"] != "input":
+            assert r["gflop_s"] == pytest.approx(r["img_s"] * written["train_flops_per_image"] / 1e9)
+            assert 0 < r["pct_peak"]
+    assert {t["what"].split(",")[0] for t in written["targets"]} == \
+        {"input img/s", "input vs paper's", "e2e vs paper's", "e2e / step"}
+    assert written["suggestion"]["precision"] == "float32" and written["suggestion"]["largest_batch"] == 3
+    assert (cfg.out / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    table = (cfg.out / "bench.md").read_text()
+    assert table.count("\n| e2e | ") == 4 and "| input vs paper's, batch 2 |" in table
+    # The paper's stack read the same images, exported from the records by class.
+    exported = sorted(p.parent.name for p in (cfg.out / "baseline-images").rglob("*.png"))
+    assert len(exported) == 24 and set(exported) == {"covid", "normal"}
+
+
+def test_dry_run_counts_the_measurements_the_run_made(tiny_bench):
+    cfg, result = tiny_bench
+    seconds, count = bench.estimate_seconds(cfg, scale=1.0)
+    assert count == len(result["rows"]) and seconds > 0
+
+
+def test_cli_suggest_reads_the_last_run(tiny_bench):
+    cfg, _ = tiny_bench
+    out = CliRunner().invoke(app, ["bench", "--suggest", "--out", str(cfg.out)])
+    assert out.exit_code == 0, out.output
+    assert "fastest: --precision float32 --xla off" in out.output
+
+
+def test_cli_input_only_without_baseline(tiny_records, tmp_path):
+    out = CliRunner().invoke(app, ["bench", str(tiny_records), "--image-size", "75", "--mode", "input",
+                                   "--batch-sizes", "4", "--input-images", "8", "--no-baseline", "--quiet",
+                                   "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    assert [(r["mode"], r["stack"], r["status"]) for r in rows] == [("input", "engine", "ok")]
+    assert "input img/s, batch 4" in out.output
+
+
+def test_cli_size_mismatch_is_one_line(tiny_records, tmp_path):
+    out = CliRunner().invoke(app, ["bench", str(tiny_records), "--out", str(tmp_path)])
+    assert out.exit_code != 0
+    assert "75-px images; pass --image-size 75" in str(out.exception)
+
+
+def test_an_interrupted_bench_keeps_the_rounds_it_finished(tiny_records, tmp_path, monkeypatch):
+    cfg = BenchConfig(records=tiny_records, out=tmp_path, batch_sizes=(4,), image_size=75, modes=("input",),
+                      baseline=False, input_images=8)
+    timed = bench.time_once
+    calls = []
+
+    def interrupted_in_round_two(measure):
+        calls.append(measure)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        timed(measure)
+    monkeypatch.setattr(bench, "time_once", interrupted_in_round_two)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run(cfg, quiet=True)
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["complete"] is False
+    assert [len(r["rates"]) for r in saved["rows"]] == [1]
