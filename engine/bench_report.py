@@ -199,7 +199,8 @@ def markdown(result: dict) -> str:
              + (f", tf_keras {result['versions']['tf_keras']}" if "tf_keras" in result["versions"] else "")
              + f"; {result['seconds'] / 60:.1f} min" + ("" if result.get("complete", True) else " (interrupted)"),
              "", "img/s: median (min-max) of the kept repeats; *: the engine setting compared with the paper's stack.",
-             "", "| mode | batch | stack | setting | img/s | ms/step | compile s | GFLOP/s | % peak | peak MB | note |",
+             "", "| mode | batch | stack | setting | img/s | ms/step | compile s | GFLOP/s | % peak | peak MB"
+             + (" (host / GPU)" if m["gpus"] else "") + " | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {"input": 0, "step": 1, "e2e": 2}
     for r in sorted(result["rows"], key=lambda r: (order[r["mode"]], r["batch"], r["stack"] != BASELINE,
@@ -207,13 +208,13 @@ def markdown(result: dict) -> str:
         setting = ("* " if r["chosen"] else "") + r["setting"]
         if r["status"] != "ok":
             lines.append(f"| {r['mode']} | {r['batch']} | {r['stack']} | {setting} | {r['status']} | | | | | "
-                         f"{fmt(r['peak_mb'], ',.0f')} | {r['error'][:60]} |")
+                         f"{memory(r)} | {r['error'][:60]} |")
             continue
         note = f"{len(r['outliers'])} outlier(s) left out" if r["outliers"] else ""
         lines.append(f"| {r['mode']} | {r['batch']} | {r['stack']} | {setting} | {r['img_s']:,.1f} "
                      f"({r['img_s_min']:,.1f}-{r['img_s_max']:,.1f}) | {fmt(r['ms_step'], ',.0f')} | "
                      f"{fmt(r['compile_s'])} | {fmt(r.get('gflop_s'), ',.0f')} | {fmt(r.get('pct_peak'), '.0f')} | "
-                     f"{fmt(r['peak_mb'], ',.0f')} | {note} |")
+                     f"{memory(r)} | {note} |")
     if result["targets"]:
         lines += ["", "| against the paper's stack | value | target | |", "|---|---|---|---|"]
         for t in result["targets"]:
@@ -278,6 +279,12 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def memory(r: dict) -> str:
+    """Peak host memory of the process, and the GPU's when there is one (MB)."""
+    host = fmt(r["peak_mb"], ",.0f")
+    return host if r.get("device_peak_mb") is None else f"{host} / {r['device_peak_mb']:,.0f}"
+
+
 def fmt(value, spec: str = ",.1f") -> str:
     return "" if value is None else format(value, spec)
 
@@ -302,20 +309,20 @@ def print_tables(result: dict, console: Console) -> None:
     table = Table(title=f"engine bench: {result['config']['model']} at {result['records']['image_size']} px, "
                         f"{result['machine']['cpu']}, {result['seconds'] / 60:.1f} min", title_justify="left")
     for name in ("mode", "batch", "setting", "img/s", "±%", "ms/step", "compile s", "GFLOP/s", "% peak",
-                 "peak MB", "note"):
+                 "peak MB" + (" host/GPU" if result["machine"]["gpus"] else ""), "note"):
         table.add_column(name, justify="left" if name in ("mode", "setting", "note") else "right")
     order = {"input": 0, "step": 1, "e2e": 2}
     for r in sorted(result["rows"], key=lambda r: (order[r["mode"]], r["batch"], r["stack"] != BASELINE,
                                                    r["setting"])):
         if r["status"] != "ok":
             table.add_row(r["mode"], str(r["batch"]), short_setting(r), f"[red]{r['status']}[/red]", "", "", "",
-                          "", "", fmt(r["peak_mb"], ",.0f"), r["error"][:40])
+                          "", "", memory(r), r["error"][:40])
             continue
         spread = f"{r['spread_pct']:.0f}"
         note = f"{len(r['outliers'])} outlier" if r["outliers"] else ""
         table.add_row(r["mode"], str(r["batch"]), short_setting(r), fmt(r["img_s"], ",.1f"), spread,
                       fmt(r["ms_step"], ",.0f"), fmt(r["compile_s"]), fmt(r.get("gflop_s"), ",.0f"),
-                      fmt(r.get("pct_peak"), ".0f"), fmt(r["peak_mb"], ",.0f"), note)
+                      fmt(r.get("pct_peak"), ".0f"), memory(r), note)
     console.print(table)
     console.print("img/s: median of the kept repeats; ±%: their max-min spread; *: the engine setting "
                   "compared with the paper's stack", highlight=False)
@@ -328,9 +335,10 @@ def print_tables(result: dict, console: Console) -> None:
             mark = "[green]met[/green]" if t["met"] else "[red]missed[/red]"
             targets.add_row(t["what"], value, goal, mark + (f" ({t['grade']})" if t.get("grade") else ""))
         console.print(targets)
-    peaks = [f"{p}: {v['gflops']:,.0f} GFLOP/s ({v['basis']})" for p, v in result["peaks"].items() if v]
-    console.print(f"{result['macs_per_image'] / 1e9:.2f} G multiply-adds per image forward; "
-                  f"{result['train_flops_per_image'] / 1e9:.1f} GFLOP per image per training step. "
-                  + ("Peak " + "; ".join(peaks) if peaks else "Peak unknown for this device."),
-                  highlight=False, soft_wrap=True)
+    if any(r["mode"] != "input" for r in result["rows"]):
+        peaks = [f"{p}: {v['gflops']:,.0f} GFLOP/s ({v['basis']})" for p, v in result["peaks"].items() if v]
+        console.print(f"{result['macs_per_image'] / 1e9:.2f} G multiply-adds per image forward; "
+                      f"{result['train_flops_per_image'] / 1e9:.1f} GFLOP per image per training step. "
+                      + ("Peak " + "; ".join(peaks) if peaks else "Peak unknown for this device."),
+                      highlight=False, soft_wrap=True)
     console.print(f"suggestion: {result['suggestion']['text']}", highlight=False, soft_wrap=True)
