@@ -4,8 +4,11 @@ Command:
 
     python benchmarks/bench_grid.py [RECORDS] [--out DIR]
 
-Hardware: on the 2-core reference CPU about 45-50 minutes (``--dry-run``
-says); on a GPU a few minutes. Batch 5, 10, 15, 32, 64; float32 and
+Hardware: a GPU (a few minutes), or a CPU machine with 32 GB or more: the
+four compiled engine models and the paper's stay alive together, and on the
+24 GB reference machine the warm-ups had filled 21.5 GB before reaching
+batch 32 (the bench now skips, as OOM rows, what would start with < 3 GB
+left). There ``--dry-run`` estimates about 33 minutes. Batch 5, 10, 15, 32, 64; float32 and
 mixed_bfloat16 (add mixed_float16 on a GPU of compute capability 7.x with
 ``--precision float32,mixed_float16``), XLA off and on; all three modes and
 the paper's stack.

@@ -47,6 +47,9 @@ ENGINE, BASELINE = "engine", "baseline"
 # float32 2048x2048 matmul GFLOP/s of the 2-core reference CPU, which the
 # rates in estimate_seconds were measured on (benchmarks/RESULTS.md).
 REFERENCE_MATMUL_GFLOPS = 468.0
+# Host memory below which no measurement starts (a judgement: the grid preset
+# with four settings alive filled 21.5 of 24 GB before reaching batch 32).
+LOW_MEMORY_MB = 3072.0
 
 
 @dataclass
@@ -411,8 +414,25 @@ def export_class_folder(folder: Path, manifest: dict, out: Path, limit: int = 50
 
 # --- the run ----------------------------------------------------------------
 
+class HostMemoryLow(MemoryError):
+    """Raised before a measurement when the host is nearly out of memory."""
+
+
+def check_host_memory(floor_mb: float = LOW_MEMORY_MB) -> None:
+    """On a CPU, running out of memory means the kernel kills the process, not
+    an exception: a measurement is not started with less than ``floor_mb`` left."""
+    available = available_memory_mb()
+    if available is not None and available < floor_mb:
+        raise HostMemoryLow(f"skipped: {available:,.0f} MB of host memory left (< {floor_mb:,.0f} MB)")
+
+
 def warm_up(measure: Measure) -> None:
     """First call, timed apart; an out-of-memory error marks the row and is kept."""
+    try:
+        check_host_memory()
+    except HostMemoryLow as err:
+        fail(measure, err)
+        return
     reset_peak_memory()
     start = time.perf_counter()
     try:
@@ -430,6 +450,7 @@ def time_once(measure: Measure) -> None:
     if measure.status != "ok":
         return
     try:
+        check_host_memory()
         timed = measure.prepare()
         reset_peak_memory()
         start = time.perf_counter()

@@ -252,3 +252,12 @@ def test_an_interrupted_bench_keeps_the_rounds_it_finished(tiny_records, tmp_pat
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["complete"] is False
     assert [len(r["rates"]) for r in saved["rows"]] == [1]
+
+
+def test_low_host_memory_skips_as_an_oom_row(monkeypatch):
+    monkeypatch.setattr(bench, "available_memory_mb", lambda: 500.0)
+    ran = []
+    m = bench.Measure("step", 64, bench.ENGINE, "float32", "off", 128, lambda: lambda: ran.append(1))
+    bench.run_measures([m], repeats=3)
+    assert m.status == "OOM" and not ran
+    assert m.error == "HostMemoryLow: skipped: 500 MB of host memory left (< 3,072 MB)"
