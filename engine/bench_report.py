@@ -37,9 +37,10 @@ def row(m: Measure, cfg: BenchConfig, train_flops: float, peaks: dict) -> dict:
     stats = summarize(m.seconds, m.images, cfg.outlier_ratio)
     out.update(stats)
     out["ms_step"] = 1000 * m.batch / stats["img_s"]
+    # The first call ran one repeat's work plus tracing/compiling (and, for
+    # input, the first decode into the cache).
+    out["compile_s"] = round(max(0.0, m.compile_s - m.images / stats["img_s"]), 2)
     if m.mode != "input":
-        # The first call ran one repeat's work plus tracing/compiling.
-        out["compile_s"] = round(max(0.0, m.compile_s - m.images / stats["img_s"]), 2)
         out["gflop_s"] = stats["img_s"] * train_flops / 1e9
         peak = peaks.get(m.precision)
         out["pct_peak"] = 100 * out["gflop_s"] / peak["gflops"] if peak else None
@@ -124,10 +125,20 @@ def suggestion(rows: list[dict], batches) -> dict:
             return {"text": f"every batch size ran out of memory (smallest tried {oom[0]}): try smaller ones",
                     "largest_batch": None, "oom_batch": oom[0]}
         return {"text": "every training measurement failed: nothing to suggest"}
-    score = {s: math.exp(statistics.fmean(math.log(v) for v in vals)) for s, vals in by_setting.items()}
+    # Scored over the batch sizes every setting completed, so that a setting
+    # which ran out of memory at the large (faster) ones is not favoured.
+    done = {s: {r["batch"] for r in engine_rows if r["setting"] == s and r["mode"] == mode and r["status"] == "ok"}
+            for s in by_setting}
+    common = set.intersection(*done.values())
+    score = {}
+    for s in by_setting:
+        rates = [r["img_s"] for r in engine_rows if r["setting"] == s and r["mode"] == mode and r["status"] == "ok"
+                 and (not common or r["batch"] in common)]
+        score[s] = math.exp(statistics.fmean(math.log(v) for v in rates))
     best = max(score, key=score.get)
-    fits = sorted(r["batch"] for r in engine_rows if r["setting"] == best and r["status"] == "ok")
-    oom = sorted(r["batch"] for r in engine_rows if r["setting"] == best and r["status"] == "OOM")
+    mine = [r for r in engine_rows if r["setting"] == best and r["mode"] == mode]
+    fits = sorted(r["batch"] for r in mine if r["status"] == "ok")
+    oom = sorted(r["batch"] for r in mine if r["status"] == "OOM")
     largest = max(fits) if fits else None
     precision, xla = best.split("/")
     if oom:

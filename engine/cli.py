@@ -481,7 +481,7 @@ def bench(
     mode: Annotated[str, typer.Option(help="input, step, e2e (comma-separated) or all.")] = "all",
     baseline: Annotated[Optional[bool], typer.Option(
         "--baseline/--no-baseline", help="Time the paper's tf_keras stack too (default: when installed).")] = None,
-    out: Annotated[Path, typer.Option(help="Folder for bench.json and bench.png.")] = Path("runs/bench"),
+    out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md and bench.png.")] = Path("runs/bench"),
     repeats: Annotated[int, typer.Option(help="Timed repeats of each measurement, interleaved.")] = 3,
     step_images: Annotated[int, typer.Option(help="Images per timed repeat of step and e2e.")] = 40,
     input_images: Annotated[int, typer.Option(help="Images per timed repeat of the input pipeline.")] = 1280,

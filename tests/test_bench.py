@@ -22,8 +22,10 @@ def test_outlier_flag_on_hand_made_timings():
     assert bench.flag_outliers([1.0, 1.02, 0.98, 2.5], 1.5) == [False, False, False, True]
     assert bench.flag_outliers([1.0, 1.0, 0.5], 1.5) == [False, False, True]  # too fast is flagged too
     assert bench.flag_outliers([1.0, 1.2, 1.4], 1.5) == [False, False, False]
-    # Leave-one-out: the reference of the slow value is the median of the others.
+    # Against the median of all: one wild repeat of three cannot move it.
     assert bench.flag_outliers([2.0, 1.0, 1.0], 1.5) == [True, False, False]
+    assert bench.flag_outliers([3.0, 1.0, 1.0], 1.5) == [True, False, False]
+    assert bench.flag_outliers([1.0, 1.0], 1.5) == [False, False]  # too few to judge
 
 
 def test_summary_leaves_outliers_out():
@@ -261,3 +263,15 @@ def test_low_host_memory_skips_as_an_oom_row(monkeypatch):
     bench.run_measures([m], repeats=3)
     assert m.status == "OOM" and not ran
     assert m.error == "HostMemoryLow: skipped: 500 MB of host memory left (< 3,072 MB)"
+
+
+def test_a_setting_that_cannot_be_built_stays_an_oom_row(monkeypatch, tmp_path):
+    def cannot_build(*args):
+        raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating the model")
+    monkeypatch.setattr(bench, "engine_measures", cannot_build)
+    cfg = BenchConfig(batch_sizes=(4, 8), modes=("step", "e2e"), out=tmp_path)
+    measures, _ = bench.build_measures(cfg, tmp_path, {}, [("float32", "off")], None, lambda s: None)
+    bench.run_measures(measures, repeats=3)
+    assert [(m.mode, m.batch, m.status) for m in measures] == \
+        [("step", 4, "OOM"), ("e2e", 4, "OOM"), ("step", 8, "OOM"), ("e2e", 8, "OOM")]
+    assert all(m.error.startswith("ResourceExhaustedError: OOM when allocating the model") for m in measures)
