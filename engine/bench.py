@@ -218,8 +218,7 @@ def engine_measures(cfg: BenchConfig, folder: Path, manifest: dict, precision: s
         classifier = train.make_classifier(first, manifest, net, max(1, count // cfg.batch_sizes[0]), xla)
     finally:
         keras.config.set_dtype_policy("float32")
-    in_data = train.augment_placement() == "data" and cfg.augment != "none"
-    augment_fn = train.shared_augment_fn(cfg.augment, manifest) if in_data else None
+    augment_fn = train.pipeline_augment_fn(cfg.augment, manifest)
     size, channels = cfg.image_size, manifest["channels"]
     rng = np.random.default_rng(0)
     measures = []
@@ -428,45 +427,39 @@ def check_host_memory(floor_mb: float = LOW_MEMORY_MB) -> None:
         raise HostMemoryLow(f"skipped: {available:,.0f} MB of host memory left (< {floor_mb:,.0f} MB)")
 
 
-def warm_up(measure: Measure) -> None:
-    """First call, timed apart; an out-of-memory error marks the row and is kept."""
-    if measure.status != "ok":  # a setting that failed to build
-        return
+def run_once(measure: Measure) -> float | None:
+    """One timed call of ``measure`` (its peak memory recorded); None when it
+    failed, which marks the row (an out-of-memory error becomes ``OOM``)."""
+    if measure.status != "ok":  # failed before, or a setting that could not be built
+        return None
     try:
         check_host_memory()
         timed = measure.prepare()
         reset_peak_memory()
         start = time.perf_counter()
         teardown = timed()
-        measure.compile_s = time.perf_counter() - start
+        seconds = time.perf_counter() - start
         if teardown is not None:
             teardown()
-        del timed  # its iterator's tear-down stays out of the compile time
     except Exception as err:  # noqa: BLE001  (any failure becomes the row's status)
         fail(measure, err)
-        return
-    measure.peak_mb, measure.device_peak_mb = peak_memory()
-
-
-def time_once(measure: Measure) -> None:
-    if measure.status != "ok":
-        return
-    try:
-        check_host_memory()
-        timed = measure.prepare()
-        reset_peak_memory()
-        start = time.perf_counter()
-        teardown = timed()
-        measure.seconds.append(time.perf_counter() - start)
-        if teardown is not None:
-            teardown()
-    except Exception as err:  # noqa: BLE001
-        fail(measure, err)
-        return
+        return None
     peak, device_peak = peak_memory()
     measure.peak_mb = max(measure.peak_mb, peak)
     if device_peak is not None:
         measure.device_peak_mb = max(measure.device_peak_mb or 0.0, device_peak)
+    return seconds  # `timed` and its iterator are torn down after the clock
+
+
+def warm_up(measure: Measure) -> None:
+    """First call, timed apart as the compile time."""
+    measure.compile_s = run_once(measure)
+
+
+def time_once(measure: Measure) -> None:
+    seconds = run_once(measure)
+    if seconds is not None:
+        measure.seconds.append(seconds)
 
 
 def fail(measure: Measure, err: BaseException) -> None:

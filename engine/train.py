@@ -508,6 +508,14 @@ def shared_augment_fn(policy: str, manifest: dict):
     return _augment_fns[key]
 
 
+def pipeline_augment_fn(policy: str, manifest: dict):
+    """The augmentation tf.data applies (see ``augment_placement``), or None
+    when it runs in the training step or there is none."""
+    if augment_placement() == "data" and policy != "none":
+        return shared_augment_fn(policy, manifest)
+    return None
+
+
 def probe_rates(cfg: TrainConfig, manifest: dict):
     """``measure(precision, xla) -> img/s`` for the device probe: a few real steps."""
     def measure(precision: str, xla: str) -> float:
@@ -601,8 +609,7 @@ def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbac
 def fit(cfg, run, folder, manifest, classifier, start_epoch, history, steps, positive, precision, xla,
         momentum, quiet, callbacks) -> dict:
     """The epochs left, then the final evaluation."""
-    in_data = augment_placement() == "data" and cfg.augment != "none"
-    augment_fn = shared_augment_fn(cfg.augment, manifest) if in_data else None
+    augment_fn = pipeline_augment_fn(cfg.augment, manifest)
     train_ds = pipeline.dataset(folder, "train", cfg.batch_size, training=True, config=cfg.data,
                                 start_epoch=start_epoch, end_epoch=cfg.epochs, manifest=manifest,
                                 augment_fn=augment_fn, augment_seed=cfg.seed)
