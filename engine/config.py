@@ -193,6 +193,9 @@ class TrainConfig:
         schedule: constant (the paper) | cosine | step (x0.1 at 50 % and 75 %).
         warmup_epochs: linear warm-up from 0, in epochs.
         augment: none | paper (the study's ImageDataGenerator) | randaugment | augmix.
+        augment_placement: where the augmentation runs: ``auto`` (inside the
+            compiled step on a GPU, inside tf.data on a CPU-only machine),
+            ``data`` (tf.data) or ``step`` (the compiled training step).
         precision: auto | float32 | mixed_float16 | mixed_bfloat16.
         xla: auto | on | off, for the training step.
         class_weight: none | auto (inverse class frequency, for imbalanced folders).
@@ -215,6 +218,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_epochs: float = 0.0
     augment: str = "paper"
+    augment_placement: str = "auto"
     precision: str = "auto"
     xla: str = "auto"
     class_weight: str = "none"
@@ -238,7 +242,8 @@ class TrainConfig:
                                      ("--precision", self.precision, PRECISIONS),
                                      ("--xla", self.xla, SWITCHES),
                                      ("--class-weight", self.class_weight, ("none", "auto")),
-                                     ("--augment", self.augment, ("none", "paper", "randaugment", "augmix"))):
+                                     ("--augment", self.augment, ("none", "paper", "randaugment", "augmix")),
+                                     ("--augment-placement", self.augment_placement, ("auto", "data", "step"))):
             if value not in choices:
                 raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
         if self.threshold != "val-youden":
@@ -255,6 +260,9 @@ class TrainConfig:
             except ValueError:
                 raise UserError(f"--bn-momentum must be auto, keras or a number in [0, 1), "
                                 f"not {self.bn_momentum!r}") from None
+        if self.deterministic and self.xla == "on":
+            raise UserError("--deterministic and --xla on exclude each other: Keras compiles no XLA step "
+                            "with deterministic kernels; use --xla off or auto")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
             raise UserError(f"--warmup-epochs must be in [0, epochs), not {self.warmup_epochs}")
         if not 0 <= self.model.dropout < 1:
@@ -355,16 +363,19 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
         raise UserError(f"{what} takes comma-separated numbers, not {text!r}") from None
 
 
+def plain(value):
+    """A config value as JSON stores it (nested configs as dicts, paths as strings)."""
+    if dataclasses.is_dataclass(value):
+        return to_json(value)
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [plain(v) for v in value]
+    return value
+
+
 def to_json(config) -> dict:
     """A JSON-ready dict of a config dataclass, nested ones included."""
-    def plain(value):
-        if dataclasses.is_dataclass(value):
-            return to_json(value)
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
-        return value
     return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
 
 
@@ -385,6 +396,24 @@ def from_json(cls, data: dict):
             value = tuple(Path(v) if name == "list_files" else v for v in value)
         values[name] = value
     return cls(**values)
+
+
+def differences(old: dict, config) -> list[str]:
+    """Fields where a stored config (``to_json`` of an earlier run) differs from
+    ``config``, nested ones as ``model.hidden``. A field missing from ``old``
+    (written before the field existed) stands for its default."""
+    out = []
+    defaults = type(config)()
+    for f in dataclasses.fields(config):
+        if not f.compare:
+            continue
+        value, default = getattr(config, f.name), getattr(defaults, f.name)
+        stored = old.get(f.name, plain(default))
+        if dataclasses.is_dataclass(value):
+            out += [f"{f.name}.{name}" for name in differences(stored, value)]
+        elif stored != plain(value):
+            out.append(f.name)
+    return out + sorted(set(old) - {f.name for f in dataclasses.fields(config)})
 
 
 def dump(config, path: Path) -> None:

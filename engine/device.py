@@ -96,7 +96,8 @@ def store_probe(key: str, value: dict) -> None:
     tmp.replace(path)
 
 
-def resolve(precision: str, xla: str, measure=None, key: str = "") -> tuple[Choice, Choice]:
+def resolve(precision: str, xla: str, measure=None, key: str = "",
+            deterministic: bool = False) -> tuple[Choice, Choice]:
     """Resolves ``auto`` precision and XLA.
 
     Args:
@@ -105,7 +106,13 @@ def resolve(precision: str, xla: str, measure=None, key: str = "") -> tuple[Choi
             real training step; used on CPU only, where the faster setting is
             not known in advance.
         key: what the probe result is cached under (model, size, batch).
+        deterministic: deterministic kernels were asked for; Keras compiles no
+            XLA step then (not every XLA kernel is deterministic), so ``auto``
+            XLA is off.
     """
+    if deterministic and xla == "auto":
+        precision_choice, _ = resolve(precision, "off", measure, key)
+        return precision_choice, Choice("off", "deterministic kernels: Keras compiles no XLA step with them")
     if precision != "auto" and xla != "auto":
         return Choice(precision, "set"), Choice(xla, "set")
     devices = gpus()

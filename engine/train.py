@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine import augment, metrics, model as model_lib, pipeline, records
-from engine.config import TrainConfig, dump, from_json
+from engine.config import TrainConfig, differences, dump, from_json
 from engine.device import machine, resolve
 from engine.errors import UserError
 
@@ -77,10 +77,11 @@ def output_folder(run: Path) -> Path:
     return run / f".{kind}-{index}"
 
 
-def augment_placement() -> str:
-    """Where the augmentation runs: ``step`` (inside the compiled training step,
-    on the accelerator) when there is a GPU, ``data`` (inside tf.data, in
-    parallel with the step and overlapped with it) on a CPU-only machine.
+def augment_placement(setting: str = "auto") -> str:
+    """Where the augmentation runs, ``setting`` resolved: ``auto`` is ``step``
+    (inside the compiled training step, on the accelerator) when there is a
+    GPU, ``data`` (inside tf.data, in parallel with the step and overlapped
+    with it) on a CPU-only machine.
 
     Measured on the 2-core reference CPU (299 px, paper policy, XLA warp):
     inside tf.data 2,000-3,300 img/s at batch 5 and 6,200-6,600 at batch 64,
@@ -91,6 +92,8 @@ def augment_placement() -> str:
     resource, so it runs in the step, keyed by (seed, epoch, step, replica).
     Either way the draws are stateless and a resumed run replays them.
     """
+    if setting != "auto":
+        return setting
     return "step" if tf.config.list_logical_devices("GPU") else "data"
 
 
@@ -419,9 +422,7 @@ def check_resume(run: Path, cfg: TrainConfig, force: bool) -> None:
     path = run / "config.json"
     if not path.is_file():
         return
-    old = json.loads(path.read_text())
-    new = cfg.to_json()
-    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    differing = differences(json.loads(path.read_text()), cfg)
     if differing and not force:
         raise UserError(f"{run} holds a run with another config (differs in: {', '.join(differing)}); "
                         f"use another --out or --force to start over")
@@ -447,7 +448,8 @@ def graph_key(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla:
     model = replace(cfg.model, weights="-", channels=manifest["channels"], bn_momentum=momentum)
     schedule = (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr) \
         if cfg.schedule != "constant" or cfg.warmup_epochs > 0 else "constant"
-    return json.dumps([model.__dict__, cfg.optimizer, schedule, cfg.batch_size, cfg.augment, augment_placement(),
+    return json.dumps([model.__dict__, cfg.optimizer, schedule, cfg.batch_size, cfg.augment,
+                       augment_placement(cfg.augment_placement),
                        precision, xla, steps, id(distribution)], default=str)
 
 
@@ -463,6 +465,9 @@ def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision:
     if key not in _compiled:
         _compiled.clear()
         keras.backend.clear_session()
+        # clear_session also resets the global dtype policy to float32: set it
+        # again, or the network would be built in float32 whatever was chosen.
+        keras.config.set_dtype_policy(precision)
         gc.collect()
         keras.utils.set_random_seed(cfg.seed)
     with distribution.scope():
@@ -488,7 +493,8 @@ def make_classifier(cfg: TrainConfig, manifest: dict, net: keras.Model, steps: i
     policy and the strategy scope that built ``net``)."""
     # The augmentation's own seed is fixed: the run seed enters through
     # the classifier's key (see Classifier.train_step).
-    augment_fn = shared_augment_fn(cfg.augment if augment_placement() == "step" else "none", manifest)
+    in_step = augment_placement(cfg.augment_placement) == "step"
+    augment_fn = shared_augment_fn(cfg.augment if in_step else "none", manifest)
     classifier = Classifier(net, augment_fn, steps, cfg.seed)
     classifier.compile(optimizer=make_optimizer(cfg, steps), loss="binary_crossentropy",
                        metrics=confusion_metrics(), jit_compile=xla == "on")
@@ -508,10 +514,10 @@ def shared_augment_fn(policy: str, manifest: dict):
     return _augment_fns[key]
 
 
-def pipeline_augment_fn(policy: str, manifest: dict):
+def pipeline_augment_fn(policy: str, manifest: dict, placement: str = "auto"):
     """The augmentation tf.data applies (see ``augment_placement``), or None
     when it runs in the training step or there is none."""
-    if augment_placement() == "data" and policy != "none":
+    if augment_placement(placement) == "data" and policy != "none":
         return shared_augment_fn(policy, manifest)
     return None
 
@@ -586,7 +592,7 @@ def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbac
     op_determinism(cfg.deterministic)
     steps = train_count // cfg.batch_size
     precision, xla = resolve(cfg.precision, cfg.xla, probe_rates(cfg, manifest),
-                             key=f"{cfg.model.name}|{size}|{cfg.batch_size}")
+                             key=f"{cfg.model.name}|{size}|{cfg.batch_size}", deterministic=cfg.deterministic)
     keras.utils.set_random_seed(cfg.seed)  # the probe drew numbers too
 
     momentum = None if cfg.bn_momentum == "keras" else \
@@ -609,7 +615,7 @@ def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbac
 def fit(cfg, run, folder, manifest, classifier, start_epoch, history, steps, positive, precision, xla,
         momentum, quiet, callbacks) -> dict:
     """The epochs left, then the final evaluation."""
-    augment_fn = pipeline_augment_fn(cfg.augment, manifest)
+    augment_fn = pipeline_augment_fn(cfg.augment, manifest, cfg.augment_placement)
     train_ds = pipeline.dataset(folder, "train", cfg.batch_size, training=True, config=cfg.data,
                                 start_epoch=start_epoch, end_epoch=cfg.epochs, manifest=manifest,
                                 augment_fn=augment_fn, augment_seed=cfg.seed)
@@ -640,7 +646,7 @@ def fit(cfg, run, folder, manifest, classifier, start_epoch, history, steps, pos
               "first_step_seconds": None if recorder.first_step is None else round(recorder.first_step, 2),
               "precision": {"value": precision.value, "reason": precision.reason},
               "xla": {"value": xla.value, "reason": xla.reason}, "bn_momentum": momentum,
-              "augment_placement": augment_placement(),
+              "augment_placement": augment_placement(cfg.augment_placement),
               # Left at TensorFlow's defaults (0 = one per core): no setting
               # measured faster (benchmarks/RESULTS.md, thread pools).
               "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
