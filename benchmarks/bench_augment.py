@@ -13,7 +13,7 @@ replication) on 1-channel 299x299 float32 batches, at each batch size, for
 
 * ``ipt``: ``tf.raw_ops.ImageProjectiveTransformV3`` (the kernel behind
   ``keras.ops.image.affine_transform``) in a ``tf.function`` without XLA;
-* ``gather``: ``engine.augment.warp_bilinear_nearest`` in a ``tf.function``
+* ``gather``: ``engine.data.augment.warp_bilinear_nearest`` in a ``tf.function``
   without XLA;
 * ``gather+xla``: the same with ``jit_compile=True``;
 * ``keras2``: tf_keras ``ImageDataGenerator(...).flow`` on the same NumPy
@@ -62,14 +62,14 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
-from engine.device import cpu_name
-from engine.augment import (
+from engine.data.augment import (
     PaperAugment,
     augment_seed,
     paper_transform_matrix,
     sample_paper_params,
     warp_bilinear_nearest,
 )
+from engine.machine import cpu_name
 
 SIZE = 299
 SEED = 1234

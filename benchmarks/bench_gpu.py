@@ -9,7 +9,7 @@ Hardware: any CUDA GPU visible to TensorFlow (``pip install -e '.[gpu]'``);
 minutes on a V100/A100-class card. Batch 5, 10, 15, 64, 128, 256 (a size
 that does not fit becomes an OOM row and the run goes on); the augmentation
 runs inside the compiled step there, the device's peak memory is reported,
-and ``% peak`` uses the card's tensor-core figure from ``engine.flops``.
+and ``% peak`` uses the card's tensor-core figure from ``engine.bench.flops``.
 
 Expected: the small batches of the paper leave a large GPU mostly idle (a few
 hundred img/s); the large batches approach the card's throughput; the paper's

@@ -36,12 +36,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def read_rate(folder: Path) -> float:
     import tensorflow as tf
 
-    from engine import records
+    from engine.data.manifest import load_manifest, parse_fn, shard_paths
 
-    manifest = records.load_manifest(folder)
-    files = records.shard_paths(folder, "train", manifest)
+    manifest = load_manifest(folder)
+    files = shard_paths(folder, "train", manifest)
     ds = (tf.data.TFRecordDataset(files, num_parallel_reads=len(files))
-          .map(records.parse_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE).batch(64))
+          .map(parse_fn(manifest), num_parallel_calls=tf.data.AUTOTUNE).batch(64))
     start = time.perf_counter()
     count = sum(int(images.shape[0]) for images, _ in ds)
     return count / (time.perf_counter() - start)
@@ -58,7 +58,7 @@ def main() -> None:
 
     import tensorflow as tf  # noqa: F401 - start-up outside every clock
 
-    from engine import records, synthetic
+    from engine.data import records, synthetic
     from engine.config import RecordsConfig
 
     encodings = args.encodings.split(",")

@@ -5,7 +5,7 @@ Command (from the repository root)::
     python benchmarks/bench_synthetic.py                 # 299 px, 700 images, 2 workers, 5 repeats
     python benchmarks/bench_synthetic.py --size 96 --workers 0
 
-What it measures: wall time of ``engine.synthetic.generate`` writing the default
+What it measures: wall time of ``engine.data.synthetic.generate`` writing the default
 500/100/100 set (PNG files in a temporary folder), repeated, as images per
 second: median, min and max over the repeats. The time is what ``generate``
 reports, so it includes starting the worker pool (spawned processes importing
@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.synthetic import DEFAULT_COUNTS, SOURCES, generate, render  # noqa: E402
+from engine.data.synthetic import DEFAULT_COUNTS, SOURCES, generate, render  # noqa: E402
 
 
 def bench_generate(size: int, workers: int, repeats: int) -> list[float]:

@@ -20,7 +20,7 @@ CPU-only machine), in
 * ``tfk``: tf_keras (Keras 2), float32: the paper's stack, whose
   BatchNormalization runs TensorFlow's ``FusedBatchNormV3`` kernel;
 * ``k3``: Keras 3 (TensorFlow backend), float32;
-* ``k3-fused``: the same with ``engine.fused_bn.fuse_batchnorm``;
+* ``k3-fused``: the same with ``engine.model.fused_bn.fuse_batchnorm``;
 * ``k3-bf16`` / ``k3-bf16-fused``: Keras 3 under the ``mixed_bfloat16``
   policy (the sigmoid head in float32);
 * ``k3-xla`` / ``k3-fused-xla``: Keras 3 float32 with ``jit_compile=True``.
@@ -97,7 +97,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402 - after the log level
 import tensorflow as tf  # noqa: E402
 
-from engine.device import cpu_name  # noqa: E402
+from engine.machine import cpu_name  # noqa: E402
 
 VARIANTS = ("tfk", "k3", "k3-fused", "k3-bf16", "k3-bf16-fused", "k3-xla", "k3-fused-xla")
 DEFAULT_VARIANTS = ("tfk", "k3", "k3-fused")
@@ -136,7 +136,7 @@ def build_keras3(size: int, policy: str, fused: bool, jit_compile: bool) -> obje
     finally:
         keras.config.set_dtype_policy(previous)
     if fused:
-        from engine.fused_bn import fuse_batchnorm
+        from engine.model.fused_bn import fuse_batchnorm
 
         model = fuse_batchnorm(model)
     model.compile(optimizer=keras.optimizers.Adam(), loss="binary_crossentropy",

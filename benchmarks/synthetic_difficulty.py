@@ -6,7 +6,7 @@ Command (from the repository root)::
     python benchmarks/synthetic_difficulty.py --size 299 --data-seeds 0
 
 What it measures: it generates the default 500/100/100 set with
-``engine.synthetic.generate`` in a temporary folder, loads it with Pillow and
+``engine.data.synthetic.generate`` in a temporary folder, loads it with Pillow and
 numpy (independently of the engine's records builder), trains a small Keras CNN
 (four conv blocks with BatchNormalization, Adam 1e-3, batch 32, 8 epochs) from
 scratch on the training split, and prints the validation accuracy after each
@@ -46,7 +46,7 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.synthetic import CLASSES, FILENAME_PATTERN, SOURCES, generate  # noqa: E402
+from engine.data.synthetic import CLASSES, FILENAME_PATTERN, SOURCES, generate  # noqa: E402
 
 
 def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

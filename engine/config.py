@@ -1,14 +1,16 @@
-"""The engine's typed configuration: one dataclass per command, every CLI option
-one field, written next to every output so any result can be re-run exactly."""
+"""The engine's typed configuration: one dataclass per command (records, a
+training run with its model and input pipeline, a sweep and its presets, the
+bench), every command-line option one field (``engine.options``), written next
+to every output so any result can be re-run exactly."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.io import atomic_json
 
 SPLITS = ("train", "val", "test")
 RESIZE_METHODS = ("nearest", "bilinear", "area")
@@ -146,7 +148,8 @@ class ModelConfig:
         name: a ``keras.applications`` backbone (see BACKBONES).
         weights: ``imagenet`` (Keras' own download and cache), ``none``, or a
             path to backbone weights (a ``*_notop.h5`` or ``.weights.h5`` file).
-        image_size / channels: input shape (channels as stored in the records).
+        image_size: side of the square input images (must match the records).
+        channels: input channels, as stored in the records (set from them).
         hidden: units of the relu layer of the head (the paper: relu hidden layer).
         dropout: dropout rate before the sigmoid.
         freeze_base: freeze the whole backbone (its BatchNorm then runs in
@@ -274,6 +277,125 @@ class TrainConfig:
 
 
 
+AXES = ("lr", "batch", "grid", "optimizer")
+BUDGETS = ("epochs", "steps")
+LR_SCALINGS = ("none", "linear", "sqrt")
+PAPER_LRS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
+PAPER_BATCHES = (5, 10, 15)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One study (``engine compare``): the axis, its settings, and the training
+    config they vary.
+
+    Attributes:
+        axis: lr | batch | grid (lr x batch) | optimizer.
+        preset: paper (the study as published) | quick (minutes on a CPU); fills every field left unset.
+        lrs: learning rates of the lr axis (one, from the preset, on the others).
+        batch_sizes: batch sizes of the batch axis (one, from the preset, on the others).
+        optimizers: optimizers of the optimizer axis (adam on the others).
+        repeats: runs per setting, seeds ``seed``, ``seed + 1``, ...
+        seed: the first seed.
+        budget: epochs (as the paper: every batch size trains the same
+            epochs, so larger batches get fewer updates) or steps (epochs
+            scaled so every batch size makes the same number of updates).
+        lr_scaling: none | linear | sqrt, for the batch axis: the learning
+            rate times (batch / smallest batch) or its square root.
+        shard: ``i/n`` runs the i-th of n deterministic slices of the trials.
+        base: the training config every trial starts from.
+    """
+
+    axis: str = "lr"
+    preset: str = "quick"
+    lrs: tuple[float, ...] = ()
+    batch_sizes: tuple[int, ...] = ()
+    optimizers: tuple[str, ...] = ()
+    repeats: int = 1
+    seed: int = 0
+    budget: str = "epochs"
+    lr_scaling: str = "none"
+    shard: tuple[int, int] = (0, 1)
+    base: TrainConfig = TrainConfig()
+
+    def validate(self) -> "SweepConfig":
+        """Checks every field; raises UserError with a one-line message."""
+        for name, value, choices in (("--axis", self.axis, AXES), ("--preset", self.preset, tuple(PRESETS)),
+                                     ("--budget", self.budget, BUDGETS),
+                                     ("--lr-scaling", self.lr_scaling, LR_SCALINGS)):
+            if value not in choices:
+                raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+        if not self.lrs or any(not lr > 0 for lr in self.lrs):
+            raise UserError(f"every learning rate must be > 0, got {', '.join(map(str, self.lrs))}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise UserError(f"every batch size must be >= 1, got {', '.join(map(str, self.batch_sizes))}")
+        bad = [o for o in self.optimizers if o not in OPTIMIZERS]
+        if bad or not self.optimizers:
+            raise UserError(f"--optimizers takes a comma-separated list of {', '.join(OPTIMIZERS)}, "
+                            f"not {','.join(self.optimizers)!r}")
+        if self.repeats < 1:
+            raise UserError(f"--repeats must be >= 1, not {self.repeats}")
+        index, count = self.shard
+        if not 0 <= index < count:
+            raise UserError(f"--shard must be i/n with 0 <= i < n, not {index}/{count}")
+        self.base.validate()
+        return self
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named study: the settings of each axis and the fields it fills.
+
+    ``values`` are flat field names (as on the command line, see
+    ``engine.options``) with the preset's values; the command line and a
+    ``--config`` file override them.
+    """
+
+    lrs: tuple[float, ...]
+    batch_sizes: tuple[int, ...]
+    lr_for_batch_axis: float
+    batch_for_lr_axis: int
+    values: dict
+    optimizers: tuple[str, ...] = ("adam", "sgd", "rmsprop", "nadam")
+
+    def fields_for(self, axis: str) -> dict:
+        """The flat values this preset gives a study along ``axis``."""
+        return {"lrs": self.lrs if axis in ("lr", "grid") else (self.lr_for_batch_axis,),
+                "batch_sizes": self.batch_sizes if axis in ("batch", "grid") else (self.batch_for_lr_axis,),
+                "optimizers": self.optimizers if axis == "optimizer" else ("adam",), **self.values}
+
+
+PRESETS = {
+    # The paper, faithfully: `engine compare RECORDS --axis lr --preset paper`
+    # (and --axis batch), RECORDS built with `--subset 500,100,100` at 299 px.
+    # InceptionV3 with ImageNet weights, Adam, 20 epochs, one run per setting
+    # (as the paper: the report then says no noise verdict is possible), the
+    # paper's augmentation. The paper found: lr 1e-4 and 1e-5 best (accuracy
+    # near 1, loss < 0.2), 1e-2/1e-3 erratic loss spikes, 1e-6/1e-7 loss
+    # 0.2-0.3; batch 5 best, 10 and 15 with loss spikes. On the 2-core
+    # reference CPU one trial measured 19 min, so the lr axis takes about
+    # 1.9 h and the batch axis about 55 min (benchmarks/RESULTS.md); a
+    # V100-class GPU should do a trial in minutes.
+    "paper": Preset(lrs=PAPER_LRS, batch_sizes=PAPER_BATCHES, lr_for_batch_axis=1e-4, batch_for_lr_axis=5,
+                    values={"epochs": 20, "repeats": 1, "image_size": 299, "weights": "imagenet",
+                            "augment": "paper", "model": "InceptionV3", "xla": "auto"}),
+    # A few minutes on a 2-core CPU, build included: the embedded synthetic set
+    # at 96 px, InceptionV3 from scratch, 3 learning rates or batch sizes, 3
+    # epochs, 2 repeats (so a noise verdict is possible), the paper's
+    # augmentation: `engine compare --axis batch --preset quick`. Expected:
+    # lr 1e-2 unstable, 1e-3 best on validation; measured times in
+    # benchmarks/RESULTS.md.
+    # XLA stays off: it measured slower for InceptionV3 on CPUs
+    # (benchmarks/RESULTS.md), and probing it would cost a minute of the budget.
+    "quick": Preset(lrs=(1e-2, 1e-3, 1e-4), batch_sizes=(8, 16, 32), lr_for_batch_axis=1e-3,
+                    batch_for_lr_axis=16, values={"epochs": 3, "repeats": 2, "image_size": 96, "weights": "none",
+                                                  "augment": "paper", "model": "InceptionV3", "xla": "off"}),
+}
+
+
 BENCH_MODES = ("input", "step", "e2e")
 
 
@@ -347,22 +469,6 @@ class BenchConfig:
         return to_json(self)
 
 
-def parse_ints(text: str, what: str) -> tuple[int, ...]:
-    """``"500,100,100"`` -> (500, 100, 100), with a one-line error otherwise."""
-    try:
-        return tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise UserError(f"{what} takes comma-separated whole numbers, not {text!r}") from None
-
-
-def parse_floats(text: str, what: str) -> tuple[float, ...]:
-    """``"0.8,0.1,0.1"`` -> (0.8, 0.1, 0.1), with a one-line error otherwise."""
-    try:
-        return tuple(float(part) for part in text.split(","))
-    except ValueError:
-        raise UserError(f"{what} takes comma-separated numbers, not {text!r}") from None
-
-
 def plain(value):
     """A config value as JSON stores it (nested configs as dicts, paths as strings)."""
     if dataclasses.is_dataclass(value):
@@ -418,6 +524,4 @@ def differences(old: dict, config) -> list[str]:
 
 def dump(config, path: Path) -> None:
     """Writes the resolved config as JSON, atomically."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config.to_json(), indent=2) + "\n")
-    tmp.replace(path)
+    atomic_json(path, config.to_json(), indent=2)

@@ -11,7 +11,7 @@ from scipy import ndimage
 from tf_keras.preprocessing.image import ImageDataGenerator
 from tf_keras.src.preprocessing import image as keras_image
 
-from engine.augment import (
+from engine.data.augment import (
     AUGMENT_POLICIES,
     PaperAugment,
     augment_seed,

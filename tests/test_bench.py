@@ -10,7 +10,10 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
-from engine import bench, bench_report, device, records, synthetic
+from engine import machine
+from engine.bench import engine_stack, protocol, report as bench_report, runner
+from engine.data import records, synthetic
+from engine.training import numerics
 from engine.cli import app
 from engine.config import BenchConfig, RecordsConfig
 from engine.errors import UserError
@@ -19,17 +22,17 @@ from engine.errors import UserError
 # --- statistics -------------------------------------------------------------
 
 def test_outlier_flag_on_hand_made_timings():
-    assert bench.flag_outliers([1.0, 1.02, 0.98, 2.5], 1.5) == [False, False, False, True]
-    assert bench.flag_outliers([1.0, 1.0, 0.5], 1.5) == [False, False, True]  # too fast is flagged too
-    assert bench.flag_outliers([1.0, 1.2, 1.4], 1.5) == [False, False, False]
+    assert protocol.flag_outliers([1.0, 1.02, 0.98, 2.5], 1.5) == [False, False, False, True]
+    assert protocol.flag_outliers([1.0, 1.0, 0.5], 1.5) == [False, False, True]  # too fast is flagged too
+    assert protocol.flag_outliers([1.0, 1.2, 1.4], 1.5) == [False, False, False]
     # Against the median of all: one wild repeat of three cannot move it.
-    assert bench.flag_outliers([2.0, 1.0, 1.0], 1.5) == [True, False, False]
-    assert bench.flag_outliers([3.0, 1.0, 1.0], 1.5) == [True, False, False]
-    assert bench.flag_outliers([1.0, 1.0], 1.5) == [False, False]  # too few to judge
+    assert protocol.flag_outliers([2.0, 1.0, 1.0], 1.5) == [True, False, False]
+    assert protocol.flag_outliers([3.0, 1.0, 1.0], 1.5) == [True, False, False]
+    assert protocol.flag_outliers([1.0, 1.0], 1.5) == [False, False]  # too few to judge
 
 
 def test_summary_leaves_outliers_out():
-    stats = bench.summarize([1.0, 1.0, 2.0, 0.8], images=10, ratio=1.5)
+    stats = protocol.summarize([1.0, 1.0, 2.0, 0.8], images=10, ratio=1.5)
     assert stats["outliers"] == [2]
     assert stats["rates"] == [10.0, 10.0, 5.0, 12.5]
     assert stats["img_s"] == 10.0  # median of 10, 10, 12.5
@@ -38,37 +41,37 @@ def test_summary_leaves_outliers_out():
 
 
 def test_steps_and_epochs_per_repeat():
-    assert bench.steps_for(40, 15) == 3
-    assert bench.steps_for(40, 64) == 2  # at least two steps
+    assert protocol.steps_for(40, 15) == 3
+    assert protocol.steps_for(40, 64) == 2  # at least two steps
     manifest = {"splits": {"train": {"count": 500}}}
-    assert bench.epochs_for(8, 5, manifest) == 1 + 1
-    assert bench.epochs_for(150, 5, manifest) == 2 + 1
+    assert protocol.epochs_for(8, 5, manifest) == 1 + 1
+    assert protocol.epochs_for(150, 5, manifest) == 2 + 1
 
 
 # --- settings ---------------------------------------------------------------
 
 @pytest.fixture
 def bf16_cpu(monkeypatch):
-    monkeypatch.setattr(device, "gpus", lambda: [])
-    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
 
 
 def test_auto_expands_to_what_it_could_pick_on_a_bf16_cpu(bf16_cpu):
     cfg = BenchConfig(precisions=("float32", "auto"), xlas=("off", "auto"))
-    measured, pool = bench.settings(cfg)
+    measured, pool = runner.settings(cfg)
     assert measured == [("float32", "off"), ("float32", "on"), ("mixed_bfloat16", "off"), ("mixed_bfloat16", "on")]
     assert pool == measured
-    measured, pool = bench.settings(BenchConfig(precisions=("auto",), xlas=("off",)))
+    measured, pool = runner.settings(BenchConfig(precisions=("auto",), xlas=("off",)))
     assert measured == pool == [("float32", "off"), ("mixed_bfloat16", "off")]
 
 
 def test_without_auto_every_setting_competes(monkeypatch):
-    monkeypatch.setattr(device, "gpus", lambda: [])
-    monkeypatch.setattr(device, "cpu_flags", lambda: {"avx2"})
-    measured, pool = bench.settings(BenchConfig(precisions=("float32", "mixed_bfloat16"), xlas=("on",)))
+    monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})
+    measured, pool = runner.settings(BenchConfig(precisions=("float32", "mixed_bfloat16"), xlas=("on",)))
     assert measured == pool == [("float32", "on"), ("mixed_bfloat16", "on")]
     # No bf16 instructions: auto can only pick float32.
-    assert bench.settings(BenchConfig(precisions=("auto",), xlas=("off",)))[0] == [("float32", "off")]
+    assert runner.settings(BenchConfig(precisions=("auto",), xlas=("off",)))[0] == [("float32", "off")]
 
 
 @pytest.mark.parametrize("field, value", [("precisions", ("float64",)), ("xlas", ("maybe",)),
@@ -82,7 +85,7 @@ def test_bad_config_is_a_one_line_error(field, value):
 
 # --- the OOM path and the report, on simulated measurements -----------------
 
-def fake_measures(oom_batch: int) -> list[bench.Measure]:
+def fake_measures(oom_batch: int) -> list[protocol.Measure]:
     def runs(batch):
         def prepare():
             def timed():
@@ -94,15 +97,15 @@ def fake_measures(oom_batch: int) -> list[bench.Measure]:
     for batch in (4, 8, 16):
         for precision in ("float32", "mixed_bfloat16"):
             for mode in ("step", "e2e"):
-                rows.append(bench.Measure(mode, batch, bench.ENGINE, precision, "off", 4 * batch, runs(batch)))
-        rows.append(bench.Measure("e2e", batch, bench.BASELINE, "float32", "off", 4 * batch, runs(batch)))
+                rows.append(protocol.Measure(mode, batch, protocol.ENGINE, precision, "off", 4 * batch, runs(batch)))
+        rows.append(protocol.Measure("e2e", batch, protocol.BASELINE, "float32", "off", 4 * batch, runs(batch)))
     return rows
 
 
 def test_out_of_memory_becomes_a_row_and_the_bench_goes_on(tmp_path):
     measures = fake_measures(oom_batch=16)
     done = []
-    bench.run_measures(measures, repeats=3, on_progress=done.append)
+    protocol.run_measures(measures, repeats=3, on_progress=done.append)
     assert len(done) == len(measures) * 4
     for m in measures:
         if m.batch == 16:
@@ -113,7 +116,7 @@ def test_out_of_memory_becomes_a_row_and_the_bench_goes_on(tmp_path):
     # Hand-made timings: float32 twice as slow as bf16, the baseline 3x slower than bf16.
     for m in measures:
         if m.status == "ok":
-            per_image = 0.1 if m.stack == bench.BASELINE else 0.066 if m.precision == "float32" else 0.033
+            per_image = 0.1 if m.stack == protocol.BASELINE else 0.066 if m.precision == "float32" else 0.033
             m.seconds = [per_image * m.images] * 3
             m.compile_s = 1.0 + per_image * m.images
     cfg = BenchConfig(batch_sizes=(4, 8, 16), out=tmp_path)
@@ -151,11 +154,11 @@ def test_bench_choice_feeds_trainings_auto(bf16_cpu):
             for s, rate in (("float32/off", 9.0), ("float32/on", 7.0), ("mixed_bfloat16/off", 15.0),
                             ("mixed_bfloat16/on", 12.0))]
     pool = ["float32/off", "float32/on", "mixed_bfloat16/off", "mixed_bfloat16/on"]
-    bench.remember_choice(cfg, {"rows": rows, "compared_from": pool})
+    runner.remember_choice(cfg, {"rows": rows, "compared_from": pool})
 
     def must_not_measure(precision, xla):
         raise AssertionError("training probed again")
-    precision, xla = device.resolve("auto", "auto", must_not_measure, key="TinyCNN|96|5")
+    precision, xla = numerics.resolve("auto", "auto", must_not_measure, key="TinyCNN|96|5")
     assert (precision.value, xla.value) == ("mixed_bfloat16", "off")
     assert "engine bench" in precision.reason
 
@@ -177,7 +180,7 @@ def tiny_bench(tiny_records, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-out")
     cfg = BenchConfig(records=tiny_records, out=out, batch_sizes=(2, 3), image_size=75, precisions=("float32",),
                       xlas=("off",), repeats=3, step_images=4, input_images=16, baseline=True)
-    return cfg, bench.run(cfg, quiet=True)
+    return cfg, runner.run(cfg, quiet=True)
 
 
 def test_tiny_bench_of_every_mode_writes_valid_json(tiny_bench):
@@ -210,7 +213,7 @@ def test_tiny_bench_of_every_mode_writes_valid_json(tiny_bench):
 
 def test_dry_run_counts_the_measurements_the_run_made(tiny_bench):
     cfg, result = tiny_bench
-    seconds, count = bench.estimate_seconds(cfg, scale=1.0)
+    seconds, count = runner.estimate_seconds(cfg, scale=1.0)
     assert count == len(result["rows"]) and seconds > 0
 
 
@@ -240,7 +243,7 @@ def test_cli_size_mismatch_is_one_line(tiny_records, tmp_path):
 def test_an_interrupted_bench_keeps_the_rounds_it_finished(tiny_records, tmp_path, monkeypatch):
     cfg = BenchConfig(records=tiny_records, out=tmp_path, batch_sizes=(4,), image_size=75, modes=("input",),
                       baseline=False, input_images=8)
-    timed = bench.time_once
+    timed = protocol.time_once
     calls = []
 
     def interrupted_in_round_two(measure):
@@ -248,19 +251,19 @@ def test_an_interrupted_bench_keeps_the_rounds_it_finished(tiny_records, tmp_pat
         if len(calls) == 2:
             raise KeyboardInterrupt
         timed(measure)
-    monkeypatch.setattr(bench, "time_once", interrupted_in_round_two)
+    monkeypatch.setattr(protocol, "time_once", interrupted_in_round_two)
     with pytest.raises(KeyboardInterrupt):
-        bench.run(cfg, quiet=True)
+        runner.run(cfg, quiet=True)
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["complete"] is False
     assert [len(r["rates"]) for r in saved["rows"]] == [1]
 
 
 def test_low_host_memory_skips_as_an_oom_row(monkeypatch):
-    monkeypatch.setattr(bench, "available_memory_mb", lambda: 500.0)
+    monkeypatch.setattr(machine, "available_memory_mb", lambda: 500.0)
     ran = []
-    m = bench.Measure("step", 64, bench.ENGINE, "float32", "off", 128, lambda: lambda: ran.append(1))
-    bench.run_measures([m], repeats=3)
+    m = protocol.Measure("step", 64, protocol.ENGINE, "float32", "off", 128, lambda: lambda: ran.append(1))
+    protocol.run_measures([m], repeats=3)
     assert m.status == "OOM" and not ran
     assert m.error == "HostMemoryLow: skipped: 500 MB of host memory left (< 3,072 MB)"
 
@@ -268,10 +271,10 @@ def test_low_host_memory_skips_as_an_oom_row(monkeypatch):
 def test_a_setting_that_cannot_be_built_stays_an_oom_row(monkeypatch, tmp_path):
     def cannot_build(*args):
         raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating the model")
-    monkeypatch.setattr(bench, "engine_measures", cannot_build)
+    monkeypatch.setattr(engine_stack, "engine_measures", cannot_build)
     cfg = BenchConfig(batch_sizes=(4, 8), modes=("step", "e2e"), out=tmp_path)
-    measures, _ = bench.build_measures(cfg, tmp_path, {}, [("float32", "off")], None, lambda s: None)
-    bench.run_measures(measures, repeats=3)
+    measures, _ = runner.build_measures(cfg, tmp_path, {}, [("float32", "off")], None, lambda s: None)
+    protocol.run_measures(measures, repeats=3)
     assert [(m.mode, m.batch, m.status) for m in measures] == \
         [("step", 4, "OOM"), ("e2e", 4, "OOM"), ("step", 8, "OOM"), ("e2e", 8, "OOM")]
     assert all(m.error.startswith("ResourceExhaustedError: OOM when allocating the model") for m in measures)

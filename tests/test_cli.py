@@ -44,6 +44,14 @@ def test_bad_option_value_is_one_line(tmp_path):
     assert "--subset takes comma-separated whole numbers, not '5,x'" in str(result.exception)
 
 
+def test_synthetic_bad_arguments_are_one_line(tmp_path):
+    for args, message in ((["--image-size", "8"], "error: image size must be an integer of at least 16 px, got 8"),
+                          (["--seed", "-1"], "error: seed must be a non-negative integer, got -1")):
+        done = engine("synthetic", str(tmp_path / "out"), "--counts", "2,0,0", *args)
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [message], done.stderr
+        assert not (tmp_path / "out").exists()
+
+
 def test_recipes_listed():
     result = runner.invoke(app, ["recipes"])
     assert result.exit_code == 0
@@ -52,7 +60,7 @@ def test_recipes_listed():
 
 
 def test_train_evaluate_predict_gradcam(tmp_path):
-    from engine import records, synthetic
+    from engine.data import records, synthetic
     from engine.config import RecordsConfig
 
     synthetic.generate(tmp_path / "images", image_size=64, counts={"train": 32, "val": 8, "test": 8}, workers=0)

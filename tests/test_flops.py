@@ -5,7 +5,8 @@ import math
 import keras
 import pytest
 
-from engine import device, flops
+from engine import machine
+from engine.bench import flops
 from engine.config import ModelConfig
 from engine.model import build
 
@@ -86,12 +87,12 @@ def fake_cpu(tmp_path, monkeypatch):
     """A CPU with settable flags, cores and clock (cpuinfo and cpufreq files)."""
     cpuinfo = tmp_path / "cpuinfo"
     max_freq = tmp_path / "cpuinfo_max_freq"  # absent unless a test writes it
-    monkeypatch.setattr(flops, "CPUINFO", cpuinfo)
-    monkeypatch.setattr(flops, "MAX_FREQ", max_freq)
+    monkeypatch.setattr(machine, "CPUINFO", cpuinfo)
+    monkeypatch.setattr(machine, "MAX_FREQ", max_freq)
 
     def set_cpu(flags, cores, mhz, max_khz=None):
-        monkeypatch.setattr(device, "cpu_flags", lambda: set(flags))
-        monkeypatch.setattr(flops, "cpu_cores", lambda: cores)
+        monkeypatch.setattr(machine, "cpu_flags", lambda: set(flags))
+        monkeypatch.setattr(machine, "cpu_cores", lambda: cores)
         cpuinfo.write_text("".join(f"processor\t: {i}\ncpu MHz\t\t: {mhz}\n\n" for i in range(cores)))
         if max_khz is not None:
             max_freq.write_text(f"{max_khz}\n")
@@ -142,7 +143,7 @@ def test_gpu_peak_lookup():
 
 
 def test_peak_on_cpu_without_measuring(monkeypatch, fake_cpu):
-    monkeypatch.setattr(flops, "gpu_names", list)
+    monkeypatch.setattr(machine, "gpu_details", list)
     fake_cpu({"avx512f"}, cores=2, mhz="2600.000")
     result = flops.peak("float32", measure=False)
     assert result["gflops"] == result["estimate_gflops"] == pytest.approx(332.8, rel=1e-12)
@@ -150,9 +151,9 @@ def test_peak_on_cpu_without_measuring(monkeypatch, fake_cpu):
 
 
 def test_peak_on_gpus_sums_them(monkeypatch):
-    monkeypatch.setattr(flops, "gpu_names", lambda: ["NVIDIA L4", "NVIDIA L4"])
+    monkeypatch.setattr(machine, "gpu_details", lambda: [{"name": "NVIDIA L4"}, {"name": "NVIDIA L4"}])
     assert flops.peak("mixed_bfloat16")["gflops"] == 242_000
-    monkeypatch.setattr(flops, "gpu_names", lambda: ["NVIDIA L4", "Mystery GPU"])
+    monkeypatch.setattr(machine, "gpu_details", lambda: [{"name": "NVIDIA L4"}, {"name": "Mystery GPU"}])
     assert flops.peak("mixed_bfloat16") is None
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine.fused_bn import FusedBatchNormalization, fuse_batchnorm
+from engine.model.fused_bn import FusedBatchNormalization, fuse_batchnorm
 
 SHAPE = (4, 8, 8, 6)  # batch, height, width, channels: n = 256 per channel
 MOMENTUM = 0.9  # far from the default 0.99 so a wrong update shows after a step

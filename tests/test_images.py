@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import images
+from engine.data import images
 from factories import gray, png_bomb, save
 
 

@@ -3,7 +3,7 @@
 import pytest
 
 from engine.errors import UserError
-from engine.layouts import apply_classes, label_map, parse_class_map, scan
+from engine.data.layouts import apply_classes, label_map, parse_class_map, scan
 from factories import class_folder, save, gray, split_folder
 
 
@@ -113,5 +113,5 @@ def test_folder_without_classes(tmp_path):
 def test_bad_pattern():
     with pytest.raises(UserError, match="needs a named group"):
         scan_pattern = r"person\d+"
-        from engine.layouts import NameParser
+        from engine.data.layouts import NameParser
         NameParser(scan_pattern, None)

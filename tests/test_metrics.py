@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from engine import metrics
-from engine.metrics import (RATE_METRICS, binary_cross_entropy, binary_metrics, bootstrap_intervals,
+from engine.training import metrics
+from engine.training.metrics import (RATE_METRICS, binary_cross_entropy, binary_metrics, bootstrap_intervals,
                             confusion, positive_label_of, positive_scores, roc_auc, summary,
                             youden_threshold)
 

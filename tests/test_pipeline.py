@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from engine import pipeline, records
+from engine.data import pipeline, records
 from engine.config import RecordsConfig
 from engine.errors import UserError
 from engine.config import PipelineConfig
@@ -134,7 +134,7 @@ def test_wrong_shape_record_is_named(folder, tmp_path):
 
 
 def test_augmentation_inside_tf_data_is_chunked_and_seeded(folder):
-    from engine import augment
+    from engine.data import augment
 
     fn = augment.make_augment_fn("paper", image_size=32, channels=1, seed=0)
     make = lambda seed: pipeline.dataset(folder, "train", 4, training=True, end_epoch=2,  # noqa: E731

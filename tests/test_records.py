@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from engine import records
+from engine.data import manifest as reading, records
 from engine.config import RecordsConfig
 from engine.errors import UserError
 from factories import class_folder, gray, png_bomb, save, split_folder
@@ -69,7 +69,7 @@ def test_round_trip_17_examples_3_shards_pixel_exact(tmp_path, encoding):
 def test_parse_fn_reads_static_shapes(tmp_path):
     src = class_folder(tmp_path / "src", {"covid": 3, "normal": 3})
     manifest = build(src, tmp_path / "out", fractions=(1.0, 0.0, 0.0), min_shards=2)
-    ds = tf.data.TFRecordDataset(records.shard_paths(tmp_path / "out", "train")).map(records.parse_fn(manifest))
+    ds = tf.data.TFRecordDataset(reading.shard_paths(tmp_path / "out", "train")).map(reading.parse_fn(manifest))
     assert ds.element_spec[0].shape == (32, 32, 1) and ds.element_spec[0].dtype == tf.uint8
     labels = sorted(int(label) for _, label in ds)
     assert labels == [0, 0, 0, 1, 1, 1]

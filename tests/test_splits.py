@@ -5,8 +5,8 @@ import collections
 import pytest
 
 from engine.errors import UserError
-from engine.layouts import Candidate
-from engine.splits import assign_splits, draw_order, grouped_split, patient_overlap, stratified_counts
+from engine.data.layouts import Candidate
+from engine.data.splits import assign_splits, draw_order, grouped_split, patient_overlap, stratified_counts
 
 
 def cands(n_patients=60, per_patient=3, sources=("a", "b", "c"), split=None):

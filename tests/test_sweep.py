@@ -8,9 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from engine import records, report, sweep, synthetic
+from engine import options
 from engine.config import RecordsConfig
+from engine.data import records, synthetic
 from engine.errors import UserError
+from engine.study import report, sweep
+
+
+def resolve(axis, preset, records_dir, out, **values):
+    """A study as `engine compare` resolves it, with these options on its command line."""
+    return options.sweep_config({"axis": axis, "preset": preset, **values}, {}, records_dir, out)
 
 
 @pytest.fixture(scope="module")
@@ -25,29 +32,29 @@ def tiny_sweep(records_dir, out, **kwargs):
     options = dict(lrs=(1e-3, 1e-2), epochs=2, repeats=1, model="TinyCNN", weights="none", image_size=64,
                    precision="float32", xla="off", batch_sizes=(16,))
     options.update(kwargs)
-    return sweep.resolve(kwargs.pop("axis", "lr"), "quick", records_dir, out, **options)
+    return resolve(kwargs.pop("axis", "lr"), "quick", records_dir, out, **options)
 
 
 def test_trial_list_paper_preset():
-    lr = sweep.trials(sweep.resolve("lr", "paper", None, Path("/x")))
+    lr = sweep.trials(resolve("lr", "paper", None, Path("/x")))
     assert [t.setting for t in lr] == [f"lr={v:g}" for v in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)]
     assert {t.config.batch_size for t in lr} == {5} and {t.config.epochs for t in lr} == {20}
-    batch = sweep.trials(sweep.resolve("batch", "paper", None, Path("/x")))
+    batch = sweep.trials(resolve("batch", "paper", None, Path("/x")))
     assert [(t.config.batch_size, t.config.lr) for t in batch] == [(5, 1e-4), (10, 1e-4), (15, 1e-4)]
     assert batch[0].config.model.weights == "imagenet" and batch[0].config.model.image_size == 299
 
 
 def test_budget_steps_and_lr_scaling():
-    plan = sweep.trials(sweep.resolve("batch", "paper", None, Path("/x"), budget="steps", lr_scaling="linear"))
+    plan = sweep.trials(resolve("batch", "paper", None, Path("/x"), budget="steps", lr_scaling="linear"))
     assert [(t.config.batch_size, t.config.epochs) for t in plan] == [(5, 20), (10, 40), (15, 60)]
     assert [t.config.lr for t in plan] == pytest.approx([1e-4, 2e-4, 3e-4])
-    sqrt = sweep.trials(sweep.resolve("batch", "paper", None, Path("/x"), lr_scaling="sqrt"))
+    sqrt = sweep.trials(resolve("batch", "paper", None, Path("/x"), lr_scaling="sqrt"))
     assert sqrt[2].config.lr == pytest.approx(1e-4 * 3 ** 0.5)
 
 
 def test_shards_cover_every_trial_once():
-    full = [t.name for t in sweep.trials(sweep.resolve("grid", "paper", None, Path("/x"), repeats=2))]
-    parts = [t.name for i in range(4) for t in sweep.trials(sweep.resolve("grid", "paper", None, Path("/x"),
+    full = [t.name for t in sweep.trials(resolve("grid", "paper", None, Path("/x"), repeats=2))]
+    parts = [t.name for i in range(4) for t in sweep.trials(resolve("grid", "paper", None, Path("/x"),
                                                                           repeats=2, shard=(i, 4)))]
     assert sorted(parts) == sorted(full) and len(full) == 6 * 3 * 2
 
@@ -62,7 +69,7 @@ def test_shards_cover_every_trial_once():
 def test_bad_arguments(kwargs, message):
     axis = kwargs.pop("axis", "lr")
     with pytest.raises(UserError, match=message):
-        sweep.resolve(axis, "quick", None, Path("/x"), **kwargs)
+        resolve(axis, "quick", None, Path("/x"), **kwargs)
 
 
 def test_welch_interval_exact():
@@ -109,24 +116,28 @@ def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, m
     assert [r["setting"] for r in written["rows"]] == ["lr=0.001", "lr=0.01"]
     assert all(r["repeats_done"] == 1 and r["final_val_loss"] is not None for r in written["rows"])
     assert "no noise verdict is possible" in (out / "report.md").read_text()
+    recorded = json.loads((out / "sweep.json").read_text())
+    assert [(t["name"], t["lr"], t["batch_size"], t["epochs"], t["seed"]) for t in recorded["trials"]] == \
+        [("lr0.001_seed0", 1e-3, 16, 2, 0), ("lr0.01_seed0", 1e-2, 16, 2, 0)]
+    assert recorded["choice"]["precision"] == "float32"
     # Rerun: finished trials are skipped, not trained again.
     events.clear()
     sweep.run(cfg, on_event=lambda kind, trial, info: events.append((kind, trial.name)))
     assert not [e for e in events if e[0] == "start"]
-    with pytest.raises(UserError, match=r"another config \(differs in: [a-z, ]*lrs\)"):
+    with pytest.raises(UserError, match=r"another config \(differs in: lrs, base\.lr\)"):
         sweep.run(tiny_sweep(tiny_records, out, lrs=(1e-4, 1e-2)))
 
 
 def test_failed_trial_is_recorded_and_sweep_goes_on(tiny_records, tmp_path, monkeypatch):
-    from engine import train
+    from engine import training
 
-    real = train.train
+    real = training.train
 
     def flaky(cfg, **kwargs):
         if cfg.lr == 1e-2:
             raise MemoryError("out of memory (simulated)")
         return real(cfg, **kwargs)
-    monkeypatch.setattr(train, "train", flaky)
+    monkeypatch.setattr(training, "train", flaky)
     results = sweep.run(tiny_sweep(tiny_records, tmp_path / "cmp"))
     assert results[0]["status"] == "done"
     assert results[1] == {"status": "failed", "reason": "MemoryError: out of memory (simulated)"}
@@ -166,11 +177,11 @@ def test_dashboard_on_a_terminal():
 
     from rich.console import Console
 
-    from engine.dashboard import Dashboard, sparkline
+    from engine.study.dashboard import Dashboard, sparkline
 
     assert sparkline([1.0, 0.5, 0.0]) == "█▄▁"
     console = Console(file=StringIO(), force_terminal=True, width=160, record=True)
-    trial = sweep.trials(sweep.resolve("lr", "quick", None, Path("/x")))[0]
+    trial = sweep.trials(resolve("lr", "quick", None, Path("/x")))[0]
     with Dashboard(total_steps=10, console=console) as dash:
         dash("queued", trial, {})
         dash("start", trial, {})
@@ -189,7 +200,7 @@ def test_dashboard_on_a_terminal():
 
 
 def test_lr_find_suggestion_rule_exact():
-    from engine.lrfind import suggest
+    from engine.study.lrfind import suggest
 
     lrs = [1e-5, 1e-4, 1e-3, 1e-2, 1e-1]
     smoothed = [0.70, 0.69, 0.50, 0.30, 0.90]
@@ -200,8 +211,8 @@ def test_lr_find_suggestion_rule_exact():
 
 
 def test_lr_find_runs_and_stops_on_divergence(tiny_records, tmp_path):
-    from engine import lrfind
     from engine.config import ModelConfig, TrainConfig
+    from engine.study import lrfind
 
     cfg = TrainConfig(records=tiny_records, batch_size=8, precision="float32", xla="off",
                       model=ModelConfig(name="TinyCNN", weights="none", image_size=64))
@@ -218,12 +229,30 @@ def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
     cmd = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--out", str(tmp_path / "p"),
            "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--lrs", "1e-3,1e-2",
            "--batch-sizes", "16", "--epochs", "1", "--repeats", "1", "--precision", "float32", "--xla", "off",
-           "--parallel", "2"]
+           "--parallel=2"]  # with "=": the children must not see it and spawn again
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
     assert "[0] lr0.001_seed0: done" in done.stdout and "[1] lr0.01_seed0: done" in done.stdout
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert [r["repeats_done"] for r in summary["rows"]] == [1, 1]
+
+
+def test_child_arguments_drop_parallel_and_shard_in_both_spellings():
+    from engine.study.launch import child_args
+
+    argv = ["compare", "--parallel=2", "--lrs", "1e-3", "--shard", "0/2", "--parallel", "3", "--shard=1/2", "--quiet"]
+    assert child_args(argv, Path("/r")) == ["compare", "/r", "--lrs", "1e-3", "--quiet"]
+    assert child_args(["compare", "/r", "--parallel", "2"], Path("/r")) == ["compare", "/r"]
+
+
+def test_each_child_gets_one_of_the_inherited_gpus():
+    from engine.study.launch import visible_gpu
+
+    assert [visible_gpu(i, None, 2) for i in range(3)] == ["0", "1", "0"]
+    # Slurm (or the user) gave this process GPUs 3 and 5: the children share exactly those.
+    assert [visible_gpu(i, "3,5", 2) for i in range(3)] == ["3", "5", "3"]
+    assert visible_gpu(0, "GPU-8a3f", 1) == "GPU-8a3f"
+    assert visible_gpu(0, None, 0) is None and visible_gpu(1, "", 0) is None
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tiny_records, tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of the synthetic chest X-ray generator (engine.synthetic)."""
+"""Tests of the synthetic chest X-ray generator (engine.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.synthetic import CLASSES, FILENAME_PATTERN, SOURCES, SPLITS, generate, render
+from engine.errors import UserError
+from engine.data.synthetic import CLASSES, FILENAME_PATTERN, SOURCES, SPLITS, generate, render
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(FILENAME_PATTERN + r"_view-(?P<view>[1-9][0-9]*)\.png")
@@ -40,7 +41,7 @@ def upper_inner(img: np.ndarray) -> np.ndarray:
 
 
 def test_module_does_not_load_tensorflow():
-    code = ("import sys, engine.synthetic; "
+    code = ("import sys, engine.data.synthetic; "
             "loaded = [m for m in ('tensorflow', 'keras', 'torch') if m in sys.modules]; "
             "sys.exit(f'loaded {loaded}' if loaded else 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
@@ -181,7 +182,7 @@ def test_refuses_a_non_empty_output_folder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(UserError) as error:
         generate(out, image_size=32, counts={"train": 2}, workers=0)
     assert "\n" not in str(error.value)
     assert str(out) in str(error.value)
@@ -201,7 +202,7 @@ def test_accepts_an_existing_empty_output_folder(tmp_path):
     {"seed": -1},
 ])
 def test_rejects_bad_arguments(tmp_path, kwargs):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(UserError) as error:
         generate(tmp_path / "out", workers=0, **{"counts": {"train": 2}, **kwargs})
     assert "\n" not in str(error.value)
     assert not (tmp_path / "out").exists()

@@ -19,9 +19,11 @@ import pytest
 import tensorflow as tf
 
 from engine import model as model_lib
-from engine import records, synthetic, train
+from engine import config, training as train
 from engine.config import ModelConfig, RecordsConfig, TrainConfig
+from engine.data import records, synthetic
 from engine.errors import UserError
+from engine.training import callbacks, classifier as classifier_lib, numerics, optim, run as run_lib
 from factories import damage
 
 
@@ -106,21 +108,21 @@ class CaptureStepInput:
 
     def __init__(self, monkeypatch, shape):
         self.value = tf.Variable(tf.zeros(shape), trainable=False)
-        original = train.Classifier.call
+        original = classifier_lib.Classifier.call
 
         def call(classifier, inputs, training=False):
             if training:  # a Python bool at trace time: only the train step records
                 self.value.assign(tf.cast(inputs, tf.float32))
             return original(classifier, inputs, training=training)
-        monkeypatch.setattr(train.Classifier, "call", call)
-        train._compiled.clear()  # trace anew, with the recording call
+        monkeypatch.setattr(classifier_lib.Classifier, "call", call)
+        classifier_lib._last.clear()  # trace anew, with the recording call
 
 
 @pytest.mark.parametrize("xla,precision", [("off", "float32"), ("on", "float32"), ("off", "mixed_float16")])
 def test_augmentation_in_the_step_runs_and_resumes(synthetic_records, tmp_path, monkeypatch, xla, precision):
     """The GPU path on the CPU: the paper's augmentation inside the compiled step."""
-    from engine import augment, pipeline
     from engine.config import PipelineConfig
+    from engine.data import augment, pipeline
 
     # Keras compiles no XLA step with deterministic kernels; TinyCNN's CPU
     # kernels repeat their results without them.
@@ -128,7 +130,7 @@ def test_augmentation_in_the_step_runs_and_resumes(synthetic_records, tmp_path, 
     capture = CaptureStepInput(monkeypatch, (16, 64, 64, 1))
     whole = train.train(tiny(synthetic_records, tmp_path / "whole", **options), quiet=True)
     assert whole["augment_placement"] == "step" and whole["xla"]["value"] == xla
-    classifier = next(iter(train._compiled.values()))[0]
+    classifier = classifier_lib._last[0].classifier
     assert classifier.jit_compile == (xla == "on")
     conv = next(layer for layer in classifier.net.layers if isinstance(layer, keras.Model)).get_layer("conv0")
     assert conv.compute_dtype == {"float32": "float32", "mixed_float16": "float16"}[precision]
@@ -233,24 +235,32 @@ def test_missing_records_is_one_line(tmp_path):
 
 
 def test_auto_bn_momentum_values():
-    assert train.auto_bn_momentum(1000) == 0.99
-    assert train.auto_bn_momentum(100) == pytest.approx(0.01 ** (1 / 100))
-    assert train.auto_bn_momentum(16) == 0.9
+    assert numerics.auto_bn_momentum(1000) == 0.99
+    assert numerics.auto_bn_momentum(100) == pytest.approx(0.01 ** (1 / 100))
+    assert numerics.auto_bn_momentum(16) == 0.9
     assert 0.01 ** (1 / 100) == pytest.approx(0.955, abs=1e-3)
 
 
 def test_schedule_values():
-    warm = train.WarmupSchedule(1.0, total_steps=100, warmup_steps=10, kind="cosine")
+    warm = optim.WarmupSchedule(1.0, total_steps=100, warmup_steps=10, kind="cosine")
     values = [float(warm(s)) for s in (0, 9, 10, 55, 100)]
     np.testing.assert_allclose(values, [0.1, 1.0, 1.0, 0.5, 0.0], atol=1e-6)
-    step = train.WarmupSchedule(1.0, total_steps=100, warmup_steps=0, kind="step")
+    step = optim.WarmupSchedule(1.0, total_steps=100, warmup_steps=0, kind="step")
     np.testing.assert_allclose([float(step(s)) for s in (0, 49, 50, 74, 75)], [1, 1, 0.1, 0.1, 0.01], atol=1e-7)
+    # With a warm-up the decay runs over the remaining 100 steps: 3 warm, then
+    # x0.1 from step 3 + 50 and x0.01 from step 3 + 75; cosine is 0.5 halfway.
+    warm_step = optim.WarmupSchedule(2.0, total_steps=103, warmup_steps=3, kind="step")
+    np.testing.assert_allclose([float(warm_step(s)) for s in (0, 2, 3, 52, 53, 77, 78, 103, 110)],
+                               [2 / 3, 2.0, 2.0, 2.0, 0.2, 0.2, 0.02, 0.02, 0.02], rtol=1e-6)
+    warm_cosine = optim.WarmupSchedule(2.0, total_steps=103, warmup_steps=3, kind="cosine")
+    np.testing.assert_allclose([float(warm_cosine(s)) for s in (3, 53, 103, 110)], [2.0, 1.0, 0.0, 0.0], atol=1e-6)
+    assert set(optim.OPTIMIZERS) == set(config.OPTIMIZERS)
 
 
 def test_sens_spec_follow_the_positive_class():
     logs = {"val_tp": 8.0, "val_fn": 2.0, "val_tn": 6.0, "val_fp": 4.0}
-    assert train.sens_spec(logs, "val_", positive_label=1) == (0.8, 0.6)
-    assert train.sens_spec(logs, "val_", positive_label=0) == (0.6, 0.8)
+    assert callbacks.sens_spec(logs, "val_", positive_label=1) == (0.8, 0.6)
+    assert callbacks.sens_spec(logs, "val_", positive_label=0) == (0.6, 0.8)
 
 
 def test_memory_does_not_grow_over_runs(synthetic_records, tmp_path):
@@ -364,6 +374,26 @@ def test_mirrored_two_devices_same_loss_as_one(synthetic_records, tmp_path):
     assert one["status"] == two["status"] == "done"
 
 
+def test_trials_share_one_strategy_and_one_compiled_model(synthetic_records, tmp_path, monkeypatch):
+    """On a machine with two GPUs (here two CPU devices stand in), every run of the
+    process gets the same MirroredStrategy, so the next trial reuses the compiled model."""
+    from engine.training import distribute
+
+    devices = tf.config.list_logical_devices("CPU")[:2]
+    listed = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: devices if kind == "GPU" else listed(kind))
+    first = distribute.strategy()
+    assert isinstance(first, tf.distribute.MirroredStrategy) and first.num_replicas_in_sync == 2
+    assert distribute.strategy() is first
+    model = ModelConfig(name="TinyCNN", weights="none", image_size=64, dropout=0.0)
+    options = dict(epochs=1, augment="none", augment_placement="data", model=model)
+    train.train(tiny(synthetic_records, tmp_path / "a", **options), quiet=True)
+    compiled = classifier_lib._last[0].classifier
+    assert compiled.distribute_strategy is first
+    train.train(tiny(synthetic_records, tmp_path / "b", seed=1, lr=2e-3, **options), quiet=True)
+    assert classifier_lib._last[0].classifier is compiled
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -392,7 +422,7 @@ def test_multi_worker_two_local_processes(synthetic_records, tmp_path):
 def moving_stat_gap(run: Path, records_dir: Path) -> float:
     """Mean |log(moving variance / batch variance)| over the first BatchNorm's
     channels, the batch variance taken on training images with the final weights."""
-    from engine import pipeline
+    from engine.data import pipeline
 
     net = keras.models.load_model(run / "last.keras", safe_mode=True)
     base = next(layer for layer in net.layers if isinstance(layer, keras.Model))
@@ -470,7 +500,7 @@ def test_damaged_shard_during_training_is_named(synthetic_records, tmp_path):
 def test_class_weights_inverse_frequency():
     manifest = {"label_map": {"covid": 0, "normal": 1},
                 "splits": {"train": {"per_class": {"covid": 100, "normal": 300}}}}
-    assert train.class_weights(manifest) == {0: 2.0, 1: 400 / 600}
+    assert run_lib.class_weights(manifest) == {0: 2.0, 1: 400 / 600}
 
 
 def test_freeze_base_and_trainable_from():

@@ -15,19 +15,13 @@ peak it says how much room is left. This module gives both sides:
 from __future__ import annotations
 
 import math
-import os
 import re
 import time
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from engine import device
-
-# Where the CPU clock is read; module constants so tests can point them at fakes.
-CPUINFO = Path("/proc/cpuinfo")
-MAX_FREQ = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+from engine import machine
 
 # bf16 FLOPs per cycle and core of Intel AMX (one TMUL tile unit).
 AMX_BF16_FLOPS_PER_CYCLE = 1024
@@ -204,40 +198,6 @@ def precision_kind(precision: str) -> str:
     return _PRECISIONS[precision]
 
 
-def cpu_cores() -> int:
-    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset).
-
-    Hyper-thread siblings are counted as cores: they share one core's vector
-    units, so the peak is overstated on a machine with SMT enabled.
-    """
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def cpu_clock() -> tuple[float, str]:
-    """The CPU clock in GHz and what kind of clock it is (0.0 when unknown).
-
-    cpufreq's maximum, where the kernel exposes it, is the highest (turbo)
-    clock. Otherwise /proc/cpuinfo's "cpu MHz": in a VM, the nominal clock the
-    hypervisor reports, which a boosting CPU exceeds under load.
-    """
-    try:
-        return int(MAX_FREQ.read_text().strip()) / 1e6, "maximum clock (cpufreq)"
-    except (OSError, ValueError):
-        pass
-    try:
-        lines = CPUINFO.read_text().splitlines()
-    except OSError:
-        return 0.0, "clock unknown"
-    mhz = [float(line.split(":", 1)[1]) for line in lines if line.startswith("cpu MHz")]
-    # On bare metal each core reports its current clock: the fastest is nearest the peak.
-    if not mhz:
-        return 0.0, "clock unknown"
-    return max(mhz) / 1000, "nominal clock (turbo may exceed it)"
-
-
 def cpu_peak(precision: str) -> dict:
     """Estimated peak FLOP/s of this CPU for ``precision``.
 
@@ -254,9 +214,9 @@ def cpu_peak(precision: str) -> dict:
         {"gflops": float, "basis": human-readable formula, "estimate": True}
     """
     kind = precision_kind(precision)
-    flags = device.cpu_flags()
-    cores = cpu_cores()
-    ghz, clock = cpu_clock()
+    flags = machine.cpu_flags()
+    cores = machine.cpu_cores()
+    ghz, clock = machine.cpu_clock()
     if ghz <= 0:
         return {"gflops": 0.0, "basis": "no clock in /proc/cpuinfo or cpufreq: no estimate",
                 "estimate": True}
@@ -304,7 +264,7 @@ def measured_matmul_peak(precision: str, n: int = 2048, repeats: int = 5) -> flo
     estimate of ~333. Each timing ends when one element of the result reaches
     the host, so asynchronous GPU work is inside it.
     """
-    dtype = matmul_dtype(precision, bool(device.gpus()))
+    dtype = matmul_dtype(precision, bool(machine.gpus()))
     a = tf.cast(tf.random.stateless_uniform((n, n), seed=(0, 1)), dtype)
     b = tf.cast(tf.random.stateless_uniform((n, n), seed=(0, 2)), dtype)
     product = tf.function(tf.linalg.matmul)
@@ -349,12 +309,6 @@ def gpu_peak(name: str, precision: str) -> dict | None:
             "estimate": False}
 
 
-def gpu_names() -> list[str]:
-    """Names of the visible GPUs, as CUDA reports them."""
-    return [tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
-            for gpu in device.gpus()]
-
-
 def peak(precision: str, measure: bool = True) -> dict | None:
     """Peak FLOP/s of the devices a run uses (all visible GPUs, else the CPU).
 
@@ -369,7 +323,7 @@ def peak(precision: str, measure: bool = True) -> dict | None:
         "estimate_gflops", "measured_gflops" (None without ``measure``),
         "basis", "estimate": True}.
     """
-    names = gpu_names()
+    names = [gpu["name"] for gpu in machine.gpu_details()]
     if names:
         peaks = [gpu_peak(name, precision) for name in names]
         if any(p is None for p in peaks):

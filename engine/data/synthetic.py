@@ -36,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from engine.errors import UserError
+
 SPLITS = ("train", "val", "test")
 CLASSES = ("covid", "normal")
 # The paper's subset: 500 training, 100 validation and 100 test images.
@@ -685,21 +687,21 @@ def _cpu_count() -> int:
 
 def _check_arguments(out: Path, image_size: int, counts: Mapping[str, int], seed: int,
                      workers: int | None) -> None:
-    """Raises a one-line ValueError for anything :func:`generate` cannot do."""
+    """Raises a one-line UserError for anything :func:`generate` cannot do."""
     unknown = sorted(set(counts) - set(SPLITS))
     if unknown:
-        raise ValueError(f"unknown split(s) {', '.join(unknown)}; expected {', '.join(SPLITS)}")
+        raise UserError(f"unknown split(s) {', '.join(unknown)}; expected {', '.join(SPLITS)}")
     for split, n in counts.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"count for split {split!r} must be a non-negative integer, got {n!r}")
+            raise UserError(f"count for split {split!r} must be a non-negative integer, got {n!r}")
     if not isinstance(image_size, int) or image_size < 16:
-        raise ValueError(f"image size must be an integer of at least 16 px, got {image_size!r}")
+        raise UserError(f"image size must be an integer of at least 16 px, got {image_size!r}")
     if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        raise UserError(f"seed must be a non-negative integer, got {seed!r}")
     if workers is not None and workers < 0:
-        raise ValueError(f"workers must be 0 or more, got {workers}")
+        raise UserError(f"workers must be 0 or more, got {workers}")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"output folder {out} already exists and is not empty; "
+        raise UserError(f"output folder {out} already exists and is not empty; "
                          "choose a new folder or remove it")
 
 
@@ -756,7 +758,7 @@ def generate(out: Path, *, image_size: int = 299, counts: Mapping[str, int] = DE
         ``seconds``, ``images_per_second`` and the arguments used.
 
     Raises:
-        ValueError: If ``out`` is not empty or an argument is invalid.
+        UserError: If ``out`` is not empty or an argument is invalid.
     """
     out = Path(out)
     _check_arguments(out, image_size, counts, seed, workers)

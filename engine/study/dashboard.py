@@ -27,7 +27,7 @@ def number(value, digits=3) -> str:
 
 
 class Dashboard:
-    """Receives sweep events (``engine.sweep.run``'s ``on_event``) and shows them.
+    """Receives sweep events (``engine.study.sweep.run``'s ``on_event``) and shows them.
 
     One row per trial: setting, seed, status, epoch x/y, train loss/acc, val
     loss/acc, img/s, ETA and a val-loss sparkline, under an overall progress

@@ -3,22 +3,14 @@ once, cached in the user's cache folder, used whenever no RECORDS are given."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 from engine.config import RecordsConfig
+from engine.io import cache_dir
 
 # Bump when the generator's output changes, so stale caches are not reused.
 SYNTHETIC_VERSION = 1
-
-
-def cache_dir() -> Path:
-    """``$ENGINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/engine``, else ``~/.cache/engine``."""
-    if os.environ.get("ENGINE_CACHE_DIR"):
-        return Path(os.environ["ENGINE_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "engine"
 
 
 def synthetic_root(seed: int = 0) -> Path:
@@ -33,11 +25,11 @@ def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
     Returns:
         (records folder, whether it was built now).
     """
-    from engine import records, synthetic
+    from engine.data import manifest, records, synthetic
 
     root = synthetic_root(seed)
     out = root / f"records-{image_size}"
-    if (out / records.MANIFEST).is_file():
+    if (out / manifest.MANIFEST).is_file():
         return out, False
     images = root / "images"
     if not (images / ".complete").is_file():
@@ -46,6 +38,7 @@ def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
         shutil.rmtree(images, ignore_errors=True)
         root.mkdir(parents=True, exist_ok=True)
         from engine.progress import progress
+
         total = sum(synthetic.DEFAULT_COUNTS.values())
         with progress(total, "Generating synthetic X-rays", "images", quiet=quiet) as advance:
             synthetic.generate(images, seed=seed, workers=workers, on_progress=advance)
@@ -59,3 +52,10 @@ def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
                         command=f"(embedded synthetic set, seed {seed}, {image_size} px)")
     records.build(cfg, quiet=quiet)
     return out, True
+
+
+def records_or_embedded(records: Path | None, image_size: int, quiet: bool = False) -> Path:
+    """``records``, or the embedded set's records at ``image_size`` when none are given."""
+    if records is not None:
+        return records
+    return synthetic_records(image_size=image_size, quiet=quiet)[0]

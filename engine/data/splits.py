@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.config import SPLITS
 from engine.errors import UserError
-from engine.layouts import Candidate
+from engine.data.layouts import Candidate
 
 
 def group_key(c: Candidate) -> str:

@@ -58,7 +58,7 @@ class Recipe:
 def recipes_dir():
     """The folder of shipped recipes: ``datasets/`` of a source checkout (and of
     an editable install), else the copy a wheel installs as ``engine/recipes``."""
-    checkout = Path(__file__).resolve().parent.parent / "datasets"
+    checkout = Path(__file__).resolve().parents[2] / "datasets"
     if checkout.is_dir():
         return checkout
     return resources.files("engine") / "recipes"

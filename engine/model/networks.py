@@ -14,7 +14,7 @@ from pathlib import Path
 import keras
 
 from engine.config import ModelConfig
-from engine.fused_bn import fuse_batchnorm
+from engine.model.fused_bn import fuse_batchnorm
 from engine.errors import UserError
 
 # name -> (preprocess_input mode of keras.applications, smallest input side).
@@ -161,7 +161,7 @@ def build(config: ModelConfig, synchronized_bn: bool = False) -> keras.Model:
     if config.fused_bn and not synchronized_bn:
         # Keras 3 computes BatchNorm from ~25 separate ops per layer in a
         # training step; the fused kernel is one op each way (see
-        # engine.fused_bn). Synchronised statistics need Keras' own path.
+        # engine.model.fused_bn). Synchronised statistics need Keras' own path.
         # Swapped in after every layer is initialised, so the seeded initial
         # weights do not depend on this choice.
         net = fuse_batchnorm(net)

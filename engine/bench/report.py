@@ -3,7 +3,6 @@ met or missed, a suggestion, and ``bench.json`` / ``bench.png`` / rich tables.""
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import statistics
@@ -14,8 +13,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from engine.bench import BASELINE, ENGINE, Measure, summarize
+from engine import machine
+from engine.bench import flops
+from engine.bench.protocol import BASELINE, ENGINE, Measure, summarize
 from engine.config import BenchConfig
+from engine.io import atomic_json, atomic_write, save_figure
 
 # Targets on the 2-core reference CPU (from the issue that asked for the bench).
 INPUT_RATIO, INPUT_RATE = 15.0, 1500.0
@@ -43,7 +45,7 @@ def row(m: Measure, cfg: BenchConfig, train_flops: float, peaks: dict) -> dict:
     if m.mode != "input":
         out["gflop_s"] = stats["img_s"] * train_flops / 1e9
         peak = peaks.get(m.precision)
-        out["pct_peak"] = 100 * out["gflop_s"] / peak["gflops"] if peak else None
+        out["pct_peak"] = flops.percent_of_peak(stats["img_s"], train_flops, peak["gflops"] if peak else None)
     return out
 
 
@@ -172,17 +174,15 @@ def versions() -> dict:
 
 def assemble(cfg: BenchConfig, manifest: dict, measures: list[Measure], build_s: dict, compared_from, macs: int,
              peaks: dict, seconds: float, complete: bool = True) -> dict:
-    from engine import device, flops
-
     train_flops = flops.train_flops_per_image(macs)
     rows = [row(m, cfg, train_flops, peaks) for m in measures]
     pool = [f"{p}/{x}" for p, x in compared_from]
     mark_chosen(rows, pool, cfg.batch_sizes)
     ratios, targets = ratios_and_targets(rows, cfg.batch_sizes)
-    machine = device.machine()
-    machine["cpu_flags"] = sorted(device.cpu_flags() & set(FLAGS))
+    described = machine.describe()
+    described["cpu_flags"] = sorted(machine.cpu_flags() & set(FLAGS))
     return {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": "engine " + " ".join(sys.argv[1:]),
-            "machine": machine, "versions": versions(), "config": cfg.to_json(),
+            "machine": described, "versions": versions(), "config": cfg.to_json(),
             "records": {"image_size": manifest["image_size"][0], "channels": manifest["channels"],
                         "train_images": manifest["splits"]["train"]["count"]},
             "macs_per_image": macs, "train_flops_per_image": train_flops, "peaks": peaks,
@@ -193,10 +193,8 @@ def assemble(cfg: BenchConfig, manifest: dict, measures: list[Measure], build_s:
 
 def write(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "bench.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1, default=float) + "\n")
-    tmp.replace(out / "bench.json")
-    (out / "bench.md").write_text(markdown(result))
+    atomic_json(out / "bench.json", result)
+    atomic_write(out / "bench.md", markdown(result))
     plot(result, out / "bench.png")
 
 
@@ -286,8 +284,7 @@ def plot(result: dict, path: Path) -> None:
     fig.suptitle(f"{result['config']['model']} at {size} px on {result['machine']['cpu']}"
                  f"{' + ' + result['machine']['gpus'][0]['name'] if result['machine']['gpus'] else ''}", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def memory(r: dict) -> str:

@@ -3,7 +3,7 @@
 Decoding runs on the host CPU inside tf.data; batches leave the pipeline as
 **uint8** (4x fewer bytes to move to the accelerator than float32), and the
 conversion, augmentation and ``preprocess_input`` scaling happen on the device
-(``engine.augment`` and the model's stem).
+(``engine.data.augment`` and the model's stem).
 
 Order is a pure function of (seed, epoch): epoch ``e`` is shuffled with a seed
 derived from both, so a run resumed at epoch ``e`` sees exactly the batches an
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from engine import records
-from engine.augment import run_epoch_key
 from engine.config import PipelineConfig
+from engine.data.manifest import load_manifest, parse_fn, shard_paths
+from engine.data.augment import run_epoch_key
 from engine.errors import UserError
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -47,7 +47,7 @@ def read_examples(files: list[str], manifest: dict, deterministic: bool,
         names = names.shuffle(len(files), seed=file_seed)
     ds = names.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                           num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    return ds.map(records.parse_fn(manifest), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return ds.map(parse_fn(manifest), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
 
 def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
@@ -68,8 +68,8 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
     ``AUGMENT_CHUNK`` images keyed by (``augment_seed``, epoch, chunk index);
     batches then leave as float32.
     """
-    manifest = manifest or records.load_manifest(folder)
-    files = records.shard_paths(folder, split, manifest)
+    manifest = manifest or load_manifest(folder)
+    files = shard_paths(folder, split, manifest)
     count = manifest["splits"][split]["count"]
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, not {batch_size}")
@@ -135,10 +135,10 @@ def verify(folder: Path, split: str, manifest: dict | None = None) -> int:
     Returns:
         the number of records, which must match the manifest.
     """
-    manifest = manifest or records.load_manifest(folder)
-    parse = records.parse_fn(manifest)
+    manifest = manifest or load_manifest(folder)
+    parse = parse_fn(manifest)
     total = 0
-    for path in records.shard_paths(folder, split, manifest):
+    for path in shard_paths(folder, split, manifest):
         ds = tf.data.TFRecordDataset(path).map(parse, num_parallel_calls=AUTOTUNE)
         seen = 0
         try:

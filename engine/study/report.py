@@ -16,6 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.config import SweepConfig, from_json
+from engine.io import atomic_json, atomic_open, atomic_write, save_figure
+from engine.study.sweep import trials
+
 # Two-sided 95 % quantiles of Student's t for 1-30 degrees of freedom.
 T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
@@ -58,15 +62,10 @@ def read_history(path: Path) -> list[dict]:
 def collect(folder: Path) -> dict:
     """Per setting: the trials' histories and metrics, in sweep order."""
     sweep = json.loads((folder / "sweep.json").read_text())
-    from dataclasses import replace
-
-    from engine.config import from_json
-    from engine.sweep import SweepConfig, trials
-
     # Every shard's trials: a report merges what the shards wrote.
-    cfg = replace(from_json(SweepConfig, sweep["config"]), shard=(0, 1))
+    cfg = from_json(SweepConfig, sweep["config"])
     settings: dict[str, list[dict]] = {}
-    for trial in trials(cfg):
+    for trial in trials(cfg, every_shard=True):
         run = trial.config.out
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else None
         settings.setdefault(trial.setting, []).append(
@@ -178,8 +177,7 @@ def plot_curves(data: dict, path: Path) -> None:
     axes.flat[0].legend(fontsize=8, loc="center right")
     fig.suptitle("Training and validation curves (first repeat; losses > 1 clipped, marked ▲)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_compare(data: dict, path: Path) -> None:
@@ -207,8 +205,7 @@ def plot_compare(data: dict, path: Path) -> None:
         ax.set_xlabel("epoch")
     right.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def fmt(value, digits=4) -> str:
@@ -221,9 +218,9 @@ def write(folder: Path) -> dict:
     rows = summarise(data)
     ranking = rank(rows)
     sweep = data["sweep"]
-    (folder / "summary.json").write_text(json.dumps({"rows": rows, "ranking": ranking}, indent=1, default=str))
+    atomic_json(folder / "summary.json", {"rows": rows, "ranking": ranking}, default=str)
     keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))] if rows else []
-    with open(folder / "summary.csv", "w", newline="") as f:
+    with atomic_open(folder / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
@@ -262,7 +259,7 @@ def write(folder: Path) -> dict:
               f"Statistic: {ranking['statistic']}." if ranking["statistic"] else "",
               "Test metrics are reported, never used to choose.", "",
               "![curves](curves.png)", "", "![compare](compare.png)", ""]
-    (folder / "report.md").write_text("\n".join(lines))
+    atomic_write(folder / "report.md", "\n".join(lines))
     write_html(folder / "report.html", lines)
     return {"rows": rows, "ranking": ranking}
 
@@ -301,5 +298,5 @@ def write_html(path: Path, lines: list[str]) -> None:
             body.append(f"<p>{inline(line)}</p>")
     style = ("body{font-family:sans-serif;max-width:72em;margin:2em auto}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}img{max-width:100%}")
-    path.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>engine report</title>"
+    atomic_write(path, f"<!doctype html><html><head><meta charset='utf-8'><title>engine report</title>"
                     f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")

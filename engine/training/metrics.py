@@ -1,6 +1,6 @@
 """Metrics for the positive class, with stratified bootstrap intervals.
 
-Label convention (see ``engine.layouts``): labels are 0 and 1 in alphabetical
+Label convention (see ``engine.data.layouts``): labels are 0 and 1 in alphabetical
 order of the class names, so covid = 0 and normal = 1, and the model's sigmoid
 output ``p`` is P(label 1) = P(normal), as in the paper. Clinicians ask about a
 chosen *positive* class instead (covid by default, which has label 0), so:
@@ -131,7 +131,7 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
     y, s = _checked(y_true, scores)
     counts = confusion(y, s, threshold)
     rates = _rates(*(np.array([counts[k]]) for k in ("tp", "fp", "tn", "fn")))
-    rates["auc"] = _weighted_auc(y, s, np.ones((1, y.size), dtype=np.int64))
+    rates["auc"] = np.array([roc_auc(y, s)])
     out = {name: float(rates[name][0]) for name in RATE_METRICS}
     out.update(threshold=float(threshold), n=int(y.size), n_positive=int(np.count_nonzero(y)),
                **counts)
@@ -193,8 +193,17 @@ def youden_threshold(y_true, scores) -> float:
     return float(best[distance == distance.min()].max())
 
 
+class Intervals(dict):
+    """Metric name to ``(low, high)``; ``undefined`` counts, per metric, the
+    resamples in which it was undefined (its interval rests on the others)."""
+
+    def __init__(self, intervals: dict, undefined: dict[str, int]):
+        super().__init__(intervals)
+        self.undefined = undefined
+
+
 def bootstrap_intervals(y_true, scores, threshold: float, n_resamples: int = 2000, seed: int = 0,
-                        level: float = 0.95) -> dict[str, tuple[float, float]]:
+                        level: float = 0.95) -> Intervals:
     """Percentile bootstrap intervals of every rate of `binary_metrics`.
 
     Examples are resampled with replacement within each class: every resample
@@ -214,10 +223,12 @@ def bootstrap_intervals(y_true, scores, threshold: float, n_resamples: int = 200
         level: Coverage, e.g. 0.95 for the 2.5th to the 97.5th percentile.
 
     Returns:
-        Metric name (see ``RATE_METRICS``) to ``(low, high)``.
+        Metric name (see ``RATE_METRICS``) to ``(low, high)``, with the
+        undefined counts.
     """
     values = _bootstrap_values(y_true, scores, threshold, n_resamples, seed)
-    return {name: _percentile_interval(values[name], level) for name in RATE_METRICS}
+    return Intervals({name: _percentile_interval(values[name], level) for name in RATE_METRICS},
+                     {name: int(np.count_nonzero(np.isnan(values[name]))) for name in RATE_METRICS})
 
 
 def binary_cross_entropy(labels, p, eps: float = 1e-7) -> float:
@@ -273,7 +284,7 @@ def summary(p_label1, labels, positive_label: int, threshold: float = 0.5, n_res
     """
     scores, y = positive_scores(p_label1, labels, positive_label)
     metrics = binary_metrics(y, scores, threshold)
-    values = _bootstrap_values(y, scores, threshold, n_resamples, seed)
+    intervals = bootstrap_intervals(y, scores, threshold, n_resamples, seed, level)
     names = {int(v): k for k, v in (label_map or {}).items()}
     positive_name, negative_name = names.get(positive_label), names.get(1 - positive_label)
     score = "p" if positive_label == 1 else "1 - p"
@@ -292,8 +303,7 @@ def summary(p_label1, labels, positive_label: int, threshold: float = 0.5, n_res
         "n_positive": metrics["n_positive"],
         "n_negative": metrics["n"] - metrics["n_positive"],
         "metrics": {name: _json_float(metrics[name]) for name in RATE_METRICS},
-        "intervals": {name: [_json_float(v) for v in _percentile_interval(values[name], level)]
-                      for name in RATE_METRICS},
+        "intervals": {name: [_json_float(v) for v in intervals[name]] for name in RATE_METRICS},
         "confusion": {
             "tp": tp, "fp": fp, "tn": tn, "fn": fn,
             "matrix": [[tn, fp], [fn, tp]],
@@ -306,7 +316,7 @@ def summary(p_label1, labels, positive_label: int, threshold: float = 0.5, n_res
             "method": "percentile, examples resampled within each class",
             "n_resamples": int(n_resamples), "seed": int(seed), "level": float(level),
             # How many resamples left a metric undefined: its interval rests on the others.
-            "undefined": {name: int(np.count_nonzero(np.isnan(values[name]))) for name in RATE_METRICS},
+            "undefined": intervals.undefined,
         },
     }
 

@@ -1,4 +1,5 @@
-"""``engine build-records``: image folders -> pre-resized TFRecord shards + manifest.
+"""Writing records (``engine build-records``): image folders -> pre-resized
+TFRecord shards + manifest (reading them back is ``engine.data.manifest``).
 
 Format (the tensorflow/models convention, readable with plain ``tf.data``):
 shards ``NAME-SPLIT.tfrecord-%05d-of-%05d``, one ``tf.train.Example`` per image
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import csv
-import json
 import math
 import multiprocessing
 import os
@@ -34,15 +34,15 @@ from pathlib import Path
 import numpy as np
 
 import engine
-from engine import images
 from engine.config import SPLITS, RecordsConfig
+from engine.data import images
+from engine.data.layouts import Candidate, apply_classes, load_recipe, scan
+from engine.data.manifest import FORMAT, MANIFEST
+from engine.data.splits import assign_splits, draw_order, patient_overlap, stable_rng
 from engine.errors import UserError
-from engine.layouts import Candidate, apply_classes, load_recipe, scan
+from engine.io import atomic_json, atomic_write
 from engine.progress import progress
-from engine.splits import assign_splits, draw_order, patient_overlap, stable_rng
 
-FORMAT = "engine-records/1"
-MANIFEST = "manifest.json"
 REJECTS = "rejects.csv"
 
 
@@ -292,7 +292,7 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
             notes.append(f"dropped {len(drop)} copies of files already in an earlier split")
         elif duplicates and not cfg.allow_duplicates:
             listing = out.parent / f"{out.name}.duplicates.txt"
-            listing.write_text("".join(" = ".join(f"{c.split}:{c.rel}" for c in g) + "\n"
+            atomic_write(listing, "".join(" = ".join(f"{c.split}:{c.rel}" for c in g) + "\n"
                                        for g in duplicates))
             example = " = ".join(c.rel for c in duplicates[0])
             raise UserError(f"{len(duplicates)} identical files are in more than one split "
@@ -313,7 +313,7 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
         manifest = make_manifest(cfg, layout, root, labels, channels, accepted, rejected, shards,
                                  shard_of, duplicates, near_count, near_pairs, notes, seconds)
         write_rejects(tmp / REJECTS, rejected)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+        atomic_json(tmp / MANIFEST, manifest)
         publish(tmp, out)
         return manifest
     except BaseException:
@@ -377,60 +377,3 @@ def write_rejects(path: Path, rejected: Iterable[tuple[Candidate, str]]) -> None
         writer.writerow(["path", "split", "class", "reason"])
         for candidate, reason in sorted(rejected, key=lambda r: r[0].rel):
             writer.writerow([candidate.rel, candidate.split, candidate.class_name, reason])
-
-
-# ---------------------------------------------------------------------------
-# Reading
-
-
-def load_manifest(folder: Path) -> dict:
-    """Reads a records folder's manifest, with a one-line error if it is not one."""
-    path = Path(folder) / MANIFEST
-    if not path.is_file():
-        raise UserError(f"{folder} is not a records folder (no {MANIFEST}); "
-                        f"build one with `engine build-records SRC OUT`")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON: {err}") from None
-    if manifest.get("format") != FORMAT:
-        raise UserError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}")
-    return manifest
-
-
-def shard_paths(folder: Path, split: str, manifest: dict | None = None) -> list[str]:
-    """The shard files of one split."""
-    manifest = manifest or load_manifest(folder)
-    if split not in manifest["splits"]:
-        raise UserError(f"{folder} has no {split} split (has: {', '.join(manifest['splits'])})")
-    paths = [str(Path(folder) / name) for name in manifest["splits"][split]["shards"]]
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise UserError(f"shard {missing[0]} listed in the manifest is missing")
-    return paths
-
-
-def parse_fn(manifest: dict):
-    """A function ``serialized -> (image uint8 [H, W, C], label int32)`` for ``tf.data``."""
-    import tensorflow as tf
-
-    height, width = manifest["image_size"]
-    channels = manifest["channels"]
-    encoding = manifest["encoding"]
-    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
-            "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
-
-    def parse(serialized):
-        features = tf.io.parse_single_example(serialized, spec)
-        data = features["image/encoded"]
-        if encoding == "raw":
-            image = tf.io.decode_raw(data, tf.uint8)
-            image = tf.reshape(image, [height, width, channels])
-        elif encoding == "png":
-            image = tf.io.decode_png(data, channels=channels)
-        else:
-            image = tf.io.decode_jpeg(data, channels=channels)
-        image = tf.ensure_shape(image, [height, width, channels])
-        return image, tf.cast(features["image/class/label"], tf.int32)
-
-    return parse

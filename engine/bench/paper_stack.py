@@ -1,0 +1,132 @@
+"""The paper's stack, timed beside the engine: tf_keras ``ImageDataGenerator``
+with the paper's augmentation over a class folder, feeding a float32, non-XLA
+tf_keras InceptionV3 (``pip install -e '.[baseline]'``)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from engine.bench.protocol import BASELINE, Measure, steps_for
+from engine.config import BenchConfig
+from engine.data.manifest import parse_fn, shard_paths
+
+
+def baseline_available() -> bool:
+    try:
+        import scipy  # noqa: F401  (ImageDataGenerator's affine transforms)
+        import tf_keras  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def paper_model(name: str, size: int):
+    """The paper's network: tf_keras InceptionV3 (or ``name`` from tf_keras'
+    applications), float32, no XLA, GAP -> 256 relu -> sigmoid."""
+    import tf_keras
+
+    base = getattr(tf_keras.applications, name)(include_top=False, weights=None, input_shape=(size, size, 3))
+    x = tf_keras.layers.GlobalAveragePooling2D()(base.output)
+    x = tf_keras.layers.Dense(256, activation="relu")(x)
+    out = tf_keras.layers.Dense(1, activation="sigmoid")(x)
+    model = tf_keras.Model(base.input, out)
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-4), loss="binary_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def paper_flow(images: Path, size: int, batch: int):
+    """The paper's input: ``ImageDataGenerator`` with its augmentation over a class folder, RGB."""
+    from tf_keras.preprocessing.image import ImageDataGenerator
+
+    generator = ImageDataGenerator(rotation_range=20, zoom_range=0.2, shear_range=0.2,
+                                   width_shift_range=0.2, height_shift_range=0.2)
+    with contextlib.redirect_stdout(io.StringIO()):  # "Found N images belonging to 2 classes."
+        return generator.flow_from_directory(str(images), target_size=(size, size), batch_size=batch,
+                                             class_mode="binary", interpolation="nearest", seed=0)
+
+
+def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], None]) -> list[Measure]:
+    import tf_keras
+    from tf_keras.utils import OrderedEnqueuer
+
+    size = cfg.image_size
+    modes = set(cfg.modes)
+    if {"step", "e2e"} & modes and not hasattr(tf_keras.applications, cfg.model):
+        on_note(f"the paper's stack has no {cfg.model}: its training rows are left out")
+        modes -= {"step", "e2e"}
+    model = paper_model(cfg.model, size) if {"step", "e2e"} & modes else None
+    rng = np.random.default_rng(0)
+    measures = []
+    for batch in cfg.batch_sizes:
+        flow = paper_flow(images, size, batch)
+        if "input" in modes:
+            steps = steps_for(cfg.input_images // 8, batch)
+
+            def prepare_input(flow=flow, steps=steps):
+                def timed():
+                    for _ in range(steps):
+                        x, _ = next(flow)
+                    float(x[:, 0, 0, 0].sum())
+                return timed
+            measures.append(Measure("input", batch, BASELINE, "-", "-", steps * batch, prepare_input))
+        steps = steps_for(cfg.step_images, batch)
+        if "step" in modes:
+            px = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
+            py = (np.arange(batch) % 2).astype(np.float32)
+
+            def prepare_step(px=px, py=py, steps=steps):
+                def timed():
+                    for _ in range(steps):
+                        loss = model.train_on_batch(px, py)[0]
+                    float(loss)
+                return timed
+            measures.append(Measure("step", batch, BASELINE, "float32", "off", steps * batch, prepare_step))
+        if "e2e" in modes:
+            def prepare_e2e(flow=flow, steps=steps):
+                # What the paper's fit() runs: tf_keras' OrderedEnqueuer with
+                # fit's defaults (one worker thread, a queue of 10 batches)
+                # producing ImageDataGenerator batches in the background,
+                # overlapped with the steps. fit() itself is not called per
+                # repeat: a short fit() measured ending on a ~5.2 s boundary
+                # (its enqueuer polls with a 5 s timeout), 4.7 s of steps
+                # taking 5.2 s, a stall a real run pays per fit, not per few steps.
+                enqueuer = OrderedEnqueuer(flow, use_multiprocessing=False, shuffle=False)
+                enqueuer.start(workers=1, max_queue_size=10)
+                batches = enqueuer.get()
+
+                def timed():
+                    try:
+                        for _ in range(steps):
+                            loss = model.train_on_batch(*next(batches))[0]
+                        float(loss)
+                    except BaseException:
+                        enqueuer.stop()
+                        raise
+                    return enqueuer.stop  # after the clock: joining its thread is not a step
+                return timed
+            measures.append(Measure("e2e", batch, BASELINE, "float32", "off", steps * batch, prepare_e2e))
+    return measures
+
+
+def export_class_folder(folder: Path, manifest: dict, out: Path, limit: int = 500) -> Path:
+    """The train split's images as ``out/<class>/*.png`` for ``flow_from_directory``,
+    so the paper's stack reads the same images as the engine."""
+    import tensorflow as tf
+
+    names = {v: k for k, v in manifest["label_map"].items()}
+    if out.exists():
+        shutil.rmtree(out)
+    for name in names.values():
+        (out / name).mkdir(parents=True)
+    ds = tf.data.TFRecordDataset([str(p) for p in shard_paths(folder, "train", manifest)])
+    ds = ds.map(parse_fn(manifest)).take(limit)
+    for i, (image, label) in enumerate(ds):
+        path = out / names[int(label)] / f"{i:05d}.png"
+        path.write_bytes(tf.io.encode_png(image).numpy())
+    return out

@@ -1,0 +1,234 @@
+"""``engine bench``: training and input throughput per batch size, precision and
+XLA setting, side by side with the paper's Keras stack, in one process
+(the protocol is ``engine.bench.protocol``; the two stacks are
+``engine_stack`` and ``paper_stack``; what is written, ``report``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from engine import machine, training
+from engine.bench import engine_stack, flops, paper_stack, report
+from engine.bench.protocol import BASELINE, ENGINE, Measure, fail, run_measures, steps_for
+from engine.config import BenchConfig
+from engine.data.embedded import records_or_embedded, synthetic_root
+from engine.data.manifest import load_manifest
+from engine.errors import UserError
+from engine.progress import progress
+
+# float32 2048x2048 matmul GFLOP/s of the 2-core reference CPU, which the
+# rates in estimate_seconds were measured on (benchmarks/RESULTS.md).
+REFERENCE_MATMUL_GFLOPS = 468.0
+
+
+def candidates(value: str, kind: str) -> list[str]:
+    """What ``value`` stands for (``kind`` precision or xla): itself, or for
+    ``auto`` every setting it could choose on this device."""
+    return training.auto_candidates(kind) if value == "auto" else [value]
+
+
+def settings(cfg: BenchConfig) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(every engine setting to measure, the pool the compared setting is picked
+    from: what ``auto``/``auto`` chooses among, or every setting without ``auto``)."""
+    chosen: list[tuple[str, str]] = []
+    for precision in cfg.precisions:
+        for xla in cfg.xlas:
+            for pair in ((p, x) for p in candidates(precision, "precision") for x in candidates(xla, "xla")):
+                if pair not in chosen:
+                    chosen.append(pair)
+    if "auto" not in cfg.precisions and "auto" not in cfg.xlas:
+        return chosen, chosen
+    precisions = candidates("auto", "precision") if "auto" in cfg.precisions else list(cfg.precisions)
+    xlas = candidates("auto", "xla") if "auto" in cfg.xlas else list(cfg.xlas)
+    return chosen, [(p, x) for p in precisions for x in xlas if (p, x) in chosen]
+
+
+def build_measures(cfg: BenchConfig, folder: Path, manifest: dict, engine_settings: list[tuple[str, str]],
+                   baseline_images: Path | None, on_note: Callable[[str], None]) -> tuple[list[Measure], dict]:
+    """Every measurement of the run, and the build time of each model."""
+    measures: list[Measure] = []
+    build_s: dict[str, float] = {}
+    if "input" in cfg.modes:
+        measures += engine_stack.engine_input_measures(cfg, folder, manifest)
+    for precision, xla in engine_settings:
+        start = time.perf_counter()
+        try:
+            measures += engine_stack.engine_measures(cfg, folder, manifest, precision, xla)
+        except Exception as err:  # noqa: BLE001  (a setting this device cannot build is a row, not a crash)
+            for batch in cfg.batch_sizes:
+                for mode in ("step", "e2e"):
+                    if mode in cfg.modes:
+                        row = Measure(mode, batch, ENGINE, precision, xla, 0)
+                        fail(row, err)
+                        measures.append(row)
+        build_s[f"engine {precision}/{xla}"] = time.perf_counter() - start
+        on_note(f"built engine {precision}/{xla} in {build_s[f'engine {precision}/{xla}']:.1f} s")
+    if baseline_images is not None:
+        start = time.perf_counter()
+        try:
+            measures += paper_stack.baseline_measures(cfg, baseline_images, on_note)
+        except Exception as err:  # noqa: BLE001  (as for the engine's settings)
+            for batch in cfg.batch_sizes:
+                for mode in cfg.modes:
+                    row = Measure(mode, batch, BASELINE, "-" if mode == "input" else "float32",
+                                  "-" if mode == "input" else "off", 0)
+                    fail(row, err)
+                    measures.append(row)
+        build_s["baseline float32/off"] = time.perf_counter() - start
+    return measures, build_s
+
+
+def resolve_data(cfg: BenchConfig, quiet: bool) -> tuple[Path, dict]:
+    folder = records_or_embedded(cfg.records, cfg.image_size, quiet)
+    manifest = load_manifest(folder)
+    if manifest["image_size"][0] != cfg.image_size:
+        raise UserError(f"{folder} holds {manifest['image_size'][0]}-px images; pass --image-size "
+                        f"{manifest['image_size'][0]} or build records at {cfg.image_size} px")
+    count = manifest["splits"].get("train", {}).get("count", 0)
+    too_big = [b for b in cfg.batch_sizes if b > count]
+    if too_big:
+        raise UserError(f"batch size {too_big[0]} is larger than the train split ({count} images)")
+    return folder, manifest
+
+
+def want_baseline(cfg: BenchConfig, on_note: Callable[[str], None]) -> bool:
+    if cfg.baseline is False:
+        return False
+    if paper_stack.baseline_available():
+        return True
+    if cfg.baseline:
+        raise UserError("--baseline needs tf_keras and scipy: pip install 'engine[baseline]'")
+    on_note("no baseline: tf_keras is not installed (pip install 'engine[baseline]' to time the paper's stack)")
+    return False
+
+
+def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None] | None = None) -> dict:
+    """Measures everything ``cfg`` asks for; writes ``bench.json`` and
+    ``bench.png`` in ``cfg.out`` and returns the JSON content."""
+    cfg.validate()
+    note = on_note or (lambda s: None)
+    started = time.perf_counter()
+    embedded = cfg.records is None
+    folder, manifest = resolve_data(cfg, quiet)
+    cfg = replace(cfg, records=folder)
+    engine_settings, auto_pool = settings(cfg)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    baseline_images = None
+    if want_baseline(cfg, note):
+        # The embedded set's generated PNGs are its source images: the paper's
+        # stack reads and resizes them as it would a downloaded folder. A
+        # user's records are exported (already resized, which favours the baseline).
+        baseline_images = synthetic_root() / "images" / "train" if embedded else \
+            paper_stack.export_class_folder(folder, manifest, cfg.out / "baseline-images")
+    measures, build_s = build_measures(cfg, folder, manifest, engine_settings, baseline_images, note)
+    macs = model_macs(cfg, manifest)
+    peaks = {p: device_peak(p) for p in sorted({m.precision for m in measures if m.mode != "input"})}
+
+    def save(complete: bool) -> dict:
+        # Written after every round too: an interrupted bench keeps what it measured.
+        result = report.assemble(cfg, manifest, measures, build_s, auto_pool, macs, peaks,
+                                       seconds=time.perf_counter() - started, complete=complete)
+        report.write(result, cfg.out)
+        return result
+
+    total = len(measures) * (1 + cfg.repeats)
+    with progress(total, "Benchmarking", "runs", quiet=quiet) as advance:
+        run_measures(measures, cfg.repeats, advance, note, on_round=lambda: save(False))
+    result = save(True)
+    remember_choice(cfg, result)
+    return result
+
+
+def device_peak(precision: str) -> dict | None:
+    """The peak of the one device the bench times (``flops.peak`` sums all GPUs)."""
+    names = [gpu["name"] for gpu in machine.gpu_details()]
+    return flops.gpu_peak(names[0], precision) if names else flops.peak(precision)
+
+
+def model_macs(cfg: BenchConfig, manifest: dict) -> int:
+    """Multiply-adds of one image through the engine's network (float32 build)."""
+    from engine.model import build
+
+    return flops.model_macs(build(engine_stack.train_config(cfg, cfg.records, manifest, 1).model))
+
+
+def remember_choice(cfg: BenchConfig, result: dict) -> None:
+    """Stores the measured step rates as the CPU probe result training's ``auto``
+    reads, so ``engine train`` picks what the bench found fastest without probing."""
+    if machine.gpus() or "step" not in cfg.modes or "auto" not in cfg.precisions or "auto" not in cfg.xlas:
+        return
+    pool = set(result["compared_from"])
+    for batch in cfg.batch_sizes:
+        # Judged as the bench marks its choice: end to end when measured.
+        for mode in ("e2e", "step"):
+            rates = {r["setting"]: r["img_s"] for r in result["rows"] if r["stack"] == ENGINE and r["mode"] == mode
+                     and r["batch"] == batch and r["status"] == "ok" and r["setting"] in pool}
+            if len(rates) == len(pool):
+                break
+        if len(rates) == len(pool) and len(pool) > 1:
+            training.remember_rates(cfg.model, cfg.image_size, batch, rates, "engine bench")
+
+
+def estimate_seconds(cfg: BenchConfig, scale: float) -> tuple[float, int]:
+    """A rough duration of the run: the reference machine's measured rates
+    (benchmarks/RESULTS.md) scaled by image area and by ``scale`` (this
+    machine's speed relative to it). Returns (seconds, number of measurements)."""
+    engine_settings, _ = settings(cfg)
+    area = (cfg.image_size / 299) ** 2
+    # Training img/s of InceptionV3 at 299 px on the 2-core reference CPU
+    # (XLA is slower there), and first-call seconds per batch shape.
+    rates = {("float32", "off"): 10.0, ("float32", "on"): 6.5, ("mixed_bfloat16", "off"): 15.5,
+             ("mixed_bfloat16", "on"): 6.3}
+    compile_s = {"off": 6.0, "on": 18.0}
+    seconds, count = 0.0, 0
+    rounds = 1 + cfg.repeats
+    step_modes = [m for m in ("step", "e2e") if m in cfg.modes]
+    for batch in cfg.batch_sizes:
+        if "input" in cfg.modes:
+            seconds += rounds * steps_for(cfg.input_images, batch) * batch * area / (3800 * scale)
+            count += 1
+        for precision, xla in engine_settings:
+            rate = rates.get((precision, xla), 10.0) * scale / area
+            seconds += len(step_modes) * rounds * steps_for(cfg.step_images, batch) * batch / rate
+            seconds += compile_s[xla] if step_modes else 0  # step and e2e share one trace
+            count += len(step_modes)
+    if cfg.baseline is not False and paper_stack.baseline_available():
+        import tf_keras
+        paper_modes = step_modes if hasattr(tf_keras.applications, cfg.model) else []
+        for batch in cfg.batch_sizes:
+            seconds += len(paper_modes) * rounds * steps_for(cfg.step_images, batch) * batch / (7.5 * scale / area)
+            seconds += 5 if paper_modes else 0
+            count += len(paper_modes)
+            if "input" in cfg.modes:
+                seconds += rounds * steps_for(cfg.input_images // 8, batch) * batch * area / (140 * scale)
+                count += 1
+    seconds += 30 + 3 * len(engine_settings)  # start-up, peak probe, building the models
+    return seconds, count
+
+
+def dry_run_text(cfg: BenchConfig) -> str:
+    """What ``cfg`` would measure and a rough time for it on this machine."""
+    scale = flops.measured_matmul_peak("float32") / REFERENCE_MATMUL_GFLOPS
+    seconds, count = estimate_seconds(cfg, scale)
+    engine_settings, _ = settings(cfg)
+    baseline = "yes" if cfg.baseline is not False and paper_stack.baseline_available() else "no"
+    return (f"engine settings: {', '.join(f'{p}/{x}' for p, x in engine_settings)}; batch sizes "
+            f"{', '.join(map(str, cfg.batch_sizes))}; modes {', '.join(cfg.modes)}; baseline {baseline}\n"
+            f"{count} measurements x ({cfg.repeats} repeats + warm-up): roughly {seconds / 60:.0f} min "
+            f"(reference-machine rates scaled by this machine's matmul speed, x{scale:.2f}; "
+            f"see benchmarks/RESULTS.md)")
+
+
+def load(out: Path) -> dict | None:
+    import json
+
+    path = out / "bench.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not valid JSON; run engine bench again") from None

@@ -1,0 +1,11 @@
+"""The data layer: from an image folder to batches on the device.
+
+``layouts`` finds images and classes in a source folder (and the recipes of
+known sources), ``splits`` makes leak-free splits and subsets, ``images``
+decodes and converts one file safely, ``records`` writes TFRecord shards and
+the manifest, ``manifest`` reads them back, ``pipeline`` is the tf.data input,
+``augment`` the paper's augmentation, ``synthetic`` the procedural X-rays and
+``embedded`` the synthetic set built once into the cache folder.
+
+Imports only the base modules (config, errors, io, machine, progress).
+"""

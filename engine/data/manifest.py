@@ -1,0 +1,66 @@
+"""Reading records: the manifest, the shard files of a split and the parser of
+one ``tf.train.Example`` (writing them is ``engine.data.records``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from engine.errors import UserError
+
+FORMAT = "engine-records/1"
+MANIFEST = "manifest.json"
+
+
+def load_manifest(folder: Path) -> dict:
+    """Reads a records folder's manifest, with a one-line error if it is not one."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{folder} is not a records folder (no {MANIFEST}); "
+                        f"build one with `engine build-records SRC OUT`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
+    if manifest.get("format") != FORMAT:
+        raise UserError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def shard_paths(folder: Path, split: str, manifest: dict | None = None) -> list[str]:
+    """The shard files of one split."""
+    manifest = manifest or load_manifest(folder)
+    if split not in manifest["splits"]:
+        raise UserError(f"{folder} has no {split} split (has: {', '.join(manifest['splits'])})")
+    paths = [str(Path(folder) / name) for name in manifest["splits"][split]["shards"]]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise UserError(f"shard {missing[0]} listed in the manifest is missing")
+    return paths
+
+
+def parse_fn(manifest: dict):
+    """A function ``serialized -> (image uint8 [H, W, C], label int32)`` for ``tf.data``."""
+    import tensorflow as tf
+
+    height, width = manifest["image_size"]
+    channels = manifest["channels"]
+    encoding = manifest["encoding"]
+    spec = {"image/encoded": tf.io.FixedLenFeature([], tf.string),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+
+    def parse(serialized):
+        features = tf.io.parse_single_example(serialized, spec)
+        data = features["image/encoded"]
+        if encoding == "raw":
+            image = tf.io.decode_raw(data, tf.uint8)
+            image = tf.reshape(image, [height, width, channels])
+        elif encoding == "png":
+            image = tf.io.decode_png(data, channels=channels)
+        else:
+            image = tf.io.decode_jpeg(data, channels=channels)
+        image = tf.ensure_shape(image, [height, width, channels])
+        return image, tf.cast(features["image/class/label"], tf.int32)
+
+    return parse

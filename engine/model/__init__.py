@@ -1,0 +1,10 @@
+"""The model layer: the network and what looks inside it.
+
+``networks`` builds a ``keras.applications`` backbone with the paper's head,
+``fused_bn`` swaps Keras 3's BatchNormalization for TensorFlow's fused kernel,
+``gradcam`` explains one prediction. Imports the data layer and the base modules.
+"""
+
+from engine.model.networks import BACKBONES, backbone, build
+
+__all__ = ["BACKBONES", "backbone", "build"]

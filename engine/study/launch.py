@@ -1,0 +1,85 @@
+"""Running a sweep as several shard processes at once (``engine compare --parallel N``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from engine import machine
+from engine.errors import UserError
+
+# Options the parent sets for each child itself.
+OWN_OPTIONS = ("--parallel", "--shard")
+# Start-up chatter of TensorFlow in a child's output, not worth relaying.
+NOISE = ("I0000", "W0000", "E0000", "WARNING: All", "To enable")
+
+
+def child_args(argv: list[str], records: Path | None) -> list[str]:
+    """The parent's ``compare`` arguments for a child: without ``--parallel``
+    and ``--shard`` (as ``--flag value`` or ``--flag=value``), and with the
+    records folder the parent resolved when it was not given."""
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in OWN_OPTIONS:
+            skip = True
+            continue
+        if arg.startswith(tuple(f"{flag}=" for flag in OWN_OPTIONS)):
+            continue
+        args.append(arg)
+    if "compare" in args and records is not None and str(records) not in args:
+        args.insert(args.index("compare") + 1, str(records))
+    return args
+
+
+def visible_gpu(index: int, inherited: str | None, gpus: int) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` of child ``index``: the index-th entry (round
+    robin) of the list this process inherited (a scheduler such as Slurm sets
+    one), else of 0..gpus-1; None without GPUs."""
+    if gpus == 0:
+        return None
+    if inherited is not None and inherited.strip():
+        devices = [d.strip() for d in inherited.split(",") if d.strip()]
+    else:
+        devices = [str(i) for i in range(gpus)]
+    return devices[index % len(devices)]
+
+
+def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool) -> None:
+    """Runs the sweep as ``count`` shard processes into the same folder.
+
+    Each process gets one GPU (CUDA_VISIBLE_DEVICES) when there are GPUs; their
+    plain per-epoch lines are relayed with a ``[i]`` prefix. The report is
+    written once all have finished.
+    """
+    gpus = len(machine.gpus())
+    args = child_args(argv, records)
+    inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    procs = []
+    for i in range(count):
+        env = dict(os.environ)
+        device = visible_gpu(i, inherited, gpus)
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = device
+        procs.append(subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--shard", f"{i}/{count}"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
+
+    def relay(i, proc):
+        for line in proc.stdout:
+            if not quiet and not line.startswith(NOISE):
+                print(f"[{i}] {line}", end="", flush=True)
+
+    threads = [threading.Thread(target=relay, args=(i, p)) for i, p in enumerate(procs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
+    if failed:
+        raise UserError(f"shard process{'es' if len(failed) > 1 else ''} {', '.join(map(str, failed))} of "
+                        f"{count} failed (see their lines above); rerun the same command to resume")

@@ -1,0 +1,105 @@
+"""Where a run computes: the tf.distribute strategy, the folder each worker of
+a multi-worker run writes to, the Keras fix multi-worker ``fit`` needs, and
+TensorFlow's deterministic kernels."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import tensorflow as tf
+
+
+def strategy() -> tf.distribute.Strategy:
+    """Several hosts from ``TF_CONFIG``, all local GPUs, or the default device.
+
+    The batch size given by the user is the global batch: each of R replicas
+    gets batch / R examples, so the optimizer sees the same batch statistics
+    (and the same learning rate is right) whatever R. The engine does not
+    rescale the learning rate with R.
+
+    One strategy per process and device list: every trial of a sweep gets
+    the same object, so its compiled classifier (built in that strategy's
+    scope) is reused instead of being built again per trial.
+    """
+    if "TF_CONFIG" in os.environ:
+        return _multi_worker()
+    gpus = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
+    if len(gpus) > 1:
+        return _mirrored(gpus)
+    return tf.distribute.get_strategy()
+
+
+@functools.cache
+def _multi_worker() -> tf.distribute.Strategy:
+    # TensorFlow allows one collective setup per process anyway.
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+@functools.cache
+def _mirrored(devices: tuple[str, ...]) -> tf.distribute.Strategy:
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+def describe(distribution: tf.distribute.Strategy) -> str:
+    """What of a strategy shapes a traced step: its kind and its replicas."""
+    try:
+        devices = ",".join(distribution.extended.worker_devices)
+    except RuntimeError:  # the default strategy: one device, wherever TensorFlow places ops
+        devices = "default"
+    return f"{type(distribution).__name__}:{distribution.num_replicas_in_sync}:{devices}"
+
+
+def output_folder(run: Path) -> Path:
+    """Where this process writes: the run folder on the chief; a scratch folder
+    inside it on the other workers of a multi-worker run, which compute the
+    same things and must not race the chief's files."""
+    spec = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = spec.get("task") or {}
+    kind, index = task.get("type"), int(task.get("index", 0))
+    has_chief = "chief" in spec.get("cluster", {})
+    if not task or kind == "chief" or (kind == "worker" and index == 0 and not has_chief):
+        return run
+    return run / f".{kind}-{index}"
+
+
+def op_determinism(on: bool) -> None:
+    """Deterministic kernels for this run only (the public API can only turn them
+    on, and a sweep in one process must not inherit one run's setting)."""
+    from tensorflow.python.framework import config as tf_config
+
+    if on:
+        tf_config.enable_op_determinism()
+    else:
+        tf_config.disable_op_determinism()
+
+
+def multi_worker_fixes() -> None:
+    """Makes Keras 3.15's ``fit`` work under MultiWorkerMirroredStrategy.
+
+    Keras reduces each step's metric results with ``strategy.reduce("MEAN",
+    v, axis=0)`` in multi-worker mode, which fails on the scalar results every
+    step returns (keras-team/keras#20585). Scalars are reduced without an
+    axis instead; everything else goes through Keras' own function. The tests
+    run two local workers, so a Keras upgrade that changes this fails there
+    (``pyproject.toml`` pins Keras to the minor version this was written for).
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "engine_fix", False):
+        return
+
+    def reduce_per_replica(values, strategy_, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy_):
+            def reduce(v):
+                if len(v.shape) == 0:
+                    return strategy_.reduce("MEAN", v, axis=None)
+                return original(v, strategy_, reduction)
+            return tf.nest.map_structure(reduce, values)
+        return original(values, strategy_, reduction)
+
+    reduce_per_replica.engine_fix = True
+    tf_trainer.reduce_per_replica = reduce_per_replica

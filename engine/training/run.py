@@ -1,0 +1,249 @@
+"""The training door: ``prepare(cfg) -> Run``, then ``Run.fit()`` (``engine
+train``, every trial of a sweep), ``Run.step()`` (lr-find, the bench),
+``Run.batches()`` and ``Run.evaluate()``.
+
+``prepare`` resolves everything a run needs before its first step: the
+records and manifest, the positive class, precision, XLA and BatchNorm
+momentum (``numerics``, with their reasons), the tf.distribute strategy and
+the compiled classifier, which the runs of one process share while their
+graph is the same (the trials of a sweep).
+
+A run folder holds ``config.json`` (fully resolved, re-runnable),
+``data.json`` (label map and image format of the records), ``history.csv``,
+``metrics.json``, ``best.keras`` / ``last.keras``, TensorBoard logs under
+``tb/`` and an atomic per-epoch checkpoint under ``ckpt/``. Running the same
+config on the same folder resumes from the last finished epoch with the same
+continuation: weights, optimizer state, epoch, data order and augmentation
+keys all come back.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from engine import machine
+from engine.config import TrainConfig, differences, dump
+from engine.data import pipeline
+from engine.data.embedded import records_or_embedded
+from engine.data.manifest import load_manifest
+from engine.errors import UserError
+from engine.io import atomic_json
+from engine.training import distribute, metrics
+from engine.training.callbacks import EpochPrinter, RunRecorder
+from engine.training.checkpoint import CHECKPOINT, load_checkpoint, save_model
+from engine.training.classifier import Classifier, augment_placement, compiled_classifier, pipeline_augment_fn
+from engine.training.evaluation import evaluate_run, predict_split
+from engine.training.numerics import Numerics, choose
+
+STATUS_DONE, STATUS_DIVERGED = "done", "diverged"
+
+
+@dataclass
+class Run:
+    """One prepared run: its resolved config, data, numerics and compiled classifier."""
+
+    cfg: TrainConfig
+    records: Path
+    manifest: dict
+    positive: int  # label of the positive class
+    numerics: Numerics
+    steps_per_epoch: int
+    distribution: tf.distribute.Strategy
+    classifier: Classifier
+
+    @property
+    def placement(self) -> str:
+        return augment_placement(self.cfg.augment_placement)
+
+    def batches(self, split: str, *, batch_size: int | None = None, start_epoch: int = 0,
+                end_epoch: int | None = None) -> tf.data.Dataset:
+        """The batches of ``split`` as this run reads them (see ``input_batches``)."""
+        return input_batches(self.cfg, self.manifest, split, batch_size=batch_size, start_epoch=start_epoch,
+                             end_epoch=end_epoch)
+
+    def step(self, images, labels, lr: float | None = None) -> float:
+        """One compiled training step (augmentation included where it is placed
+        in the step), at learning rate ``lr`` if given; returns the loss, on the
+        host (a sync: the caller wants it now)."""
+        if lr is not None:
+            self.classifier.optimizer.learning_rate = lr
+        logs = self.classifier.train_on_batch(images, tf.cast(labels, tf.float32), return_dict=True)
+        return float(logs["loss"])
+
+    def evaluate(self, split: str, threshold: float = 0.5) -> dict:
+        """Metrics of the current weights on ``split``, with bootstrap intervals."""
+        p, y = predict_split(self.classifier.net, self.batches(split))
+        return metrics.summary(p, y, self.positive, threshold, self.cfg.bootstrap, self.cfg.seed,
+                               label_map=self.manifest["label_map"])
+
+    def fit(self, *, callbacks=(), quiet: bool = False) -> dict:
+        """Trains (or resumes) the run in ``cfg.out``; returns its ``metrics.json`` content.
+
+        A diverging run (NaN or Inf loss or weights) stops and is returned with
+        status ``diverged`` and the epoch, not raised.
+        """
+        cfg = self.cfg
+        if cfg.out is None:
+            raise UserError("training needs --out RUN_FOLDER")
+        run = distribute.output_folder(cfg.out)
+        run.mkdir(parents=True, exist_ok=True)
+        dump(cfg, run / "config.json")
+        labels = self.manifest["label_map"]
+        atomic_json(run / "data.json", {
+            "records": str(self.records), "label_map": labels,
+            "positive_class": next(name for name, label in labels.items() if label == self.positive),
+            "image_size": self.manifest["image_size"], "channels": self.manifest["channels"],
+            "resize": self.manifest["resize"],
+            "counts": {s: v["count"] for s, v in self.manifest["splits"].items()}})
+        start_epoch, history = load_checkpoint(run, self.classifier)
+        recorder = RunRecorder(run, self.classifier, self.positive, history, self.steps_per_epoch, cfg.batch_size)
+        start = time.perf_counter()
+        if start_epoch < cfg.epochs:
+            class_weight = class_weights(self.manifest) if cfg.class_weight == "auto" else None
+            try:
+                self.classifier.fit(
+                    self.batches("train", start_epoch=start_epoch), epochs=cfg.epochs, initial_epoch=start_epoch,
+                    steps_per_epoch=self.steps_per_epoch, validation_data=self.batches("val"),
+                    class_weight=class_weight, verbose=0, shuffle=False,
+                    callbacks=[recorder, keras.callbacks.TensorBoard(str(run / "tb"), profile_batch=0),
+                               EpochPrinter(cfg.epochs, quiet), *callbacks])
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+                # A damaged shard surfaces as a bare TensorFlow error without a
+                # file name: find the file and say so (verify raises UserError).
+                for split in ("train", "val"):
+                    pipeline.verify(self.records, split, self.manifest)
+                raise
+        seconds = time.perf_counter() - start
+        status = STATUS_DIVERGED if recorder.diverged is not None else STATUS_DONE
+        if status == STATUS_DONE:
+            save_model(self.classifier.net, run / "last.keras")
+        result = {"status": status, "epochs_done": len(history), "seconds_this_session": round(seconds, 2),
+                  "first_step_seconds": None if recorder.first_step is None else round(recorder.first_step, 2),
+                  "precision": {"value": self.numerics.precision.value, "reason": self.numerics.precision.reason},
+                  "xla": {"value": self.numerics.xla.value, "reason": self.numerics.xla.reason},
+                  "bn_momentum": self.numerics.bn_momentum, "augment_placement": self.placement,
+                  # Left at TensorFlow's defaults (0 = one per core): no setting
+                  # measured faster (benchmarks/RESULTS.md, thread pools).
+                  "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                              "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+                  "steps_per_epoch": self.steps_per_epoch, "machine": machine.describe()}
+        if status == STATUS_DIVERGED:
+            result["diverged_at_epoch"] = recorder.diverged + 1
+        else:
+            result.update(evaluate_run(cfg, self.classifier.net, self.records, self.manifest, self.positive))
+        atomic_json(run / "metrics.json", result)
+        return result
+
+
+def input_batches(cfg: TrainConfig, manifest: dict, split: str, *, batch_size: int | None = None,
+                  start_epoch: int = 0, end_epoch: int | None = None) -> tf.data.Dataset:
+    """The batches training reads (``train``: epochs ``start_epoch`` to
+    ``end_epoch``, default the run's last, shuffled per (seed, epoch) and
+    augmented in tf.data where the augmentation is placed there) or
+    evaluation reads (other splits: one ordered pass); ``cfg`` resolved."""
+    training = split == "train"
+    return pipeline.dataset(cfg.records, split, batch_size or cfg.batch_size, training=training,
+                            config=cfg.data, manifest=manifest, start_epoch=start_epoch,
+                            end_epoch=end_epoch or (cfg.epochs if training else None),
+                            augment_fn=pipeline_augment_fn(cfg, manifest) if training else None,
+                            augment_seed=cfg.seed)
+
+
+def resolve(cfg: TrainConfig, quiet: bool = False) -> tuple[TrainConfig, dict]:
+    """``cfg`` checked and completed from its records (built, for the embedded
+    set, on first use): records folder, image size, channels, data seed."""
+    cfg.validate()
+    folder = records_or_embedded(cfg.records, cfg.model.image_size, quiet)
+    manifest = load_manifest(folder)
+    cfg = replace(cfg, records=folder, data=replace(cfg.data, seed=cfg.seed),
+                  model=replace(cfg.model, image_size=manifest["image_size"][0], channels=manifest["channels"]))
+    for split in ("train", "val"):
+        if split not in manifest["splits"]:
+            raise UserError(f"{folder} has no {split} split; rebuild with a val fraction (--split)")
+    train_count = manifest["splits"]["train"]["count"]
+    if cfg.batch_size > train_count:
+        raise UserError(f"--batch-size {cfg.batch_size} is larger than the train split ({train_count} images)")
+    return cfg, manifest
+
+
+def positive_label(cfg: TrainConfig, manifest: dict) -> int:
+    """The label of ``--positive-class`` (matched without regard to case)."""
+    labels = manifest["label_map"]
+    by_lower = {name.lower(): name for name in labels}
+    if cfg.positive_class.lower() not in by_lower:
+        raise UserError(f"--positive-class {cfg.positive_class!r} is not a class of {cfg.records} "
+                        f"({', '.join(labels)})")
+    return metrics.positive_label_of(labels, by_lower[cfg.positive_class.lower()])
+
+
+def choose_numerics(cfg: TrainConfig, quiet: bool = True) -> Numerics:
+    """What ``auto`` precision, XLA and BatchNorm momentum become for ``cfg``
+    (a sweep resolves them once, from its first trial, for all its trials)."""
+    cfg, manifest = resolve(cfg, quiet)
+    choice = choose(cfg, manifest["channels"], manifest["splits"]["train"]["count"] // cfg.batch_size)
+    keras.utils.set_random_seed(cfg.seed)  # the probe drew numbers too
+    return choice
+
+
+def prepare(cfg: TrainConfig, *, quiet: bool = False, force: bool = False,
+            distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None) -> Run:
+    """Everything a run needs before its first step (see the module docstring).
+
+    A run folder (``cfg.out``) holding another config is refused here, before
+    any model is built, unless ``force`` (which clears it). ``distribution``
+    overrides the strategy chosen from the devices and ``TF_CONFIG``;
+    ``numerics`` the choice of precision, XLA and momentum.
+    """
+    cfg, manifest = resolve(cfg, quiet)
+    positive = positive_label(cfg, manifest)
+    if cfg.out is not None:
+        check_resume(distribute.output_folder(cfg.out), cfg, force)
+    keras.utils.set_random_seed(cfg.seed)
+    distribute.op_determinism(cfg.deterministic)
+    steps = manifest["splits"]["train"]["count"] // cfg.batch_size
+    chosen = numerics or choose(cfg, manifest["channels"], steps)
+    keras.utils.set_random_seed(cfg.seed)  # the probe drew numbers too
+    distribution = distribution or distribute.strategy()
+    if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
+        distribute.multi_worker_fixes()
+    classifier = compiled_classifier(cfg, manifest, steps, chosen.precision.value, chosen.xla.value,
+                                     chosen.bn_momentum, distribution)
+    return Run(cfg, cfg.records, manifest, positive, chosen, steps, distribution, classifier)
+
+
+def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbacks=(),
+          distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None) -> dict:
+    """``prepare(cfg).fit()``: trains (or resumes) one run; returns its ``metrics.json``."""
+    return prepare(cfg, quiet=quiet, force=force, distribution=distribution,
+                   numerics=numerics).fit(callbacks=callbacks, quiet=quiet)
+
+
+def class_weights(manifest: dict) -> dict[int, float]:
+    """Inverse class frequency of the train split, mean weight 1 (Keras' "balanced")."""
+    counts = manifest["splits"]["train"]["per_class"]
+    total = sum(counts.values())
+    return {manifest["label_map"][name]: total / (len(counts) * n) for name, n in counts.items()}
+
+
+def check_resume(run: Path, cfg: TrainConfig, force: bool) -> None:
+    """Refuses to mix two configs in one run folder (``force`` clears it instead)."""
+    import json
+
+    path = run / "config.json"
+    if not path.is_file():
+        return
+    differing = differences(json.loads(path.read_text()), cfg)
+    if differing and not force:
+        raise UserError(f"{run} holds a run with another config (differs in: {', '.join(differing)}); "
+                        f"use another --out or --force to start over")
+    if differing:
+        for name in (CHECKPOINT, "tb"):
+            shutil.rmtree(run / name, ignore_errors=True)
+        for name in ("history.csv", "metrics.json", "best.keras", "last.keras"):
+            (run / name).unlink(missing_ok=True)
