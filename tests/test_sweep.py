@@ -72,30 +72,46 @@ def test_bad_arguments(kwargs, message):
         resolve(axis, "quick", None, Path("/x"), **kwargs)
 
 
-def test_welch_interval_exact():
-    diff, low, high = report.welch_interval([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
-    # means 2 and 4; variances 1 and 4 -> se^2 = 1/3 + 4/3 = 5/3;
-    # Welch df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2) = 2.941, t between the df 2 and 3 rows.
-    assert diff == 2.0
-    df = (5 / 3) ** 2 / ((1 / 3) ** 2 / 2 + (4 / 3) ** 2 / 2)
-    assert df == pytest.approx(2.9412, abs=1e-4)
-    t = 4.303 + (df - 2) * (3.182 - 4.303)
-    assert high - diff == pytest.approx(t * (5 / 3) ** 0.5) and low == pytest.approx(diff - (high - diff))
-    assert report.welch_interval([1.0], [2.0, 3.0]) is None
-    assert report.t95(1) == 12.706 and report.t95(100) == 1.96
-
-
 def test_ranking_on_hand_made_rows():
-    rows = [{"setting": "a", "final_val_loss": 0.2, "final_val_losses": [0.19, 0.21, 0.20], "repeats_done": 3},
-            {"setting": "b", "final_val_loss": 0.5, "final_val_losses": [0.49, 0.51, 0.50], "repeats_done": 3},
-            {"setting": "c", "final_val_loss": 0.25, "final_val_losses": [0.05, 0.45, 0.25], "repeats_done": 3}]
+    def row(setting, by_seed, flags=""):
+        values = [v for v in by_seed.values() if v is not None]
+        return {"setting": setting, "statistic_by_seed": by_seed, "repeats_done": len(values), "flags": flags,
+                "statistic": sum(values) / len(values) if values else None, "final_val_loss": 0.3}
+    rows = [row("a", {0: 0.19, 1: 0.21, 2: 0.20}), row("b", {0: 0.50, 1: 0.51, 2: 0.52}),
+            row("c", {0: 0.05, 1: 0.45, 2: 0.25}), row("d", {}, "2 of 2 diverged"),
+            row("e", {9: 0.3}, "1 of 2 failed (MemoryError)")]
     ranking = report.rank(rows)
     assert ranking["best"] == "a"
-    verdicts = {c["setting"]: c["verdict"] for c in ranking["comparisons"]}
-    assert verdicts == {"b": "worse", "c": "not distinguishable from noise"}
-    single = report.rank([{"setting": "a", "final_val_loss": 0.2, "final_val_losses": [0.2], "repeats_done": 1},
-                          {"setting": "b", "final_val_loss": 0.3, "final_val_losses": [0.3], "repeats_done": 1}])
-    assert single["comparisons"][0]["verdict"] == "no noise verdict possible (fewer than 2 repeats)"
+    verdicts = {c["setting"]: c for c in ranking["comparisons"]}
+    assert verdicts["b"]["verdict"] == "worse" and verdicts["b"]["method"] == "paired t over 3 shared seeds"
+    assert verdicts["c"]["verdict"] == "not distinguishable from noise"
+    assert verdicts["e"]["verdict"] == "no noise verdict possible (fewer than 2 finished runs)"
+    # Holm over the two tested comparisons: each p at least the raw one, in the right order.
+    assert verdicts["b"]["p_holm"] == pytest.approx(2 * verdicts["b"]["p"])
+    assert verdicts["c"]["p_holm"] == pytest.approx(max(verdicts["c"]["p"], 2 * verdicts["b"]["p"]))
+    assert "- d: 2 of 2 diverged: not ranked (no finished run)." in ranking["text"]
+    assert "[1 of 2 failed (MemoryError)]" in ranking["text"] and "unadjusted; Holm-adjusted p" in ranking["text"]
+    empty = report.rank([row("x", {}, "1 of 1 diverged")])
+    assert empty["best"] is None and "x: 1 of 1 diverged: not ranked" in empty["text"]
+
+
+def test_non_finite_val_loss_is_flagged_not_ranked():
+    def run(seed, val_losses, status="done"):
+        return {"name": f"s{seed}", "seed": seed, "config": None, "metrics": {"status": status, "bn_momentum": 0.99},
+                "history": [{"epoch": i + 1, "val_loss": v, "loss": 0.5, "accuracy": 0.5, "val_accuracy": 0.5,
+                             "seconds": 1.0, "images_per_second": 1.0} for i, v in enumerate(val_losses)]}
+    from engine.config import TrainConfig
+    data = {"settings": {"lr=0.1": [run(0, [0.7, None]), run(1, [0.6, 0.5], "diverged")],
+                         "lr=0.01": [run(0, [0.6, 0.4]), run(1, [0.5, 0.45])]}}
+    for runs in data["settings"].values():
+        for r in runs:
+            r["config"] = TrainConfig(lr=0.1 if r in data["settings"]["lr=0.1"] else 0.01)
+    rows = report.summarise(data)
+    assert rows[0]["statistic"] is None and rows[0]["repeats_done"] == 0
+    assert rows[0]["flags"] == "1 of 2 diverged, 1 of 2 ended with a non-finite val loss"
+    assert rows[1]["statistic"] == pytest.approx((0.5 + 0.475) / 2)
+    ranking = report.rank(rows)
+    assert ranking["best"] == "lr=0.01" and "lr=0.1: 1 of 2 diverged" in ranking["text"]
 
 
 def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, monkeypatch):
@@ -143,6 +159,10 @@ def test_failed_trial_is_recorded_and_sweep_goes_on(tiny_records, tmp_path, monk
     assert results[1] == {"status": "failed", "reason": "MemoryError: out of memory (simulated)"}
     summary = report.write(tmp_path / "cmp")
     assert summary["rows"][1]["statuses"] == ["failed"] and summary["ranking"]["best"] == "lr=0.001"
+    assert "- lr=0.01: 1 of 1 failed (MemoryError: out of memory (simulated)): not ranked" in \
+        summary["ranking"]["text"]
+    text = (tmp_path / "cmp" / "report.md").read_text()
+    assert "| lr=0.01 | 0/1 | 1 of 1 failed (MemoryError: out of memory (simulated)) |" in text
 
 
 def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):

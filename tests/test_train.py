@@ -446,6 +446,63 @@ def test_auto_bn_momentum_tracks_the_data(synthetic_records, tmp_path):
     assert tracking < 0.6 and lagging > 1.5 and lagging > 4 * tracking, (tracking, lagging)
 
 
+def test_pretrained_weights_keep_keras_momentum(synthetic_records, tmp_path):
+    # The paper's setting: weights that carry real-image statistics (here a
+    # file, as ImageNet's cannot be fetched) keep Keras' 0.99 under auto.
+    config = ModelConfig(name="TinyCNN", weights="none", image_size=64, channels=1)
+    path = tmp_path / "tiny.weights.h5"
+    model_lib.backbone(config).save_weights(path)
+    result = train.train(tiny(synthetic_records, tmp_path / "run", epochs=1,
+                              model=replace(config, weights=str(path))), quiet=True)
+    assert result["bn_momentum"] == 0.99 and "weights carry their own statistics" in result["bn_momentum_reason"]
+    net = keras.models.load_model(tmp_path / "run" / "last.keras", safe_mode=True)
+    base = next(layer for layer in net.layers if isinstance(layer, keras.Model))
+    assert {layer.momentum for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
+    assert numerics.bn_momentum("auto", 100, "imagenet")[0] is None
+    assert numerics.bn_momentum("auto", 100, "none")[0] == pytest.approx(0.01 ** (1 / 100))
+
+
+@pytest.mark.parametrize("select", ["best", "last"])
+def test_one_model_behind_every_metric(synthetic_records, tmp_path, select):
+    run = tmp_path / select
+    # Seed 2: its lowest val loss came before the last epoch when measured, so
+    # the best model is swapped in (any seed must pass).
+    result = train.train(tiny(synthetic_records, run, epochs=4, seed=2, select=select, threshold="val-youden"),
+                         quiet=True)
+    rows = history(run)
+    if select == "last":
+        assert result["model"] == "last (epoch 4)" and result["model_file"] == "last.keras"
+    else:
+        best = min(rows, key=lambda r: float(r["val_loss"]))["epoch"]
+        assert result["model"] == f"best (epoch {best}, lowest val loss)" and result["model_file"] == "best.keras"
+    # engine evaluate scores the same model with the same threshold (chosen on its val predictions).
+    for split in ("val", "test"):
+        again = train.evaluate_saved(run, split)
+        assert again["threshold"] == result["threshold"]["value"]
+        for name, value in result[split]["metrics"].items():
+            assert again["metrics"][name] == pytest.approx(value, abs=1e-6), (split, name)
+
+
+def test_positive_class_auto_names_and_a_cat_dog_folder(tmp_path, capsys):
+    from engine.training.run import positive_class
+    from factories import class_folder
+
+    assert positive_class("auto", {"COVID": 0, "Normal": 1}, tmp_path)[0] == "COVID"
+    assert positive_class("auto", {"Normal": 0, "Pneumonia": 1}, tmp_path)[0] == "Pneumonia"
+    assert positive_class("auto", {"abnormal": 0, "no_finding": 1}, tmp_path)[0] == "abnormal"
+    assert positive_class("auto", {"cat": 0, "dog": 1}, tmp_path) == (
+        "cat", "auto: label 0 (no class named covid or like normal); set --positive-class to choose")
+    assert positive_class("DOG", {"cat": 0, "dog": 1}, tmp_path) == ("dog", "set")
+    src = class_folder(tmp_path / "src", {"cat": 12, "dog": 12})
+    records.build(RecordsConfig(src=src, out=tmp_path / "records", image_size=32, workers=0,
+                                fractions=(0.5, 0.25, 0.25)), quiet=True)
+    result = train.train(TrainConfig(records=tmp_path / "records", out=tmp_path / "run", epochs=1, batch_size=4,
+                                     model=ModelConfig(name="TinyCNN", weights="none", image_size=32),
+                                     precision="float32", xla="off", bootstrap=10))
+    assert result["status"] == "done" and result["test"]["positive_class"] == "cat"
+    assert "positive class: cat (auto: label 0" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_inception_from_scratch_validation_off_chance(tmp_path_factory):
     """The case that motivated the remedy: InceptionV3 from scratch at 96 px on

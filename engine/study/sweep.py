@@ -23,6 +23,7 @@ from engine.config import SweepConfig, TrainConfig, differences
 from engine.data.manifest import load_manifest
 from engine.errors import UserError
 from engine.io import atomic_json
+from engine.study import paper
 
 
 @dataclass(frozen=True)
@@ -132,17 +133,20 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None) -> list[dict]
     reason and the sweep goes on. ``on_event(kind, trial, info)`` drives the
     dashboard: kinds are queued, start, batch, epoch, end.
     """
+    sweep = with_records(sweep, quiet=True)
     out = sweep.base.out
     out.mkdir(parents=True, exist_ok=True)
     check_existing(out, sweep, force)
     # Resolved once for the whole sweep (``auto`` probes the first trial's
-    # shape), so every trial runs the same numerics.
-    numerics = training.choose_numerics(replace(sweep.base, batch_size=sweep.batch_sizes[0]))
+    # shape; the BatchNorm momentum suits the trial with the fewest steps), so
+    # every trial runs the same numerics and no axis is confounded by them.
+    numerics = training.choose_numerics(replace(sweep.base, batch_size=sweep.batch_sizes[0]),
+                                        largest_batch=max(sweep.batch_sizes))
     plan = trials(sweep)
     atomic_json(out / "sweep.json", {
-        "config": sweep.to_json(), "machine": machine.describe(),
-        "choice": {"precision": numerics.precision.value, "xla": numerics.xla.value,
-                   "reason": numerics.precision.reason},
+        "config": sweep.to_json(), "machine": machine.describe(), "choice": numerics.to_json(),
+        "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(),
+                                       machine.describe()),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "trials": [{"name": t.name, "setting": t.setting, "lr": t.config.lr, "batch_size": t.config.batch_size,
                     "optimizer": t.config.optimizer, "epochs": t.config.epochs, "seed": t.config.seed}
@@ -165,7 +169,8 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None) -> list[dict]
         event("start", trial, {})
         write_hparams(trial)
         try:
-            result = training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)])
+            result = training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)],
+                                    numerics=numerics)
         except UserError:
             raise
         except Exception as err:  # noqa: BLE001 - a failed trial (e.g. OOM) must not stop the sweep

@@ -30,12 +30,16 @@ class RunRecorder(keras.callbacks.Callback):
     """Per epoch: clinical metrics, history row, divergence check, checkpoint, best model."""
 
     def __init__(self, run: Path, classifier, positive_label: int, history: list[dict],
-                 steps_per_epoch: int, batch_size: int):
+                 steps_per_epoch: int, batch_size: int, keep_best: bool = False):
         super().__init__()
         self.run, self.classifier, self.positive = run, classifier, positive_label
         self.history, self.steps, self.batch_size = history, steps_per_epoch, batch_size
         self.diverged: int | None = None
         self.best = min((h["val_loss"] for h in history if h.get("val_loss") is not None), default=math.inf)
+        # A host copy of the best weights of this session (``keep_best``), so the
+        # run can be scored with them at its end without reading best.keras back.
+        self.keep_best = keep_best
+        self.best_weights: tuple[int, list] | None = None  # (epoch, weights)
         self.epoch_start = time.perf_counter()
         self.first_step: float | None = None  # tracing + compilation + one step, this session
         self.epochs_this_session = 0
@@ -83,6 +87,8 @@ class RunRecorder(keras.callbacks.Callback):
         if row["val_loss"] is not None and row["val_loss"] < self.best:
             self.best = row["val_loss"]
             save_model(self.classifier.net, self.run / "best.keras")
+            if self.keep_best:
+                self.best_weights = (row["epoch"], self.classifier.net.get_weights())
         save_checkpoint(self.run, self.classifier, epoch, self.history)
         logs.update({k: v for k, v in row.items() if k not in logs and v is not None})
 

@@ -91,14 +91,18 @@ class SavedRun:
 
 
 def load_run(run: Path) -> SavedRun:
-    """A run folder's config, data description and best model (Keras safe mode)."""
+    """A run folder's config, data description and the model its metrics.json
+    was scored with (Keras safe mode): ``cfg.select``'s, or before the run
+    finished, its best model so far."""
     path = run / "config.json"
     if not path.is_file():
         raise UserError(f"{run} is not a run folder (no config.json)")
     cfg = from_json(TrainConfig, json.loads(path.read_text()))
     data = json.loads((run / "data.json").read_text())
-    for name in ("best.keras", "last.keras"):
-        if (run / name).is_file():
+    metrics_path = run / "metrics.json"
+    scored = json.loads(metrics_path.read_text()).get("model_file") if metrics_path.is_file() else None
+    for name in (scored, "best.keras", "last.keras"):
+        if name and (run / name).is_file():
             net = keras.models.load_model(run / name, safe_mode=True, compile=False)
             return SavedRun(run, cfg, data, net)
     raise UserError(f"{run} has no saved model yet (best.keras / last.keras)")

@@ -35,6 +35,12 @@ class Numerics:
     precision: Choice
     xla: Choice
     bn_momentum: float | None  # None: Keras' 0.99
+    bn_reason: str = "set"
+
+    def to_json(self) -> dict:
+        return {"precision": self.precision.value, "xla": self.xla.value, "reason": self.precision.reason,
+                "xla_reason": self.xla.reason, "bn_momentum": 0.99 if self.bn_momentum is None else self.bn_momentum,
+                "bn_momentum_reason": self.bn_reason}
 
 
 # --- the probe cache ----------------------------------------------------------
@@ -184,26 +190,36 @@ def probe_rates(cfg: TrainConfig, channels: int):
 # --- BatchNorm momentum ----------------------------------------------------------
 
 def auto_bn_momentum(steps_per_epoch: int) -> float:
-    """BatchNorm momentum tied to the number of steps per epoch.
+    """BatchNorm momentum tied to the number of steps per epoch, for a network
+    trained from scratch.
 
     Keras' 0.99 averages over ~100 steps and starts from mean 0 / variance 1:
-    on short runs over small data (the paper's 500 images, the quick preset,
-    anyone without ImageNet weights) the moving statistics still carry that
-    start after several epochs, and validation sits at chance while training
-    accuracy is high. The momentum chosen leaves at most 1 % of the start after
-    one epoch (m ** steps <= 0.01), kept within [0.9, 0.99] so it is never
-    noisier than 10 steps nor slower than Keras' default.
+    on short runs over small data without pretrained statistics (the quick
+    preset, anyone with ``--weights none``) the moving statistics still carry
+    that start after several epochs, and validation sits at chance while
+    training accuracy is high. The momentum chosen leaves at most 1 % of the
+    start after one epoch (m ** steps <= 0.01), kept within [0.9, 0.99] so it is
+    never noisier than 10 steps nor slower than Keras' default.
     """
     return float(min(0.99, max(0.9, 0.01 ** (1.0 / max(steps_per_epoch, 1)))))
 
 
-def bn_momentum(setting: str, steps_per_epoch: int) -> float | None:
-    """The ``--bn-momentum`` setting resolved; None keeps Keras' 0.99."""
+def bn_momentum(setting: str, steps_per_epoch: int, weights: str) -> tuple[float | None, str]:
+    """The ``--bn-momentum`` setting resolved (None keeps Keras' 0.99), and why.
+
+    ``auto`` is Keras' 0.99 with ImageNet or file weights, whose moving
+    statistics already describe real images (the paper's setting); from
+    scratch it is ``auto_bn_momentum`` of ``steps_per_epoch`` (a sweep passes
+    its trial with the fewest steps, so every trial gets the same value).
+    """
     if setting == "keras":
-        return None
-    if setting == "auto":
-        return auto_bn_momentum(steps_per_epoch)
-    return float(setting)
+        return None, "set: Keras' 0.99"
+    if setting != "auto":
+        return float(setting), "set"
+    if weights != "none":
+        return None, f"auto: Keras' 0.99, the {weights} weights carry their own statistics"
+    return auto_bn_momentum(steps_per_epoch), (f"auto: from scratch, at most 1 % of the initial statistics "
+                                               f"left after one epoch of {steps_per_epoch} steps")
 
 
 def choose(cfg: TrainConfig, channels: int, steps_per_epoch: int) -> Numerics:
@@ -211,4 +227,4 @@ def choose(cfg: TrainConfig, channels: int, steps_per_epoch: int) -> Numerics:
     precision, xla = resolve(cfg.precision, cfg.xla, probe_rates(cfg, channels),
                              key=shape_key(cfg.model.name, cfg.model.image_size, cfg.batch_size),
                              deterministic=cfg.deterministic)
-    return Numerics(precision, xla, bn_momentum(cfg.bn_momentum, steps_per_epoch))
+    return Numerics(precision, xla, *bn_momentum(cfg.bn_momentum, steps_per_epoch, cfg.model.weights))

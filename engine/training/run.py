@@ -19,6 +19,7 @@ keys all come back.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -102,7 +103,8 @@ class Run:
             "resize": self.manifest["resize"],
             "counts": {s: v["count"] for s, v in self.manifest["splits"].items()}})
         start_epoch, history = load_checkpoint(run, self.classifier)
-        recorder = RunRecorder(run, self.classifier, self.positive, history, self.steps_per_epoch, cfg.batch_size)
+        recorder = RunRecorder(run, self.classifier, self.positive, history, self.steps_per_epoch, cfg.batch_size,
+                               keep_best=cfg.select == "best")
         start = time.perf_counter()
         if start_epoch < cfg.epochs:
             class_weight = class_weights(self.manifest) if cfg.class_weight == "auto" else None
@@ -123,11 +125,13 @@ class Run:
         status = STATUS_DIVERGED if recorder.diverged is not None else STATUS_DONE
         if status == STATUS_DONE:
             save_model(self.classifier.net, run / "last.keras")
+            chosen = self.select_model(run, history, recorder.best_weights)
         result = {"status": status, "epochs_done": len(history), "seconds_this_session": round(seconds, 2),
                   "first_step_seconds": None if recorder.first_step is None else round(recorder.first_step, 2),
                   "precision": {"value": self.numerics.precision.value, "reason": self.numerics.precision.reason},
                   "xla": {"value": self.numerics.xla.value, "reason": self.numerics.xla.reason},
-                  "bn_momentum": self.numerics.bn_momentum, "augment_placement": self.placement,
+                  "bn_momentum": 0.99 if self.numerics.bn_momentum is None else self.numerics.bn_momentum,
+                  "bn_momentum_reason": self.numerics.bn_reason, "augment_placement": self.placement,
                   # Left at TensorFlow's defaults (0 = one per core): no setting
                   # measured faster (benchmarks/RESULTS.md, thread pools).
                   "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -136,9 +140,28 @@ class Run:
         if status == STATUS_DIVERGED:
             result["diverged_at_epoch"] = recorder.diverged + 1
         else:
+            # Scored with the selected model, its threshold chosen on its own val predictions.
+            result.update(chosen)
             result.update(evaluate_run(cfg, self.classifier.net, self.records, self.manifest, self.positive))
         atomic_json(run / "metrics.json", result)
         return result
+
+    def select_model(self, run: Path, history: list[dict], in_memory: tuple[int, list] | None) -> dict:
+        """Puts the weights of the model ``cfg.select`` names into the network and
+        says which it is (``best``: the first epoch of lowest val loss)."""
+        last = history[-1]["epoch"]
+        scored = [h for h in history if h.get("val_loss") is not None]
+        if self.cfg.select == "last" or not scored:
+            note = "" if self.cfg.select == "last" else "; no finite val loss to choose a best by"
+            return {"model": f"last (epoch {last}{note})", "model_file": "last.keras"}
+        best = min(scored, key=lambda h: h["val_loss"])
+        if best["epoch"] != last:
+            if in_memory is not None and in_memory[0] == best["epoch"]:
+                weights = in_memory[1]
+            else:  # the best epoch was in an earlier session of a resumed run
+                weights = keras.models.load_model(run / "best.keras", safe_mode=True, compile=False).get_weights()
+            self.classifier.net.set_weights(weights)
+        return {"model": f"best (epoch {best['epoch']}, lowest val loss)", "model_file": "best.keras"}
 
 
 def input_batches(cfg: TrainConfig, manifest: dict, split: str, *, batch_size: int | None = None,
@@ -155,13 +178,15 @@ def input_batches(cfg: TrainConfig, manifest: dict, split: str, *, batch_size: i
                             augment_seed=cfg.seed)
 
 
-def resolve(cfg: TrainConfig, quiet: bool = False) -> tuple[TrainConfig, dict]:
+def resolve(cfg: TrainConfig, quiet: bool = False) -> tuple[TrainConfig, dict, str]:
     """``cfg`` checked and completed from its records (built, for the embedded
-    set, on first use): records folder, image size, channels, data seed."""
+    set, on first use): records folder, image size, channels, data seed and
+    the positive class's name; with the manifest and why that class."""
     cfg.validate()
     folder = records_or_embedded(cfg.records, cfg.model.image_size, quiet)
     manifest = load_manifest(folder)
-    cfg = replace(cfg, records=folder, data=replace(cfg.data, seed=cfg.seed),
+    positive, why = positive_class(cfg.positive_class, manifest["label_map"], folder)
+    cfg = replace(cfg, records=folder, data=replace(cfg.data, seed=cfg.seed), positive_class=positive,
                   model=replace(cfg.model, image_size=manifest["image_size"][0], channels=manifest["channels"]))
     for split in ("train", "val"):
         if split not in manifest["splits"]:
@@ -169,24 +194,41 @@ def resolve(cfg: TrainConfig, quiet: bool = False) -> tuple[TrainConfig, dict]:
     train_count = manifest["splits"]["train"]["count"]
     if cfg.batch_size > train_count:
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the train split ({train_count} images)")
-    return cfg, manifest
+    return cfg, manifest, why
 
 
-def positive_label(cfg: TrainConfig, manifest: dict) -> int:
-    """The label of ``--positive-class`` (matched without regard to case)."""
-    labels = manifest["label_map"]
+NEGATIVE_NAME = re.compile(r"(?<![a-z])(normal|negative|healthy|no[ _-]?finding)(?![a-z])", re.IGNORECASE)
+
+
+def positive_class(setting: str, labels: dict[str, int], folder: Path) -> tuple[str, str]:
+    """The positive class's name (matched without regard to case) and why.
+
+    ``auto``: covid when a class is so named; otherwise the one class not named
+    like normal, negative, healthy or no finding; otherwise label 0.
+    """
     by_lower = {name.lower(): name for name in labels}
-    if cfg.positive_class.lower() not in by_lower:
-        raise UserError(f"--positive-class {cfg.positive_class!r} is not a class of {cfg.records} "
-                        f"({', '.join(labels)})")
-    return metrics.positive_label_of(labels, by_lower[cfg.positive_class.lower()])
+    if setting != "auto":
+        if setting.lower() not in by_lower:
+            raise UserError(f"--positive-class {setting!r} is not a class of {folder} ({', '.join(labels)})")
+        return by_lower[setting.lower()], "set"
+    if "covid" in by_lower:
+        return by_lower["covid"], "auto: the class named covid"
+    unlike = [name for name in labels if not NEGATIVE_NAME.search(name)]
+    if len(unlike) == 1 and len(labels) == 2:
+        return unlike[0], "auto: the class not named like normal/negative/healthy/no finding"
+    first = min(labels, key=labels.get)
+    return first, "auto: label 0 (no class named covid or like normal); set --positive-class to choose"
 
 
-def choose_numerics(cfg: TrainConfig, quiet: bool = True) -> Numerics:
-    """What ``auto`` precision, XLA and BatchNorm momentum become for ``cfg``
-    (a sweep resolves them once, from its first trial, for all its trials)."""
-    cfg, manifest = resolve(cfg, quiet)
-    choice = choose(cfg, manifest["channels"], manifest["splits"]["train"]["count"] // cfg.batch_size)
+def choose_numerics(cfg: TrainConfig, quiet: bool = True, largest_batch: int | None = None) -> Numerics:
+    """What ``auto`` precision, XLA and BatchNorm momentum become for ``cfg``.
+
+    A sweep resolves them once for all its trials: precision and XLA at its
+    first trial's shape, the momentum for the fewest steps per epoch any
+    trial has (``largest_batch``)."""
+    cfg, manifest, _ = resolve(cfg, quiet)
+    count = manifest["splits"]["train"]["count"]
+    choice = choose(cfg, manifest["channels"], count // max(largest_batch or cfg.batch_size, cfg.batch_size))
     keras.utils.set_random_seed(cfg.seed)  # the probe drew numbers too
     return choice
 
@@ -200,8 +242,10 @@ def prepare(cfg: TrainConfig, *, quiet: bool = False, force: bool = False,
     overrides the strategy chosen from the devices and ``TF_CONFIG``;
     ``numerics`` the choice of precision, XLA and momentum.
     """
-    cfg, manifest = resolve(cfg, quiet)
-    positive = positive_label(cfg, manifest)
+    cfg, manifest, why = resolve(cfg, quiet)
+    positive = metrics.positive_label_of(manifest["label_map"], cfg.positive_class)
+    if why != "set" and not quiet:
+        print(f"positive class: {cfg.positive_class} ({why})", flush=True)
     if cfg.out is not None:
         check_resume(distribute.output_folder(cfg.out), cfg, force)
     keras.utils.set_random_seed(cfg.seed)
