@@ -73,6 +73,11 @@ def test_comparative_claims_with_repeats():
     # batch 10 (flat 0.3) has no spike; batch 15 rises 0.4 above its minimum
     assert claims["batch 10 and 15: loss spikes"]["verdict"] == "disagree"
     assert "batch 15: loss spikes: 2 of 2 runs" in claims["batch 10 and 15: loss spikes"]["evidence"]
+    quick = options.sweep_config({"axis": "batch"}, {}, None, Path("/x"))  # batch 8, 16, 32 at lr 1e-3
+    quick_rows = [row(f"batch={b}", 1e-3, b, v) for b, v in ((8, 0.3), (16, 0.2), (32, 0.4))]
+    claims = {c["claim"]: c for c in paper.check(quick, quick_rows, {})}
+    assert set(claims) == {"larger batch, larger loss"} and claims["larger batch, larger loss"]["verdict"] == \
+        "disagree"
     rows[1]["statistic"], rows[0]["statistic"] = 0.05, 0.1
     claims = {c["claim"]: c for c in paper.check(cfg, rows, histories)}
     assert claims["batch 5 best"]["verdict"] == "disagree" and claims["larger batch, larger loss"]["verdict"] == \
