@@ -10,6 +10,7 @@ unless a ``--config`` file sets it).
 from __future__ import annotations
 
 import inspect
+import json
 import shlex
 import sys
 import typing
@@ -60,16 +61,6 @@ def option_annotation(f: options.Field, default: str):
     return Annotated[Optional[str], typer.Option(f.flag, help=help_text, metavar=metavar, show_default=False)]
 
 
-def default_of(config):
-    """The shown default of a field: its value in ``config``."""
-    def default(f: options.Field) -> str:
-        value = config
-        for name in f.path:
-            value = getattr(value, name)
-        return options.value_text(value) if value not in (None, ()) else "none"
-    return default
-
-
 def command_line() -> str:
     return "engine " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
@@ -94,7 +85,7 @@ def synthetic(
 
 
 @app.command("build-records")
-@with_fields(options.RECORDS, default_of(RecordsConfig()), skip=("command",))
+@with_fields(options.RECORDS, options.default_of(RecordsConfig()), skip=("command",))
 def build_records(
     src: Annotated[Optional[Path], typer.Argument(
         help="Image folder. Omit both SRC and OUT to build the embedded synthetic set.")] = None,
@@ -121,7 +112,7 @@ def build_records(
 
 
 @app.command()
-@with_fields(options.TRAIN, default_of(TrainConfig()))
+@with_fields(options.TRAIN, options.default_of(TrainConfig()))
 def train(records: RecordsArg = None,
           out: Annotated[Path, typer.Option(help="Run folder (resumed if it holds this run).")] = Path("runs/train"),
           force: Force = False, quiet: Quiet = False, **given) -> None:
@@ -164,18 +155,8 @@ def predict(
         out_console.print(f"{path}: {name} {probability:.3g}", highlight=False, soft_wrap=True)
 
 
-def preset_default(f: options.Field) -> str:
-    """Shown default of a compare option: the quick preset's or the config's."""
-    from engine.config import PRESETS, SweepConfig
-
-    quick = PRESETS["quick"].fields_for("lr")
-    if f.name in quick:
-        return f"the preset's (quick: {options.value_text(quick[f.name])})"
-    return default_of(SweepConfig())(f)
-
-
 @app.command()
-@with_fields(options.SWEEP, preset_default)
+@with_fields(options.SWEEP, options.sweep_default)
 def compare(
     records: RecordsArg = None,
     out: Annotated[Path, typer.Option(help="Sweep folder (rerun to resume).")] = Path("runs/compare"),
@@ -184,45 +165,56 @@ def compare(
     parallel: Annotated[int, typer.Option(help="Trials at once: N processes, one GPU each where there are GPUs.")]
     = 1,
     dry_run: Annotated[bool, typer.Option(help="Print the trials and an estimated time, then stop.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="With --dry-run: the trial list as JSON.")] = False,
     force: Annotated[bool, typer.Option(help="Start over if OUT holds another sweep.")] = False,
     quiet: Quiet = False,
     **given,
 ) -> None:
     """Run the paper's learning-rate or batch-size study and report it."""
-    from engine.study import report, sweep as sweep_lib
+    from engine.study import launch, report, sweep as sweep_lib
 
     from_file = options.from_toml(config, options.SWEEP) if config else {}
     sweep = options.sweep_config(options.from_command_line(given, options.SWEEP), from_file, records, out)
     if dry_run:
-        plan = sweep_lib.trials(sweep)
-        counts = sweep_lib.split_counts(sweep)
-        table = Table("trial", "setting", "lr", "batch", "epochs", "seed")
-        for t in plan:
-            table.add_row(t.name, t.setting, f"{t.config.lr:g}", str(t.config.batch_size), str(t.config.epochs),
-                          str(t.config.seed))
+        plan = sweep_lib.plan_summary(sweep)
+        if json_:
+            print(json.dumps(plan, indent=1))
+            return
+        table = Table("index", "trial", "setting", "lr", "batch", "epochs", "seed")
+        for t in plan["trials"]:
+            table.add_row(*(str(t[k]) if k != "lr" else f"{t[k]:g}" for k in
+                            ("index", "name", "setting", "lr", "batch_size", "epochs", "seed")))
         out_console.print(table)
-        rate = sweep_lib.rough_rate(sweep.base.model.image_size, sweep.base.model.name)
-        seconds = sweep_lib.estimate_seconds(plan, counts["train"], counts["val"], rate)
-        out_console.print(f"{len(plan)} trials; roughly {seconds / 60:.0f} min at ~{rate:.0f} img/s "
-                          f"(a rough figure for this machine; see benchmarks/RESULTS.md)")
+        out_console.print(f"{len(plan['trials'])} trials; roughly {plan['seconds'] / 60:.0f} min at "
+                          f"~{plan['images_per_second']:.0f} img/s (a rough figure for this machine; see "
+                          f"benchmarks/RESULTS.md)")
+        return
+    if (sweep := launch.resolve_trial(sweep)) is None:
         return
     sweep = sweep_lib.with_records(sweep, quiet)
     counts = sweep_lib.split_counts(sweep)
+    results = []
     if parallel > 1:
-        from engine.study.launch import run_parallel
-        run_parallel(parallel, sys.argv[1:], sweep.base.records, quiet)
+        launch.run_parallel(parallel, sys.argv[1:], sweep.base.records, quiet)
     else:
         from engine.study.dashboard import Dashboard
         with Dashboard(sweep_lib.total_steps(sweep_lib.trials(sweep), counts["train"]), quiet=quiet) as dashboard:
-            sweep_lib.run(sweep, force=force, on_event=dashboard)
-    result = report.write(out)
-    out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
-    out_console.print(f"report: {out / 'report.md'}; curves: {out / 'curves.png'}; "
-                      f"TensorBoard: tensorboard --logdir {out / 'trials'}", highlight=False, soft_wrap=True)
+            results = sweep_lib.run(sweep, force=force, on_event=dashboard,
+                                    command=launch.rerun_args(records, out, config, given))
+    if not sweep.trial:
+        result = report.write(out)
+        out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
+        out_console.print(f"report: {out / 'report.md'}; curves: {out / 'curves.png'}; "
+                          f"TensorBoard: tensorboard --logdir {out / 'trials'}", highlight=False, soft_wrap=True)
+    failed = [r for r in results if r.get("status") == "failed"]
+    if failed:  # exit status 1: worth retrying (a job array's task, a scheduler's retry)
+        print(f"error: {len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({failed[0]['reason']}); "
+              f"rerun the same command to retry", file=sys.stderr)
+        sys.exit(1)
 
 
 @app.command("lr-find")
-@with_fields(options.TRAIN, default_of(TrainConfig()), skip=("lr", "epochs", "schedule", "warmup_epochs"))
+@with_fields(options.TRAIN, options.default_of(TrainConfig()), skip=("lr", "epochs", "schedule", "warmup_epochs"))
 def lr_find(
     records: RecordsArg = None,
     out: Annotated[Path, typer.Option(help="Folder for lr_find.json/.png (a sweep folder marks it in its report).")]
@@ -254,11 +246,12 @@ def report_command(
     if not (folder / "sweep.json").is_file():
         raise UserError(f"{folder} is not a sweep folder (no sweep.json)")
     result = report.write(folder)
+    out_console.print("\n".join(report.states_text(result["trials"])), highlight=False, soft_wrap=True)
     out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
 
 
 @app.command()
-@with_fields(options.BENCH, default_of(BenchConfig()), skip=("out",))
+@with_fields(options.BENCH, options.default_of(BenchConfig()), skip=("out",))
 def bench(
     records: RecordsArg = None,
     out: Annotated[Path, typer.Option(help="Folder for bench.json, bench.md and bench.png.")] = Path("runs/bench"),
@@ -283,7 +276,8 @@ def bench(
         out_console.print(runner.dry_run_text(cfg), highlight=False)
         return
     from engine.progress import console
-    result = runner.run(cfg, quiet=quiet, on_note=None if quiet else (lambda text: console.print(text, highlight=False)))
+    note = None if quiet else (lambda text: console.print(text, highlight=False))
+    result = runner.run(cfg, quiet=quiet, on_note=note)
     report.print_tables(result, out_console)
     out_console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'bench.png'}", highlight=False)
 

@@ -313,6 +313,9 @@ class SweepConfig:
         lr_scaling: none | linear | sqrt, for the batch axis: the learning
             rate times (batch / smallest batch) or its square root.
         shard: ``i/n`` runs the i-th of n deterministic slices of the trials.
+        trial: runs one trial only: its index in the trial list (``--dry-run``
+            shows them), its name, or ``auto``: the index a job array gives
+            this task (SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX).
         base: the training config every trial starts from.
     """
 
@@ -326,6 +329,7 @@ class SweepConfig:
     budget: str = "epochs"
     lr_scaling: str = "none"
     shard: tuple[int, int] = (0, 1)
+    trial: str = ""
     base: TrainConfig = TrainConfig()
 
     def validate(self) -> "SweepConfig":

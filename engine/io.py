@@ -1,4 +1,5 @@
-"""Files every layer writes the same way: atomically, and under one cache folder.
+"""Files every layer writes the same way: atomically, under one cache folder,
+and behind a lock when several processes may want the same work.
 
 A file the engine writes is first written beside its target under a name no
 other process uses, then renamed over it (``os.replace`` is atomic on one
@@ -12,7 +13,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import socket
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -60,6 +65,22 @@ def atomic_json(path: Path, value: Any, indent: int | None = 1, default=float) -
     atomic_write(path, json.dumps(value, indent=indent, default=default) + "\n")
 
 
+def create_once(path: Path, data: str) -> bool:
+    """Writes ``path`` only if it does not exist yet, atomically; False when it
+    did. (A hard link fails on an existing name: atomic on NFS too, where an
+    exclusive open is not everywhere.)"""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.new")
+    tmp.write_text(data)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_figure(fig, path: Path, dpi: int = 150) -> None:
     """A matplotlib figure as a PNG at ``path``, atomically; the figure is closed."""
     import matplotlib.pyplot as plt
@@ -67,3 +88,97 @@ def save_figure(fig, path: Path, dpi: int = 150) -> None:
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=dpi)
     plt.close(fig)
+
+
+# A lock's heartbeat (seconds between touches) and how long without one makes it stale.
+HEARTBEAT_SECONDS = float(os.environ.get("ENGINE_LOCK_HEARTBEAT_SECONDS", 30))
+STALE_SECONDS = float(os.environ.get("ENGINE_LOCK_STALE_SECONDS", 300))
+
+
+class FolderLock:
+    """A lock shared by processes on any machines that see one folder (NFS
+    included): held while the folder ``path`` exists, created by ``mkdir``
+    (atomic everywhere), kept alive by a thread touching ``path/heartbeat``.
+
+    A lock whose heartbeat is older than ``stale`` seconds (its holder was
+    killed, or its machine lost) is taken over by renaming it away (atomic:
+    of two processes taking it over, one wins) and creating it anew.
+    """
+
+    def __init__(self, path: Path, stale: float | None = None, heartbeat: float | None = None):
+        self.path = Path(path)
+        self.stale = STALE_SECONDS if stale is None else stale
+        self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
+        self.taken_over: float | None = None  # seconds without heartbeat of a lock this one replaced
+        self.token = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def age(self) -> float | None:
+        """Seconds since the holder's last heartbeat; None when nobody holds the lock."""
+        for beat in (self.path / "heartbeat", self.path):
+            try:
+                return max(0.0, time.time() - beat.stat().st_mtime)
+            except FileNotFoundError:
+                continue
+        return None
+
+    def held_elsewhere(self) -> bool:
+        """Whether a live process (heartbeat within ``stale``) holds the lock."""
+        age = self.age()
+        return age is not None and age < self.stale
+
+    def acquire(self) -> bool:
+        """Takes the lock; False when a live process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir()
+        except FileExistsError:
+            age = self.age()
+            if age is None or age < self.stale:
+                return False if age is not None else self.acquire()
+            away = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
+            try:
+                os.rename(self.path, away)
+            except OSError:  # another process took it over first
+                return False
+            shutil.rmtree(away, ignore_errors=True)
+            self.taken_over = age
+            try:
+                self.path.mkdir()
+            except FileExistsError:
+                return False
+        atomic_write(self.path / "owner", self.token + "\n")
+        (self.path / "heartbeat").touch()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat {self.path}")
+        self._thread.start()
+        return True
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat):
+            try:
+                os.utime(self.path / "heartbeat")
+            except OSError:  # the lock was taken over or removed: nothing left to keep alive
+                return
+
+    def release(self) -> None:
+        """Gives the lock up (only if this process still holds it: a lock taken
+        over while this one stalled belongs to the process that took it)."""
+        self._stop.set()
+        if self._thread is None:
+            return
+        self._thread.join()
+        self._thread = None
+        try:
+            mine = (self.path / "owner").read_text().strip() == self.token
+        except OSError:
+            mine = False
+        if mine:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> "FolderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -111,7 +111,8 @@ def describe(field: Field) -> str:
     base = field.base
     if typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
-        return {int: "comma-separated whole numbers", float: "comma-separated numbers"}.get(item, "a comma-separated list")
+        kinds = {int: "comma-separated whole numbers", float: "comma-separated numbers"}
+        return kinds.get(item, "a comma-separated list")
     return {int: "a whole number", float: "a number", bool: "true or false"}.get(base, "a value")
 
 
@@ -174,6 +175,24 @@ def set_path(config, path: tuple[str, ...], value):
     if len(path) == 1:
         return replace(config, **{path[0]: value})
     return replace(config, **{path[0]: set_path(getattr(config, path[0]), path[1:], value)})
+
+
+def default_of(config):
+    """``field -> text`` of its value in ``config``: the default a command shows."""
+    def default(f: Field) -> str:
+        value = config
+        for name in f.path:
+            value = getattr(value, name)
+        return value_text(value) if value not in (None, ()) else "none"
+    return default
+
+
+def sweep_default(f: Field) -> str:
+    """Shown default of an ``engine compare`` option: the quick preset's, or the config's."""
+    quick = PRESETS["quick"].fields_for("lr")
+    if f.name in quick:
+        return f"the preset's (quick: {value_text(quick[f.name])})"
+    return default_of(SweepConfig())(f)
 
 
 def from_command_line(given: dict, flat: dict[str, Field]) -> dict:

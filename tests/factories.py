@@ -61,3 +61,16 @@ def damage(path: Path, length: int = 64) -> Path:
     data[middle: middle + length] = bytes(length)
     path.write_bytes(bytes(data))
     return path
+
+
+def synthetic_records(root: Path, counts: dict[str, int], source_size: int, image_size: int | None = None,
+                      **options) -> Path:
+    """The embedded generator's X-rays at ``source_size`` px, built into records
+    at ``image_size`` (default the same) in ``root/records``."""
+    from engine.config import RecordsConfig
+    from engine.data import records, synthetic
+
+    synthetic.generate(root / "images", image_size=source_size, counts=counts, workers=0)
+    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=image_size or source_size,
+                                workers=0, **options), quiet=True)
+    return root / "records"

@@ -10,12 +10,13 @@ import pytest
 import tensorflow as tf
 from typer.testing import CliRunner
 
+import factories
 from engine import machine
 from engine.bench import engine_stack, protocol, report as bench_report, runner
-from engine.data import records, synthetic
+from engine.data import synthetic
 from engine.training import numerics
 from engine.cli import app
-from engine.config import BenchConfig, RecordsConfig
+from engine.config import BenchConfig
 from engine.errors import UserError
 
 
@@ -167,19 +168,17 @@ def test_bench_choice_feeds_trainings_auto(bf16_cpu):
 
 @pytest.fixture(scope="module")
 def tiny_records(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bench")
-    synthetic.generate(root / "images", image_size=75, counts={"train": 24, "val": 4, "test": 4}, workers=0)
-    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=75, workers=0,
-                                patient_pattern=synthetic.FILENAME_PATTERN), quiet=True)
-    return root / "records"
+    return factories.synthetic_records(tmp_path_factory.mktemp("bench"), {"train": 24, "val": 4, "test": 4}, 32,
+                                       patient_pattern=synthetic.FILENAME_PATTERN)
 
 
 @pytest.fixture(scope="module")
 def tiny_bench(tiny_records, tmp_path_factory):
-    """Every mode, the engine (float32, no XLA) and the paper's stack, InceptionV3 at 75 px."""
+    """Every mode, the engine (float32, no XLA) and the paper's stack, with a
+    network both stacks have that builds in seconds (MobileNetV2 at 32 px)."""
     out = tmp_path_factory.mktemp("bench-out")
-    cfg = BenchConfig(records=tiny_records, out=out, batch_sizes=(2, 3), image_size=75, precisions=("float32",),
-                      xlas=("off",), repeats=3, step_images=4, input_images=16, baseline=True)
+    cfg = BenchConfig(records=tiny_records, out=out, batch_sizes=(2, 3), image_size=32, precisions=("float32",),
+                      xlas=("off",), repeats=3, step_images=4, input_images=16, baseline=True, model="MobileNetV2")
     return cfg, runner.run(cfg, quiet=True)
 
 
@@ -225,9 +224,9 @@ def test_cli_suggest_reads_the_last_run(tiny_bench):
 
 
 def test_cli_input_only_without_baseline(tiny_records, tmp_path):
-    out = CliRunner().invoke(app, ["bench", str(tiny_records), "--image-size", "75", "--mode", "input",
-                                   "--batch-sizes", "4", "--input-images", "8", "--no-baseline", "--quiet",
-                                   "--out", str(tmp_path)])
+    out = CliRunner().invoke(app, ["bench", str(tiny_records), "--image-size", "32", "--model", "MobileNetV2",
+                                   "--mode", "input", "--batch-sizes", "4", "--input-images", "8", "--no-baseline",
+                                   "--quiet", "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
     assert [(r["mode"], r["stack"], r["status"]) for r in rows] == [("input", "engine", "ok")]
@@ -237,12 +236,12 @@ def test_cli_input_only_without_baseline(tiny_records, tmp_path):
 def test_cli_size_mismatch_is_one_line(tiny_records, tmp_path):
     out = CliRunner().invoke(app, ["bench", str(tiny_records), "--out", str(tmp_path)])
     assert out.exit_code != 0
-    assert "75-px images; pass --image-size 75" in str(out.exception)
+    assert "32-px images; pass --image-size 32" in str(out.exception)
 
 
 def test_an_interrupted_bench_keeps_the_rounds_it_finished(tiny_records, tmp_path, monkeypatch):
-    cfg = BenchConfig(records=tiny_records, out=tmp_path, batch_sizes=(4,), image_size=75, modes=("input",),
-                      baseline=False, input_images=8)
+    cfg = BenchConfig(records=tiny_records, out=tmp_path, batch_sizes=(4,), image_size=32, model="MobileNetV2",
+                      modes=("input",), baseline=False, input_images=8)
     timed = protocol.time_once
     calls = []
 

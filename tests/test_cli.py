@@ -60,12 +60,9 @@ def test_recipes_listed():
 
 
 def test_train_evaluate_predict_gradcam(tmp_path):
-    from engine.data import records, synthetic
-    from engine.config import RecordsConfig
+    import factories
 
-    synthetic.generate(tmp_path / "images", image_size=64, counts={"train": 32, "val": 8, "test": 8}, workers=0)
-    records.build(RecordsConfig(src=tmp_path / "images", out=tmp_path / "records", image_size=64, workers=0),
-                  quiet=True)
+    factories.synthetic_records(tmp_path, {"train": 32, "val": 8, "test": 8}, 64)
     run = tmp_path / "run"
     done = engine("train", str(tmp_path / "records"), "--out", str(run), "--model", "TinyCNN", "--weights", "none",
                   "--image-size", "64", "--epochs", "2", "--batch-size", "8", "--lr", "1e-3",

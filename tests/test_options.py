@@ -4,9 +4,7 @@ command line > --config > preset > default."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import subprocess
-import sys
+import json
 from pathlib import Path
 
 import pytest
@@ -101,19 +99,20 @@ def test_sweep_fields_are_the_config_fields():
 
 
 def test_compare_takes_the_new_fields_on_the_command_line_and_in_a_file(tmp_path):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
     flags = ["--bn-momentum", "keras", "--schedule", "cosine", "--augment", "none", "--threshold", "val-youden"]
-    base = [sys.executable, "-m", "engine.cli", "compare", "--out", str(tmp_path / "c"), "--dry-run", "--epochs", "4"]
-    done = subprocess.run(base + flags, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "6 trials" in done.stdout  # quick preset, lr axis: 3 lrs x 2 repeats
+    base = ["compare", "--out", str(tmp_path / "c"), "--dry-run", "--json", "--epochs", "4"]
+    done = CliRunner().invoke(app, base + flags)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["count"] == 6  # quick preset, lr axis: 3 lrs x 2 repeats
     (tmp_path / "sweep.toml").write_text('bn_momentum = "keras"\nschedule = "cosine"\naugment = "none"\n'
                                          'threshold = "val-youden"\nrepeats = 1\n')
-    done = subprocess.run(base + ["--config", str(tmp_path / "sweep.toml")], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "3 trials" in done.stdout
-    bad = subprocess.run(base + ["--schedule", "sometimes"], capture_output=True, text=True, env=env, timeout=300)
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines()[-1] == ("error: --schedule must be one of constant, cosine, step, "
-                                                   "not 'sometimes'")
+    done = CliRunner().invoke(app, base + ["--config", str(tmp_path / "sweep.toml")])
+    assert done.exit_code == 0, done.output
+    assert [t["epochs"] for t in json.loads(done.output)["trials"]] == [4, 4, 4]
+    bad = CliRunner().invoke(app, base + ["--schedule", "sometimes"])
+    assert isinstance(bad.exception, UserError)
+    assert str(bad.exception) == "--schedule must be one of constant, cosine, step, not 'sometimes'"

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+import factories
 from engine import options
-from engine.config import RecordsConfig
-from engine.data import records, synthetic
 from engine.errors import UserError
 from engine.study import report, sweep
 
@@ -22,10 +21,7 @@ def resolve(axis, preset, records_dir, out, **values):
 
 @pytest.fixture(scope="module")
 def tiny_records(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sweep")
-    synthetic.generate(root / "images", image_size=64, counts={"train": 48, "val": 16, "test": 16}, workers=0)
-    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=64, workers=0), quiet=True)
-    return root / "records"
+    return factories.synthetic_records(tmp_path_factory.mktemp("sweep"), {"train": 48, "val": 16, "test": 16}, 64)
 
 
 def tiny_sweep(records_dir, out, **kwargs):
@@ -166,19 +162,25 @@ def test_failed_trial_is_recorded_and_sweep_goes_on(tiny_records, tmp_path, monk
 
 
 def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
+    args = ["compare", str(tiny_records), "--out", str(tmp_path / "c"), "--model", "TinyCNN", "--weights", "none",
+            "--image-size", "64", "--lrs", "1e-3,1e-2", "--batch-sizes", "16", "--epochs", "1", "--repeats", "1",
+            "--precision", "float32", "--xla", "off"]
+    dry = CliRunner().invoke(app, args + ["--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "2 trials; roughly" in dry.output and not (tmp_path / "c").exists()
+    bad = CliRunner().invoke(app, args + ["--axis", "nope"])
+    assert str(bad.exception).startswith("--axis must be one of")
+    # The real run in a process of its own, its output not a terminal: plain lines.
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    base = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--out", str(tmp_path / "c"),
-            "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--lrs", "1e-3,1e-2",
-            "--batch-sizes", "16", "--epochs", "1", "--repeats", "1", "--precision", "float32", "--xla", "off"]
-    dry = subprocess.run(base + ["--dry-run"], capture_output=True, text=True, env=env, timeout=300)
-    assert dry.returncode == 0, dry.stderr
-    assert "2 trials; roughly" in dry.stdout and not (tmp_path / "c").exists()
-    done = subprocess.run(base, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "lr0.001_seed0 epoch 1/1" in done.stdout and "lr0.01_seed0: done" in done.stdout
     assert "\x1b[" not in done.stdout and "Best on validation:" in done.stdout
-    bad = subprocess.run(base + ["--axis", "nope"], capture_output=True, text=True, env=env, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --axis must be one of")
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert len(summary["rows"]) == 2
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import factories
 from engine import model as model_lib
 from engine import config, training as train
 from engine.config import ModelConfig, RecordsConfig, TrainConfig
@@ -29,11 +30,8 @@ from factories import damage
 
 @pytest.fixture(scope="module")
 def synthetic_records(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    synthetic.generate(root / "images", image_size=96, counts={"train": 240, "val": 60, "test": 60}, workers=0)
-    records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=64, resize="area",
-                                workers=0, patient_pattern=synthetic.FILENAME_PATTERN), quiet=True)
-    return root / "records"
+    return factories.synthetic_records(tmp_path_factory.mktemp("train"), {"train": 240, "val": 60, "test": 60}, 96,
+                                       64, resize="area", patient_pattern=synthetic.FILENAME_PATTERN)
 
 
 def tiny(records_dir, out, **kwargs):

@@ -4,10 +4,13 @@ once, cached in the user's cache folder, used whenever no RECORDS are given."""
 from __future__ import annotations
 
 import shutil
+import sys
+import time
 from pathlib import Path
 
 from engine.config import RecordsConfig
-from engine.io import cache_dir
+from engine.data.manifest import MANIFEST
+from engine.io import FolderLock, cache_dir
 
 # Bump when the generator's output changes, so stale caches are not reused.
 SYNTHETIC_VERSION = 1
@@ -25,12 +28,32 @@ def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
     Returns:
         (records folder, whether it was built now).
     """
-    from engine.data import manifest, records, synthetic
-
     root = synthetic_root(seed)
     out = root / f"records-{image_size}"
-    if (out / manifest.MANIFEST).is_file():
+    if (out / MANIFEST).is_file():
         return out, False
+    # Several processes may start at once without records (the tasks of a job
+    # array): one builds, the others wait for it.
+    lock = FolderLock(root.parent / f".{root.name}.build-lock")
+    waited = False
+    while not lock.acquire():
+        if not waited and not quiet:
+            print(f"waiting for another process building the embedded set in {root}", file=sys.stderr, flush=True)
+        waited = True
+        time.sleep(1.0)
+    try:
+        if not (out / MANIFEST).is_file():
+            build(root, out, image_size, seed, quiet, workers)
+            return out, True
+        return out, False
+    finally:
+        lock.release()
+
+
+def build(root: Path, out: Path, image_size: int, seed: int, quiet: bool, workers: int | None) -> None:
+    """Generates the images (once, at full size) and their records at ``image_size``."""
+    from engine.data import records, synthetic
+
     images = root / "images"
     if not (images / ".complete").is_file():
         # The images are generated at full size once; every image size is
@@ -51,7 +74,6 @@ def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
                         resize="area" if image_size != 299 else "nearest",
                         command=f"(embedded synthetic set, seed {seed}, {image_size} px)")
     records.build(cfg, quiet=quiet)
-    return out, True
 
 
 def records_or_embedded(records: Path | None, image_size: int, quiet: bool = False) -> Path:

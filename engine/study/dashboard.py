@@ -81,6 +81,8 @@ class Dashboard:
                                    f"  val_acc {number(info.get('val_accuracy'))}"
                                    f"  {number(info.get('images_per_second'), 1)} img/s", highlight=False,
                                    soft_wrap=True)
+        elif kind == "note":
+            self.console.print(info["text"], highlight=False, soft_wrap=True)
         elif kind == "end":
             row["status"] = info.get("status", "done")
             if row["status"] == "done" and row["epoch"] < row["epochs"]:
@@ -102,7 +104,8 @@ class Dashboard:
         for column in ("setting", "seed", "status", "epoch", "loss", "acc", "val loss", "val acc", "img/s", "ETA",
                        "val loss curve"):
             table.add_column(column, justify="left" if column in ("setting", "status", "val loss curve") else "right")
-        colours = {"done": "green", "diverged": "red", "failed": "red", "running": "cyan", "compiling": "yellow"}
+        colours = {"done": "green", "diverged": "red", "failed": "red", "running": "cyan", "compiling": "yellow",
+                   "running elsewhere": "blue"}
         for row in self.rows.values():
             status = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
             table.add_row(row["setting"], str(row["seed"]), status, f"{row['epoch']}/{row['epochs']}",

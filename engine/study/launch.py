@@ -1,4 +1,6 @@
-"""Running a sweep as several shard processes at once (``engine compare --parallel N``)."""
+"""Where a sweep's runners come from: several shard processes at once
+(``engine compare --parallel N``), or one trial per task of a job array
+(``--trial auto``: Slurm arrays, Kubernetes Indexed Jobs)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,52 @@ from engine.errors import UserError
 OWN_OPTIONS = ("--parallel", "--shard")
 # Start-up chatter of TensorFlow in a child's output, not worth relaying.
 NOISE = ("I0000", "W0000", "E0000", "WARNING: All", "To enable")
+
+
+def array_index(environ=os.environ) -> int:
+    """This task's index in its job array: ``SLURM_ARRAY_TASK_ID`` (less
+    ``SLURM_ARRAY_TASK_MIN``, divided by ``SLURM_ARRAY_TASK_STEP`` when set),
+    else ``JOB_COMPLETION_INDEX`` (Kubernetes Indexed Jobs)."""
+    try:
+        if environ.get("SLURM_ARRAY_TASK_ID"):
+            first = int(environ.get("SLURM_ARRAY_TASK_MIN") or 0)
+            return (int(environ["SLURM_ARRAY_TASK_ID"]) - first) // int(environ.get("SLURM_ARRAY_TASK_STEP") or 1)
+        if environ.get("JOB_COMPLETION_INDEX"):
+            return int(environ["JOB_COMPLETION_INDEX"])
+    except ValueError:
+        raise UserError("--trial auto: SLURM_ARRAY_TASK_ID / JOB_COMPLETION_INDEX is not a whole number") from None
+    raise UserError("--trial auto needs SLURM_ARRAY_TASK_ID (a Slurm job array) or JOB_COMPLETION_INDEX "
+                    "(a Kubernetes Indexed Job), and neither is set; give --trial INDEX or NAME instead")
+
+
+def resolve_trial(sweep):
+    """The sweep with ``--trial auto`` turned into this task's index; None when
+    the index is past the last trial (an array sized larger than the sweep)."""
+    from dataclasses import replace
+
+    from engine.study.sweep import trials
+
+    if sweep.trial != "auto":
+        return sweep
+    index, count = array_index(), len(trials(sweep, every_shard=True))
+    if index >= count:
+        print(f"array index {index}: the sweep has {count} trials (0-{count - 1}); nothing to run here", flush=True)
+        return None
+    return replace(sweep, trial=str(index))
+
+
+def rerun_args(records: Path | None, out: Path, config: Path | None, given: dict) -> list[str]:
+    """The ``engine`` arguments that run this sweep again from anywhere (paths
+    made absolute), without the options that pick a part of it."""
+    args = ["compare", *([str(records.resolve())] if records else []), "--out", str(out.resolve())]
+    if config:
+        args += ["--config", str(config.resolve())]
+    for name, value in given.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None or name in ("trial", "shard"):
+            continue
+        args += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
+    return args
 
 
 def child_args(argv: list[str], records: Path | None) -> list[str]:

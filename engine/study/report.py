@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import SweepConfig, from_json
-from engine.io import atomic_json, atomic_open, atomic_write, save_figure
+from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, save_figure
 from engine.study import paper
 from engine.study.stats import ALPHA, TAIL, compare, holm, tail_mean
-from engine.study.sweep import trials
+from engine.study.sweep import LOCK, trials
 
 # The paper's colours: train acc yellow, val acc blue, train loss red, val loss green.
 COLOURS = {"accuracy": "gold", "val_accuracy": "tab:blue", "loss": "tab:red", "val_loss": "tab:green"}
@@ -51,7 +51,8 @@ def collect(folder: Path) -> dict:
             {"name": trial.name, "seed": trial.config.seed, "history": read_history(run / "history.csv"),
              "metrics": metrics, "config": trial.config})
     return {"sweep": cfg, "settings": settings, "machine": sweep.get("machine", {}),
-            "choice": sweep.get("choice", {}), "deviations": sweep.get("deviations")}
+            "choice": sweep.get("choice", {}), "deviations": sweep.get("deviations"),
+            "command": sweep.get("command")}
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -123,6 +124,43 @@ def summarise(data: dict) -> list[dict]:
     return rows
 
 
+def trial_states(data: dict) -> list[dict]:
+    """Every trial's state: finished (done or diverged), running (its lock has
+    a live heartbeat), failed, or missing (never started, or interrupted);
+    the failed and missing ones with the command that reruns them."""
+    import shlex
+
+    states = []
+    for runs in data["settings"].values():
+        for r in runs:
+            status = status_of(r)
+            if status in ("done", "diverged"):
+                state, detail = "finished", status
+            elif FolderLock(r["config"].out / LOCK).held_elsewhere():
+                state, detail = "running", f"{len(r['history'])} epochs done"
+            elif status == "failed":
+                state, detail = "failed", r["metrics"].get("reason", "")
+            else:
+                state = "missing"
+                detail = f"interrupted after {len(r['history'])} epochs" if r["history"] else "not started"
+            entry = {"name": r["name"], "state": state, "detail": detail}
+            if state in ("failed", "missing"):
+                entry["rerun"] = ("engine " + shlex.join([*data["command"], "--trial", r["name"]])
+                                  if data.get("command") else f"the sweep's command with --trial {r['name']}")
+            states.append(entry)
+    return states
+
+
+def states_text(states: list[dict]) -> list[str]:
+    counts = {k: sum(1 for s in states if s["state"] == k) for k in ("finished", "running", "failed", "missing")}
+    lines = [f"{len(states)} trials: " + ", ".join(f"{n} {k}" for k, n in counts.items() if n) + "."]
+    for s in states:
+        if s["state"] != "finished":
+            lines.append(f"- {s['name']}: {s['state']} ({s['detail']})"
+                         + (f"; rerun: `{s['rerun']}`" if s.get("rerun") else ""))
+    return lines
+
+
 STATISTIC = (f"the mean validation loss of each run's last {TAIL} epochs (of all epochs when fewer), "
              f"averaged over a setting's finished runs; the best setting against each other by the difference "
              f"of the statistic (other - best): a paired t interval over the seeds both finished where they "
@@ -136,7 +174,8 @@ def rank(rows: list[dict]) -> dict:
     unranked = [r for r in rows if r["statistic"] is None and r["flags"]]
     lines = []
     if not ready:
-        lines = ["No setting has a finished run yet."] + [f"- {r['setting']}: {r['flags']}: not ranked." for r in unranked]
+        lines = ["No setting has a finished run yet."]
+        lines += [f"- {r['setting']}: {r['flags']}: not ranked." for r in unranked]
         return {"best": None, "statistic": STATISTIC, "comparisons": [], "text": "\n".join(lines)}
     best = min(ready, key=lambda r: r["statistic"])
     others = [r for r in ready if r is not best]
@@ -216,7 +255,9 @@ def plot_curves(data: dict, path: Path) -> None:
                 ax.scatter(epochs[clipped], np.ones(clipped.sum()), marker="^", color=COLOURS[key], zorder=3)
     for ax in list(axes.flat)[len(settings):]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8, loc="center right")
+    drawn = next((ax for ax in axes.flat if ax.lines), None)
+    if drawn is not None:
+        drawn.legend(fontsize=8, loc="center right")
     fig.suptitle("Training and validation curves (mean over runs, band: min-max; losses > 1 clipped, marked ▲)",
                  fontsize=11)
     fig.tight_layout()
@@ -292,8 +333,9 @@ def write(folder: Path) -> dict:
     deviations = data["deviations"]
     if deviations is None:  # a sweep.json from before deviations were recorded
         deviations = paper.deviations(sweep, load_manifest(sweep.base.records), data["choice"], data["machine"])
+    states = trial_states(data)
     atomic_json(folder / "summary.json", {"rows": rows, "ranking": ranking, "claims": claims,
-                                          "deviations": deviations}, default=str)
+                                          "deviations": deviations, "trials": states}, default=str)
     keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))] if rows else []
     with atomic_open(folder / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -331,12 +373,14 @@ def write(folder: Path) -> dict:
         lines += ["## The paper's claims", "", "| claim | evidence | verdict |", "|---|---|---|"]
         lines += [f"| {c['claim']} | {c['evidence']} | {c['verdict']} |" for c in claims]
         lines += ["", f"Words: {paper.DEFINITIONS}.", ""]
+    if any(st["state"] != "finished" for st in states):
+        lines += ["## Trials not finished", ""] + states_text(states) + [""]
     lines += ["## Differences from the paper's setup", ""]
     lines += [f"- {d['what']}: the paper {d['paper']}; here {d['here']}." for d in deviations] or ["- none"]
     lines += ["", "![curves](curves.png)", "", "![compare](compare.png)", ""]
     atomic_write(folder / "report.md", "\n".join(lines))
     write_html(folder / "report.html", lines)
-    return {"rows": rows, "ranking": ranking, "claims": claims, "deviations": deviations}
+    return {"rows": rows, "ranking": ranking, "claims": claims, "deviations": deviations, "trials": states}
 
 
 def write_html(path: Path, lines: list[str]) -> None:

@@ -10,8 +10,12 @@ different config on the same DIR is refused.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,8 +26,10 @@ from engine import machine, training
 from engine.config import SweepConfig, TrainConfig, differences
 from engine.data.manifest import load_manifest
 from engine.errors import UserError
-from engine.io import atomic_json
+from engine.io import FolderLock, atomic_json, create_once
 from engine.study import paper
+
+LOCK = ".lock"  # a trial folder's lock: held while a runner trains it
 
 
 @dataclass(frozen=True)
@@ -41,9 +47,10 @@ def setting_name(lr: float, batch: int, optimizer: str, axis: str) -> str:
 
 
 def trials(sweep: SweepConfig, every_shard: bool = False) -> list[Trial]:
-    """Every trial of the sweep (of its shard, unless ``every_shard``) in a fixed
-    order; repeats of a setting share the seeds of every other setting (paired
-    comparison: same data order and augmentations per seed)."""
+    """Every trial of the sweep in a fixed order (of its shard or its one
+    ``trial``, unless ``every_shard``); repeats of a setting share the seeds of
+    every other setting (paired comparison: same data order and augmentations
+    per seed)."""
     smallest = min(sweep.batch_sizes)
     out = []
     for lr in sweep.lrs:
@@ -63,8 +70,19 @@ def trials(sweep: SweepConfig, every_shard: bool = False) -> list[Trial]:
                     out.append(Trial(name, setting, repeat, cfg))
     if every_shard:
         return out
+    if sweep.trial:
+        return [pick_trial(out, sweep.trial)]
     index, count = sweep.shard
     return out[index::count]
+
+
+def pick_trial(plan: list[Trial], wanted: str) -> Trial:
+    """The trial named ``wanted`` or at index ``wanted`` of the full list."""
+    for i, trial in enumerate(plan):
+        if wanted in (trial.name, str(i)):
+            return trial
+    raise UserError(f"--trial {wanted!r} is neither a trial name nor an index 0-{len(plan) - 1} of this sweep "
+                    f"(engine compare ... --dry-run lists them)")
 
 
 # --- dry run ------------------------------------------------------------------
@@ -98,6 +116,20 @@ def rough_rate(image_size: int, model: str) -> float:
     return rate * (50 if machine.gpus() else 1)
 
 
+def plan_summary(sweep: SweepConfig) -> dict:
+    """What ``--dry-run`` shows: the trials (with their index in the whole
+    sweep, for sizing a job array) and a rough time."""
+    everything = trials(sweep, every_shard=True)
+    shown = trials(replace(sweep, trial="") if sweep.trial == "auto" else sweep)
+    counts = split_counts(sweep)
+    rate = rough_rate(sweep.base.model.image_size, sweep.base.model.name)
+    seconds = estimate_seconds(shown, counts["train"], counts["val"], rate)
+    return {"count": len(everything), "images_per_second": rate, "seconds": round(seconds),
+            "trials": [{"index": everything.index(t), "name": t.name, "setting": t.setting, "lr": t.config.lr,
+                        "batch_size": t.config.batch_size, "epochs": t.config.epochs, "seed": t.config.seed}
+                       for t in shown]}
+
+
 def with_records(sweep: SweepConfig, quiet: bool = False) -> SweepConfig:
     """The sweep on its records: the embedded set's, at the sweep's image
     size, built on first use when none were given."""
@@ -114,72 +146,133 @@ def total_steps(plan: list[Trial], train_images: int) -> int:
 
 # --- the run ------------------------------------------------------------------
 
-def check_existing(out: Path, sweep: SweepConfig, force: bool) -> None:
-    """Refuses a different sweep config on an existing folder (unless force)."""
+RUNNING_ELSEWHERE = "running elsewhere"
+FINISHED = (training.STATUS_DONE, training.STATUS_DIVERGED)
+
+
+def check_existing(out: Path, sweep: SweepConfig, force: bool) -> dict | None:
+    """The folder's sweep.json, refused when it holds another config (unless
+    ``force``, which starts the sweep's choices over); None when there is none."""
     path = out / "sweep.json"
     if not path.is_file():
-        return
-    old = json.loads(path.read_text()).get("config", {})
-    differing = [k for k in differences(old, sweep) if k != "shard"]
+        return None
+    existing = json.loads(path.read_text())
+    differing = [k for k in differences(existing.get("config", {}), sweep) if k not in ("shard", "trial")]
     if differing and not force:
         raise UserError(f"{out} holds a sweep with another config (differs in: {', '.join(differing)}); "
                         f"use another --out or --force")
+    return None if force else existing
 
 
-def run(sweep: SweepConfig, *, force: bool = False, on_event=None) -> list[dict]:
-    """Runs (or resumes) every trial of this shard; returns their results.
-
-    A trial that diverges or fails (e.g. out of memory) is recorded with its
-    reason and the sweep goes on. ``on_event(kind, trial, info)`` drives the
-    dashboard: kinds are queued, start, batch, epoch, end.
-    """
-    sweep = with_records(sweep, quiet=True)
+def shared_choices(sweep: SweepConfig, force: bool, command: list[str] | None) -> "training.Numerics":
+    """The sweep's precision, XLA and BatchNorm momentum: made by the first
+    runner, which creates sweep.json (only if it is still absent: another
+    shard or array task may create it at the same moment), and adopted from
+    sweep.json by every later one, whatever machine it runs on."""
     out = sweep.base.out
-    out.mkdir(parents=True, exist_ok=True)
-    check_existing(out, sweep, force)
+    existing = check_existing(out, sweep, force)
+    if existing and "bn_momentum" in existing.get("choice", {}):
+        return training.Numerics.from_json(existing["choice"])
     # Resolved once for the whole sweep (``auto`` probes the first trial's
     # shape; the BatchNorm momentum suits the trial with the fewest steps), so
     # every trial runs the same numerics and no axis is confounded by them.
     numerics = training.choose_numerics(replace(sweep.base, batch_size=sweep.batch_sizes[0]),
                                         largest_batch=max(sweep.batch_sizes))
-    plan = trials(sweep)
-    atomic_json(out / "sweep.json", {
-        "config": sweep.to_json(), "machine": machine.describe(), "choice": numerics.to_json(),
-        "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(),
-                                       machine.describe()),
+    described = machine.describe()
+    content = {
+        "config": sweep.to_json(), "command": command, "machine": described, "choice": numerics.to_json(),
+        "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(), described),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "trials": [{"name": t.name, "setting": t.setting, "lr": t.config.lr, "batch_size": t.config.batch_size,
-                    "optimizer": t.config.optimizer, "epochs": t.config.epochs, "seed": t.config.seed}
-                   for t in trials(sweep, every_shard=True)]})
+        "trials": [{"index": i, "name": t.name, "setting": t.setting, "lr": t.config.lr,
+                    "batch_size": t.config.batch_size, "optimizer": t.config.optimizer, "epochs": t.config.epochs,
+                    "seed": t.config.seed} for i, t in enumerate(trials(sweep, every_shard=True))]}
+    path = out / "sweep.json"
+    if force or existing is not None:  # --force starts the choices over; an older sweep.json gains them
+        atomic_json(path, content)
+    elif not create_once(path, json.dumps(content, indent=1) + "\n"):
+        # Another runner created it first: its choices are the sweep's.
+        return training.Numerics.from_json(json.loads(path.read_text())["choice"])
+    return numerics
+
+
+def finished_result(trial: Trial) -> dict | None:
+    path = trial.config.out / "metrics.json"
+    if path.is_file():
+        result = json.loads(path.read_text())
+        if result.get("status") in FINISHED:
+            return result
+    return None
+
+
+@contextlib.contextmanager
+def preemptible():
+    """SIGTERM (a scheduler preempting the task) ends the process with status
+    143 through the normal exits, so trial locks are released and the last
+    finished epoch's checkpoint stays for the retry."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list[str] | None = None) -> list[dict]:
+    """Runs (or resumes) every trial of this runner (its shard or its one
+    trial); returns their results.
+
+    A trial that diverges or fails (e.g. out of memory) is recorded with its
+    reason and the sweep goes on. Each trial is run under a lock in its
+    folder: a trial another live process is running is skipped (result
+    status "running elsewhere"). ``on_event(kind, trial, info)`` drives the
+    dashboard: kinds are queued, start, batch, epoch, note, end. ``command``
+    (the arguments that rerun this sweep) is kept in sweep.json.
+    """
+    sweep = with_records(sweep, quiet=True)
+    out = sweep.base.out
+    out.mkdir(parents=True, exist_ok=True)
+    numerics = shared_choices(sweep, force, command)
     write_hparams_config(out / "trials", sweep)
     event = on_event or (lambda *args: None)
     plan = [replace(t, config=replace(t.config, precision=numerics.precision.value, xla=numerics.xla.value))
-            for t in plan]
+            for t in trials(sweep)]
     for trial in plan:
         event("queued", trial, {})
     results = []
-    for trial in plan:
-        metrics_path = trial.config.out / "metrics.json"
-        if metrics_path.is_file() and json.loads(metrics_path.read_text()).get("status") in (
-                training.STATUS_DONE, training.STATUS_DIVERGED):
-            result = json.loads(metrics_path.read_text())
+    with preemptible():
+        for trial in plan:
+            result = finished_result(trial)
+            lock = None if result else FolderLock(trial.config.out / LOCK)
+            if lock is not None and not lock.acquire():
+                result = {"status": RUNNING_ELSEWHERE}
+            elif lock is not None:
+                try:
+                    if lock.taken_over is not None:
+                        event("note", trial, {"text": f"{trial.name}: took over its lock (no heartbeat for "
+                                                      f"{lock.taken_over:.0f} s: its runner is gone)"})
+                    result = finished_result(trial) or run_trial(trial, force, numerics, event)
+                finally:
+                    lock.release()
             event("end", trial, result)
             results.append(result)
-            continue
-        event("start", trial, {})
-        write_hparams(trial)
-        try:
-            result = training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)],
-                                    numerics=numerics)
-        except UserError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a failed trial (e.g. OOM) must not stop the sweep
-            result = {"status": "failed", "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
-            trial.config.out.mkdir(parents=True, exist_ok=True)
-            atomic_json(trial.config.out / "metrics.json", result)
-        event("end", trial, result)
-        results.append(result)
     return results
+
+
+def run_trial(trial: Trial, force: bool, numerics, event) -> dict:
+    event("start", trial, {})
+    write_hparams(trial)
+    try:
+        return training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)],
+                              numerics=numerics)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failed trial (e.g. OOM) must not stop the sweep
+        result = {"status": "failed", "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+        trial.config.out.mkdir(parents=True, exist_ok=True)
+        atomic_json(trial.config.out / "metrics.json", result)
+        return result
 
 
 def write_hparams_config(folder: Path, sweep: SweepConfig) -> None:

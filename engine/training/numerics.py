@@ -42,6 +42,13 @@ class Numerics:
                 "xla_reason": self.xla.reason, "bn_momentum": 0.99 if self.bn_momentum is None else self.bn_momentum,
                 "bn_momentum_reason": self.bn_reason}
 
+    @classmethod
+    def from_json(cls, data: dict) -> "Numerics":
+        """Inverse of ``to_json`` (0.99 is Keras' own momentum: left to Keras)."""
+        momentum = data["bn_momentum"]
+        return cls(Choice(data["precision"], data["reason"]), Choice(data["xla"], data.get("xla_reason", "")),
+                   None if momentum == 0.99 else float(momentum), data.get("bn_momentum_reason", ""))
+
 
 # --- the probe cache ----------------------------------------------------------
 

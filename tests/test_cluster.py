@@ -1,0 +1,219 @@
+"""Sweeps across machines: one trial per job-array task with the commands of the
+shipped Slurm and Kubernetes examples, trial locks, a killed task rerun by the
+command `engine report` names, and training through the tf.data service."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import factories
+from engine.config import ModelConfig, PipelineConfig, TrainConfig
+from engine.io import FolderLock
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+# A tiny study for the examples' commands (the command line wins over their preset).
+TINY = ["--preset", "quick", "--model", "TinyCNN", "--weights", "none", "--image-size", "32", "--lrs",
+        "1e-3,1e-2,3e-3", "--batch-sizes", "8", "--epochs", "6", "--repeats", "1", "--precision", "float32",
+        "--xla", "off"]
+
+
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    return factories.synthetic_records(tmp_path_factory.mktemp("cluster"), {"train": 16, "val": 8, "test": 8}, 32)
+
+
+def slurm_command(records_dir: Path, out: Path) -> list[str]:
+    """The engine command of examples/slurm/compare.sbatch, its variables filled in."""
+    line = next(line for line in (EXAMPLES / "slurm" / "compare.sbatch").read_text().splitlines()
+                if line.startswith("srun engine "))
+    line = line.replace('"$RECORDS"', str(records_dir)).replace('"$OUT"', str(out))
+    return shlex.split(line.replace("${ENGINE_ARGS:-}", shlex.join(TINY)))[1:]
+
+
+def indexed_job_command(records_dir: Path, out: Path) -> list[str]:
+    """The container command of examples/kubernetes/compare-indexed-job.yaml, on a local folder."""
+    job = yaml.safe_load((EXAMPLES / "kubernetes" / "compare-indexed-job.yaml").read_text())
+    assert job["spec"]["completionMode"] == "Indexed" and "backoffLimitPerIndex" in job["spec"]
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    return [c.replace("/data/records", str(records_dir)).replace("/data/sweep", str(out)) for c in command] + TINY
+
+
+def report_command(out: Path) -> list[str]:
+    """The `engine report` job that examples/slurm/submit.sh queues after the array."""
+    line = next(line for line in (EXAMPLES / "slurm" / "submit.sh").read_text().splitlines() if "--wrap" in line)
+    wrapped = shlex.split(line.split("--wrap", 1)[1])[0]
+    return shlex.split(wrapped.replace("$OUT", str(out)))
+
+
+def engine(command: list[str], env: dict) -> subprocess.Popen:
+    assert command[0] == "engine"
+    return subprocess.Popen([sys.executable, "-m", "engine.cli", *command[1:]], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
+    output, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, output
+
+
+def wait_for(path: Path, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_job_array_from_the_shipped_examples(tiny_records, tmp_path):
+    out = tmp_path / "sweep"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", ENGINE_LOCK_HEARTBEAT_SECONDS="0.5",
+               ENGINE_LOCK_STALE_SECONDS="3", ENGINE_CACHE_DIR=str(tmp_path / "cache"))
+    slurm = slurm_command(tiny_records, out)
+    assert slurm[:2] == ["engine", "compare"] and "--trial" in slurm and "auto" in slurm
+    task = lambda index: dict(env, SLURM_ARRAY_TASK_ID=str(index + 4), SLURM_ARRAY_TASK_MIN="4")  # noqa: E731
+    listing = subprocess.run([sys.executable, "-m", "engine.cli", *slurm[1:], "--dry-run", "--json"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert listing.returncode == 0, listing.stderr
+    plan = json.loads(listing.stdout)
+    assert plan["count"] == 3 and [t["index"] for t in plan["trials"]] == [0, 1, 2]
+    first = out / "trials" / plan["trials"][0]["name"]
+
+    # Task 0 holds its trial's lock; a second runner of the same task starts then and skips it.
+    # (The holder is paused meanwhile, so it cannot finish first, whatever the machine's speed;
+    # the second runner allows a minute of missed heartbeats.)
+    holder = engine(slurm, task(0))
+    wait_for(first / ".lock" / "heartbeat")
+    holder.send_signal(signal.SIGSTOP)
+    duplicate = engine(slurm, dict(task(0), ENGINE_LOCK_STALE_SECONDS="60"))
+    other = engine(indexed_job_command(tiny_records, out), dict(env, JOB_COMPLETION_INDEX="1"))
+    code, output = finish(duplicate)
+    assert code == 0 and f"{first.name}: running elsewhere" in output, output
+    holder.send_signal(signal.SIGCONT)
+    # The holder is killed after its first checkpoint: its lock stays, without heartbeat.
+    wait_for(first / "ckpt" / "state.json")
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    assert (first / ".lock").exists() and not (first / "metrics.json").exists()
+    code, output = finish(other)
+    assert code == 0 and "lr0.01_seed0: done" in output, output
+    time.sleep(3.5)  # the dead holder's lock goes stale
+
+    code, output = finish(engine(report_command(out), env))
+    assert code == 0, output
+    assert "3 trials: 1 finished, 2 missing." in output, output
+    rerun = next(line for line in output.splitlines() if line.startswith(f"- {first.name}: missing"))
+    assert "interrupted after" in rerun
+    command = shlex.split(rerun.split("rerun: `", 1)[1].rstrip("`"))
+    assert command[-2:] == ["--trial", first.name] and str(out) in command
+    resumed = engine(command, env)
+    last = engine(slurm, task(2))
+    past = subprocess.run([sys.executable, "-m", "engine.cli", *slurm[1:]], env=task(3), capture_output=True,
+                          text=True, timeout=300)
+    assert past.returncode == 0 and "array index 3: the sweep has 3 trials (0-2); nothing to run here" in past.stdout
+    code, output = finish(resumed)
+    assert code == 0 and "took over its lock (no heartbeat for" in output and f"{first.name}: done" in output, output
+    history = (first / "history.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in history] == list(range(1, 7))  # resumed, not restarted
+    assert finish(last)[0] == 0
+    code, output = finish(engine(report_command(out), env))
+    assert code == 0 and "3 trials: 3 finished." in output, output
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["command"][:4] == ["compare", str(tiny_records.resolve()), "--out", str(out.resolve())]
+    assert sweep["choice"]["precision"] == "float32" and len(sweep["trials"]) == 3
+    for name in ("summary.json", "report.md", "curves.png"):
+        assert (out / name).is_file()
+
+
+def test_trial_auto_without_an_array_is_one_line(tiny_records, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")}
+    done = subprocess.run([sys.executable, "-m", "engine.cli", *slurm_command(tiny_records, tmp_path / "s")[1:]],
+                          env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: --trial auto needs SLURM_ARRAY_TASK_ID")
+
+
+def test_array_index_from_the_schedulers_variables():
+    from engine.study.launch import array_index
+
+    assert array_index({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_MIN": "3"}) == 4
+    assert array_index({"SLURM_ARRAY_TASK_ID": "9", "SLURM_ARRAY_TASK_MIN": "1", "SLURM_ARRAY_TASK_STEP": "2"}) == 4
+    assert array_index({"JOB_COMPLETION_INDEX": "5"}) == 5
+
+
+def test_lock_is_exclusive_and_a_stale_one_is_taken_over_once(tmp_path):
+    path = tmp_path / "trial" / ".lock"
+    first = FolderLock(path, stale=60, heartbeat=0.05)
+    assert first.acquire() and not FolderLock(path, stale=60).acquire()
+    first.release()
+    assert not path.exists()
+    # A holder that died: its lock has no heartbeat for longer than `stale`.
+    dead = FolderLock(path, stale=60, heartbeat=60)
+    assert dead.acquire()
+    dead._stop.set()
+    old = time.time() - 10
+    os.utime(path / "heartbeat", (old, old))
+    takers = [FolderLock(path, stale=5, heartbeat=0.05) for _ in range(4)]
+    won = []
+    threads = [threading.Thread(target=lambda t=t: won.append(t.acquire())) for t in takers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(won) == [False, False, False, True]
+    winner = next(t for t in takers if t.taken_over is not None)
+    assert winner.taken_over >= 10
+    dead.release()  # the dead holder's late release must not remove the new holder's lock
+    assert path.exists() and not FolderLock(path, stale=5).acquire()
+    winner.release()
+
+
+def test_array_tasks_without_records_build_the_embedded_set_once(tmp_path, monkeypatch):
+    from engine.data import embedded
+
+    built, inside = [], []
+
+    def slow_build(root, out, image_size, seed, quiet, workers):
+        inside.append(1)
+        assert len(inside) == 1, "two builders at once"
+        time.sleep(0.5)
+        out.mkdir(parents=True)
+        (out / "manifest.json").write_text("{}")
+        built.append(out)
+        inside.pop()
+    monkeypatch.setattr(embedded, "build", slow_build)
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(embedded.synthetic_records(32, quiet=True)))
+               for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1 and sorted(flag for _, flag in results) == [False, False, True]
+
+
+def test_training_through_the_tf_data_service(tiny_records, tmp_path):
+    import tensorflow as tf
+
+    from engine import training
+
+    dispatcher = tf.data.experimental.service.DispatchServer()
+    worker = tf.data.experimental.service.WorkerServer(tf.data.experimental.service.WorkerConfig(
+        dispatcher_address=dispatcher.target.split("://")[1]))
+    cfg = TrainConfig(records=tiny_records, out=tmp_path / "run", epochs=2, batch_size=8, precision="float32",
+                      xla="off", bootstrap=10, data=PipelineConfig(data_service=dispatcher.target),
+                      model=ModelConfig(name="TinyCNN", weights="none", image_size=32))
+    result = training.train(cfg, quiet=True)
+    assert result["status"] == "done" and result["epochs_done"] == 2
+    assert result["val"]["n"] == 8 and result["test"]["n"] == 8  # every example scored once
+    del worker
