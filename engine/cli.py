@@ -61,6 +61,17 @@ def option_annotation(f: options.Field, default: str):
     return Annotated[Optional[str], typer.Option(f.flag, help=help_text, metavar=metavar, show_default=False)]
 
 
+@app.callback()
+def start(ctx: typer.Context, verbose: Annotated[bool, typer.Option(
+        "--verbose", help="Show TensorFlow's start-up and log lines (also ENGINE_VERBOSE=1).")] = False) -> None:
+    """Adam learning rate x batch size studies of InceptionV3 on chest X-rays."""
+    import os
+
+    if ctx.invoked_subcommand not in ("recipes", "synthetic") and not (verbose or os.environ.get("ENGINE_VERBOSE")):
+        from engine.progress import quiet_tensorflow
+        quiet_tensorflow()
+
+
 def command_line() -> str:
     return "engine " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 

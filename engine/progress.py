@@ -1,9 +1,13 @@
-"""Progress reporting for long steps: a rich bar on a terminal, plain lines elsewhere."""
+"""What a long command shows on the terminal: a rich bar (plain lines when not
+a terminal) for long steps, and no TensorFlow start-up chatter."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 
@@ -70,3 +74,35 @@ def progress(total: int, description: str, unit: str = "files",
                   file=sys.stderr, flush=True)
 
     yield advance
+
+
+# TensorFlow's start-up chatter on stderr (absl/C++ log lines, the CPU-feature
+# and CUDA-probe notices): a newcomer reads them as failures, and printed in
+# the middle of a live dashboard they leave stacked copies of its header.
+STARTUP_NOISE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl::InitializeLog|"
+                           r"To enable the following instructions|.*rebuild TensorFlow with the appropriate)")
+
+
+def quiet_tensorflow() -> None:
+    """Imports TensorFlow (and initialises its devices) with its start-up lines
+    dropped; anything else it prints still reaches stderr. Later C++ log lines
+    are left to TF_CPP_MIN_LOG_LEVEL, set to errors only unless already set
+    (errors that matter reach the user as Python exceptions)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)  # C++ writes to the file descriptor, not to sys.stderr
+        try:
+            import tensorflow as tf
+            tf.config.list_physical_devices("GPU")  # the CUDA probe logs here
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        captured.seek(0)
+        kept = [line for line in captured.read().decode(errors="replace").splitlines()
+                if not STARTUP_NOISE.match(line)]
+    if kept:
+        print("\n".join(kept), file=sys.stderr, flush=True)

@@ -52,6 +52,22 @@ def test_synthetic_bad_arguments_are_one_line(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
+def test_a_cpu_terminal_shows_no_tensorflow_start_up_lines(tmp_path):
+    import re
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ENGINE_VERBOSE")}
+    log_line = re.compile(r"^[IWE][0-9]{4} ", re.MULTILINE)
+    args = [sys.executable, "-m", "engine.cli", "compare", "--dry-run", "--epochs", "1", "--out", str(tmp_path / "c")]
+    quiet = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0 and "6 trials" in quiet.stdout and not log_line.search(quiet.stderr), quiet.stderr
+    bad = subprocess.run(args + ["--axis", "nope"], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --axis must be one of lr, batch, grid, optimizer, not 'nope'"], bad.stderr
+    verbose = subprocess.run([*args[:3], "--verbose", *args[3:]], capture_output=True, text=True, env=env,
+                             timeout=300)
+    assert verbose.returncode == 0 and log_line.search(verbose.stderr), verbose.stderr
+
+
 def test_recipes_listed():
     result = runner.invoke(app, ["recipes"])
     assert result.exit_code == 0

@@ -180,6 +180,7 @@ def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "lr0.001_seed0 epoch 1/1" in done.stdout and "lr0.01_seed0: done" in done.stdout
+    assert "lr0.001_seed0: compiling" in done.stdout  # the first step's minute does not look stuck
     assert "\x1b[" not in done.stdout and "Best on validation:" in done.stdout
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert len(summary["rows"]) == 2

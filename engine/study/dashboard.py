@@ -64,6 +64,9 @@ class Dashboard:
                                                 "steps_per_epoch": None})
         if kind == "start":
             row["status"], row["started"] = "compiling", time.perf_counter()
+            if not self.live_mode and not self.quiet:  # a log must not look stuck for the minute this takes
+                self.console.print(f"{trial.name}: compiling (the first step traces and compiles the model)",
+                                   highlight=False, soft_wrap=True)
         elif kind == "batch":
             row["status"] = "running"
             row["steps"] += 1

@@ -115,6 +115,10 @@ class EpochPrinter(keras.callbacks.Callback):
         super().__init__()
         self.epochs, self.quiet = epochs, quiet
 
+    def on_train_begin(self, logs=None):
+        if not self.quiet:  # the first step can take a minute: say why nothing moves
+            print("compiling (the first step traces and compiles the model)", flush=True)
+
     def on_epoch_end(self, epoch, logs=None):
         if self.quiet or not logs:
             return
