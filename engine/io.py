@@ -176,9 +176,3 @@ class FolderLock:
             mine = False
         if mine:
             shutil.rmtree(self.path, ignore_errors=True)
-
-    def __enter__(self) -> "FolderLock":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.release()

@@ -228,8 +228,9 @@ def sweep_config(command_line: dict, from_file: dict, records: Path | None, out:
     axis, preset = layered.get("axis", defaults.axis), layered.get("preset", defaults.preset)
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
-    values = {**PRESETS[preset].fields_for(axis), **layered}
-    values = {name: coerce(SWEEP[name], value) for name, value in values.items()}
+    # The preset's values are plain Python; the given ones arrive coerced already.
+    values = {**{name: coerce(SWEEP[name], value) for name, value in PRESETS[preset].fields_for(axis).items()},
+              **layered}
     sweep = assemble(defaults, values, SWEEP)
     base = replace(sweep.base, records=records, out=out, seed=sweep.seed,
                    lr=sweep.lrs[0] if sweep.lrs else sweep.base.lr,

@@ -23,7 +23,7 @@ from engine.config import SweepConfig, from_json
 from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, save_figure
 from engine.study import paper
 from engine.study.stats import ALPHA, TAIL, compare, holm, tail_mean
-from engine.study.sweep import LOCK, trials
+from engine.study.sweep import FINISHED, LOCK, trials
 
 # The paper's colours: train acc yellow, val acc blue, train loss red, val loss green.
 COLOURS = {"accuracy": "gold", "val_accuracy": "tab:blue", "loss": "tab:red", "val_loss": "tab:green"}
@@ -134,7 +134,7 @@ def trial_states(data: dict) -> list[dict]:
     for runs in data["settings"].values():
         for r in runs:
             status = status_of(r)
-            if status in ("done", "diverged"):
+            if status in FINISHED:
                 state, detail = "finished", status
             elif FolderLock(r["config"].out / LOCK).held_elsewhere():
                 state, detail = "running", f"{len(r['history'])} epochs done"

@@ -19,6 +19,7 @@ keys all come back.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
@@ -277,8 +278,6 @@ def class_weights(manifest: dict) -> dict[int, float]:
 
 def check_resume(run: Path, cfg: TrainConfig, force: bool) -> None:
     """Refuses to mix two configs in one run folder (``force`` clears it instead)."""
-    import json
-
     path = run / "config.json"
     if not path.is_file():
         return
