@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine import options
-from engine.config import BENCH_MODES, BenchConfig, RecordsConfig, TrainConfig
+from engine.config import BENCH_MODES, STUDY_MODE, BenchConfig, RecordsConfig, TrainConfig
 from engine.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -111,7 +111,8 @@ def build_records(
     values = options.from_command_line(given, options.RECORDS)
     if src is None and out is None:
         folder, built = embedded.synthetic_records(image_size=values.get("image_size", 299), seed=values.get("seed", 0),
-                                                   quiet=quiet, workers=values.get("workers"))
+                                                   quiet=quiet, workers=values.get("workers"),
+                                                   subset=values.get("subset"))
         if not built:
             out_console.print(f"embedded synthetic set already built: {folder}")
         print_records(load_manifest(folder), folder)
@@ -173,8 +174,9 @@ def compare(
     out: Annotated[Path, typer.Option(help="Sweep folder (rerun to resume).")] = Path("runs/compare"),
     config: Annotated[Optional[Path], typer.Option(
         help="A TOML file with these options as keys (the command line wins over it, it over the preset).")] = None,
-    parallel: Annotated[int, typer.Option(help="Trials at once: N processes, one GPU each where there are GPUs.")]
-    = 1,
+    parallel: Annotated[str, typer.Option(help="Trials at once: N processes (one GPU each, or on a CPU a slice "
+                                                "of the cores each), or auto (by measured rates and memory).")]
+    = "1",
     dry_run: Annotated[bool, typer.Option(help="Print the trials and an estimated time, then stop.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="With --dry-run: the trial list as JSON.")] = False,
     force: Annotated[bool, typer.Option(help="Start over if OUT holds another sweep.")] = False,
@@ -196,17 +198,19 @@ def compare(
             table.add_row(*(str(t[k]) if k != "lr" else f"{t[k]:g}" for k in
                             ("index", "name", "setting", "lr", "batch_size", "epochs", "seed")))
         out_console.print(table)
-        out_console.print(f"{len(plan['trials'])} trials; roughly {plan['seconds'] / 60:.0f} min at "
-                          f"~{plan['images_per_second']:.0f} img/s (a rough figure for this machine; see "
-                          f"benchmarks/RESULTS.md)")
+        out_console.print(f"{len(plan['trials'])} trials; roughly {plan['seconds'] / 60:.0f} min "
+                          f"(rates: {plan['basis']})", highlight=False, soft_wrap=True)
         return
     if (sweep := launch.resolve_trial(sweep)) is None:
         return
     sweep = sweep_lib.with_records(sweep, quiet)
     counts = sweep_lib.split_counts(sweep)
     results = []
-    if parallel > 1:
-        launch.run_parallel(parallel, sys.argv[1:], sweep.base.records, quiet)
+    count, why = launch.parallel_count(parallel, sweep)
+    if parallel == "auto" and not quiet:
+        out_console.print(f"--parallel auto: {count} ({why})", highlight=False, soft_wrap=True)
+    if count > 1:
+        launch.run_parallel(count, sys.argv[1:], sweep.base.records, quiet)
     else:
         from engine.study.dashboard import Dashboard
         with Dashboard(sweep_lib.total_steps(sweep_lib.trials(sweep), counts["train"]), quiet=quiet) as dashboard:
@@ -279,15 +283,21 @@ def bench(
         given["mode"] = ",".join(BENCH_MODES)
     cfg = options.assemble(BenchConfig(records=records, out=out), options.from_command_line(given, options.BENCH),
                            options.BENCH).validate()
-    if suggest and (previous := runner.load(out)) is not None:
+    if suggest and (previous := runner.load(out)) is not None and "suggestion" in previous:
         out_console.print(f"from {out / 'bench.json'} ({previous['date']}): {previous['suggestion']['text']}",
                           highlight=False, soft_wrap=True)
         return
+    from engine.bench import study
+    studying = STUDY_MODE in cfg.modes
     if dry_run:
-        out_console.print(runner.dry_run_text(cfg), highlight=False)
+        out_console.print((study if studying else runner).dry_run_text(cfg), highlight=False)
         return
     from engine.progress import console
     note = None if quiet else (lambda text: console.print(text, highlight=False))
+    if studying:
+        out_console.print(study.markdown(study.run(cfg, quiet=quiet, on_note=note)), highlight=False)
+        out_console.print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}", highlight=False)
+        return
     result = runner.run(cfg, quiet=quiet, on_note=note)
     report.print_tables(result, out_console)
     out_console.print(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and {out / 'bench.png'}", highlight=False)

@@ -187,6 +187,8 @@ class TrainConfig:
     Attributes:
         records: records folder; None = the embedded synthetic set at
             ``model.image_size``.
+        subset: with the embedded set: train,val,test images drawn from its
+            500/100/100 (stratified, seeded); None = all of it.
         out: run folder (config, history, metrics, models, TensorBoard logs).
         model: the network.
         data: the input pipeline (its seed is overridden by ``seed``).
@@ -219,6 +221,7 @@ class TrainConfig:
     """
 
     records: Path | None = None
+    subset: tuple[int, int, int] | None = None
     out: Path | None = None
     model: ModelConfig = ModelConfig()
     data: PipelineConfig = PipelineConfig()
@@ -280,6 +283,12 @@ class TrainConfig:
             raise UserError(f"--warmup-epochs must be in [0, epochs), not {self.warmup_epochs}")
         if not 0 <= self.model.dropout < 1:
             raise UserError(f"--dropout must be in [0, 1), not {self.model.dropout}")
+        if self.subset is not None:
+            full = (500, 100, 100)  # the embedded set (engine.data.synthetic.DEFAULT_COUNTS)
+            if len(self.subset) != 3 or self.subset[0] < 1 or self.subset[1] < 1 or \
+                    any(not 0 <= n <= most for n, most in zip(self.subset, full)):
+                raise UserError(f"--subset needs train,val,test counts within the embedded set's 500,100,100 "
+                                f"(train and val >= 1), not {','.join(map(str, self.subset))}")
         return self
 
     def to_json(self) -> dict:
@@ -400,21 +409,27 @@ PRESETS = {
                     values={"epochs": 20, "repeats": 1, "image_size": 299, "weights": "imagenet",
                             "augment": "paper", "model": "InceptionV3", "xla": "auto", "precision": "float32",
                             "bn_momentum": "keras", "select": "last"}),
-    # A few minutes on a 2-core CPU, build included: the embedded synthetic set
-    # at 96 px, InceptionV3 from scratch, 3 learning rates or batch sizes, 3
-    # epochs, 2 repeats (so a noise verdict is possible), the paper's
-    # augmentation: `engine compare --axis batch --preset quick`. Expected:
-    # lr 1e-2 unstable, 1e-3 best on validation; measured times in
-    # benchmarks/RESULTS.md.
+    # Under 5 minutes on a 2-core CPU of either kind, from an empty cache
+    # (generation and records included): `engine compare --axis batch
+    # --preset quick`. A 160/40/40 subset of the embedded synthetic set at
+    # 75 px (InceptionV3's smallest input), InceptionV3 from scratch, 3
+    # learning rates or batch sizes, 3 epochs, 2 repeats (so a noise verdict
+    # is possible), the paper's augmentation. Expected: on the batch axis the
+    # larger batches make fewer updates in 3 epochs and end with the higher
+    # validation loss; on the lr axis 1e-4 learns least. Measured times per
+    # CPU kind in benchmarks/RESULTS.md.
     # XLA stays off: it measured slower for InceptionV3 on CPUs
     # (benchmarks/RESULTS.md), and probing it would cost a minute of the budget.
     "quick": Preset(lrs=(1e-2, 1e-3, 1e-4), batch_sizes=(8, 16, 32), lr_for_batch_axis=1e-3,
-                    batch_for_lr_axis=16, values={"epochs": 3, "repeats": 2, "image_size": 96, "weights": "none",
-                                                  "augment": "paper", "model": "InceptionV3", "xla": "off"}),
+                    batch_for_lr_axis=16, values={"epochs": 3, "repeats": 2, "image_size": 75, "weights": "none",
+                                                  "augment": "paper", "model": "InceptionV3", "xla": "off",
+                                                  "subset": (160, 40, 40)}),
 }
 
 
 BENCH_MODES = ("input", "step", "e2e")
+# A scaled study timed whole, both stacks (engine.bench.study); run on its own.
+STUDY_MODE = "study"
 
 
 @dataclass(frozen=True)
@@ -444,6 +459,14 @@ class BenchConfig:
             median of the others is flagged and left out.
         model: backbone (weights are random: they do not change the cost).
         augment: augmentation policy timed in ``input`` and ``e2e``.
+        lrs: study mode: the learning rates trained at the first batch size
+            (the other batch sizes train at the first rate).
+        epochs: study mode: epochs per trial (at least 2: the first pays compilation).
+        train_images / val_images: study mode, embedded set: images per trial;
+            0 = the most, up to the paper's 500 / 100, that fit ``budget_minutes``.
+        budget_minutes: study mode: the time the embedded study is sized to.
+        parallel: study mode: also run the engine's trials as ``engine compare
+            --parallel N`` (its own row: it cannot be interleaved); 1 = not.
     """
 
     records: Path | None = None
@@ -460,11 +483,17 @@ class BenchConfig:
     outlier_ratio: float = 1.5
     model: str = "InceptionV3"
     augment: str = "paper"
+    lrs: tuple[float, ...] = (1e-4, 1e-5)
+    epochs: int = 2
+    train_images: int = 0
+    val_images: int = 0
+    budget_minutes: float = 30.0
+    parallel: int = 1
 
     def validate(self) -> "BenchConfig":
         """Checks every field; raises UserError with a one-line message."""
         for name, values, choices in (("--precision", self.precisions, PRECISIONS), ("--xla", self.xlas, SWITCHES),
-                                      ("--mode", self.modes, BENCH_MODES)):
+                                      ("--mode", self.modes, BENCH_MODES + (STUDY_MODE,))):
             bad = [v for v in values if v not in choices]
             if bad or not values:
                 raise UserError(f"{name} takes a comma-separated list of {', '.join(choices)}, "
@@ -481,6 +510,18 @@ class BenchConfig:
             raise UserError(f"--outlier-ratio must be > 1, not {self.outlier_ratio}")
         if self.augment not in ("none", "paper", "randaugment", "augmix"):
             raise UserError(f"--augment must be none, paper, randaugment or augmix, not {self.augment!r}")
+        if STUDY_MODE in self.modes:
+            if len(self.modes) > 1:
+                raise UserError("--mode study runs on its own: give it alone")
+            if self.epochs < 2:
+                raise UserError(f"--epochs must be >= 2 in study mode (the first pays compilation), not {self.epochs}")
+            if not self.lrs or any(not lr > 0 for lr in self.lrs):
+                raise UserError("--lrs takes comma-separated learning rates > 0")
+            if self.train_images < 0 or self.val_images < 0 or self.parallel < 1 or not self.budget_minutes > 0:
+                raise UserError("--train-images/--val-images must be >= 0, --parallel >= 1, --budget-minutes > 0")
+            if self.train_images and self.train_images < 2 * max(self.batch_sizes):
+                raise UserError(f"--train-images {self.train_images} is less than two batches of "
+                                f"{max(self.batch_sizes)}")
         return self
 
     def to_json(self) -> dict:

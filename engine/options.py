@@ -229,8 +229,10 @@ def sweep_config(command_line: dict, from_file: dict, records: Path | None, out:
     if preset not in PRESETS:
         raise UserError(f"--preset must be one of {', '.join(PRESETS)}, not {preset!r}")
     # The preset's values are plain Python; the given ones arrive coerced already.
-    values = {**{name: coerce(SWEEP[name], value) for name, value in PRESETS[preset].fields_for(axis).items()},
-              **layered}
+    # A preset's subset draws from the embedded set: with RECORDS, their own splits count.
+    preset_values = {name: value for name, value in PRESETS[preset].fields_for(axis).items()
+                     if not (name == "subset" and records is not None)}
+    values = {**{name: coerce(SWEEP[name], value) for name, value in preset_values.items()}, **layered}
     sweep = assemble(defaults, values, SWEEP)
     base = replace(sweep.base, records=records, out=out, seed=sweep.seed,
                    lr=sweep.lrs[0] if sweep.lrs else sweep.base.lr,

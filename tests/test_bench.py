@@ -212,7 +212,7 @@ def test_tiny_bench_of_every_mode_writes_valid_json(tiny_bench):
 
 def test_dry_run_counts_the_measurements_the_run_made(tiny_bench):
     cfg, result = tiny_bench
-    seconds, count = runner.estimate_seconds(cfg, scale=1.0)
+    seconds, count = runner.estimate_seconds(cfg)
     assert count == len(result["rows"]) and seconds > 0
 
 
@@ -277,3 +277,90 @@ def test_a_setting_that_cannot_be_built_stays_an_oom_row(monkeypatch, tmp_path):
     assert [(m.mode, m.batch, m.status) for m in measures] == \
         [("step", 4, "OOM"), ("e2e", 4, "OOM"), ("step", 8, "OOM"), ("e2e", 8, "OOM")]
     assert all(m.error.startswith("ResourceExhaustedError: OOM when allocating the model") for m in measures)
+
+
+# --- the study bench ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_study(tiny_records, tmp_path_factory):
+    """Both stacks through a whole scaled study: batch 4 and batch 8, one
+    learning rate, 2 epochs, MobileNetV2 at 32 px (each paper-stack epoch
+    pays tf_keras' ~5 s enqueuer stall, so few trials)."""
+    from engine.bench import study
+
+    out = tmp_path_factory.mktemp("study-out")
+    cfg = BenchConfig(records=tiny_records, out=out, modes=("study",), batch_sizes=(4, 8), lrs=(1e-3,),
+                      epochs=2, image_size=32, precisions=("float32",), xlas=("off",), model="MobileNetV2").validate()
+    return cfg, study.run(cfg, quiet=True)
+
+
+def test_study_bench_times_both_stacks_and_projects_the_paper_study(tiny_study):
+    cfg, result = tiny_study
+    assert result["complete"] and result["train_images"] == 24 and result["val_images"] == 4
+    assert [(t["stack"], t["lr"], t["batch"]) for t in result["trials"]] == [
+        ("engine", 1e-3, 4), ("paper", 1e-3, 4), ("engine", 1e-3, 8), ("paper", 1e-3, 8)]
+    for t in result["trials"]:  # the split adds up to the wall time
+        assert t["train"] > 0 and t["val"] > 0 and t["saves"] >= 0
+        assert t["train"] + t["val"] + t["saves"] + t["rest"] == pytest.approx(t["seconds"])
+    engine_s = sum(t["seconds"] for t in result["trials"] if t["stack"] == "engine") + result["report_seconds"]
+    paper_s = sum(t["seconds"] for t in result["trials"] if t["stack"] == "paper")
+    assert result["study_seconds"] == pytest.approx({"engine": engine_s, "paper": paper_s})
+    assert result["study_ratio"] == pytest.approx(paper_s / engine_s)
+    for row in result["per_batch"]:
+        assert row["engine"]["train_img_s"] > 0 and row["paper"]["val_img_s"] > 0
+        assert row["loop"]["e2e_img_s"] > 0 and row["loop"]["eval_img_s"] > 0 and row["loop"]["ratio"] > 0
+    projection = result["projection"]
+    assert projection["engine"]["runs"] == projection["paper"]["runs"] == 6 + 1  # 6 paper lrs, batch 8 at 1e-4
+    assert projection["ratio"] == pytest.approx(projection["paper"]["seconds"] / projection["engine"]["seconds"])
+    # The engine went through engine compare's path: run folders, history, checkpoints, reports.
+    for sweep in ("engine-lr", "engine-batch"):
+        folder = cfg.out / "study" / sweep
+        assert (folder / "report.md").is_file() and (folder / "sweep.json").is_file()
+        for trial in (folder / "trials").iterdir():
+            if trial.is_dir():
+                assert (trial / "history.csv").is_file() and (trial / "ckpt" / "state.json").is_file()
+    assert len(list((cfg.out / "study" / "paper").rglob("model.h5"))) == 2
+    written = json.loads((cfg.out / "bench.json").read_text())
+    assert written["kind"] == "study" and written["projection"] == projection
+    assert "| engine | 0.001 | 4 |" in (cfg.out / "bench.md").read_text()
+
+
+def test_study_dry_run_fits_its_budget(tmp_path):
+    from engine.bench import study
+
+    cfg = BenchConfig(out=tmp_path, modes=("study",)).validate()
+    train, val = study.sized(cfg, None)
+    assert val == train // 5 and train in study.SIZES
+    assert study.estimate_seconds(cfg, train, val) <= 30 * 60 or train == study.SIZES[-1]
+    if train < 500:  # the next size up would not have fitted
+        bigger = study.SIZES[study.SIZES.index(train) - 1]
+        assert study.estimate_seconds(cfg, bigger, bigger // 5) > 30 * 60
+    assert "trials per stack" in study.dry_run_text(cfg)
+
+
+@pytest.mark.parametrize("changes,message", [({"modes": ("study", "e2e")}, "on its own"),
+                                             ({"modes": ("study",), "epochs": 1}, "at least|>= 2"),
+                                             ({"modes": ("study",), "train_images": 10}, "two batches")])
+def test_study_bad_config_is_one_line(changes, message):
+    with pytest.raises(UserError, match=message):
+        BenchConfig(**changes).validate()
+
+
+def test_study_projection_exact_on_hand_made_trials():
+    from engine.bench import study
+
+    def trial(stack, seconds, trains, val, save, final):
+        return {"stack": stack, "lr": 1e-4, "batch": 5, "seconds": seconds, "final_save_seconds": final,
+                "train_images": 50, "val_images": 10,
+                "epochs": [{"train_seconds": t, "val_seconds": val, "save_seconds": save} for t in trains]}
+    first = trial("engine", 63.0, [40.0, 10.0], 2.0, 0.5, 3.0)  # compiles: 30 s over a steady epoch
+    reuse = trial("engine", 35.0, [12.0, 10.0], 2.0, 0.5, 3.0)  # the same compiled step: 2 s over
+    paper = trial("paper", 83.0, [50.0, 20.0], 4.0, 0.0, 2.0)
+    assert study.split_time(first) == {"seconds": 63.0, "train": 50.0, "val": 4.0, "saves": 4.0, "rest": 5.0}
+    rates = study.rates([first, reuse])
+    assert (rates["train_img_s"], rates["val_img_s"], rates["save_s"], rates["first_extra_s"]) == (5.0, 5.0, 0.5,
+                                                                                                 [30.0, 2.0])
+    # 6 runs x (20 x (500 / 5 + 100 / 5 + 0.5) + 8 fixed), one compile (30) and five reuses (2 each).
+    assert study.project([first, reuse, paper], "engine", 5) == {"runs": 6, "seconds": 6 * 2418.0 + 30 + 5 * 2}
+    # The paper's stack builds a fresh model every trial: each pays its first-epoch excess.
+    assert study.project([first, reuse, paper], "paper", 5) == {"runs": 6, "seconds": 6 * (4805.0 + 30)}

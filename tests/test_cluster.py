@@ -183,7 +183,7 @@ def test_array_tasks_without_records_build_the_embedded_set_once(tmp_path, monke
 
     built, inside = [], []
 
-    def slow_build(root, out, image_size, seed, quiet, workers):
+    def slow_build(root, out, image_size, seed, quiet, workers, subset=None):
         inside.append(1)
         assert len(inside) == 1, "two builders at once"
         time.sleep(0.5)

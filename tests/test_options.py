@@ -53,7 +53,8 @@ def test_precedence_command_line_over_file_over_preset_over_default(tmp_path):
     assert base.epochs == 7  # command line over the file (and the quick preset's 3)
     assert base.schedule == "cosine" and base.bn_momentum == "0.97" and base.threshold == "0.3"  # file
     assert base.augment == "none" and base.model.freeze_base is True and sweep.lrs == (1e-3, 1e-4)
-    assert sweep.repeats == PRESETS["quick"].values["repeats"] and base.model.image_size == 96  # preset
+    assert sweep.repeats == PRESETS["quick"].values["repeats"] and base.model.image_size == 75  # preset
+    assert base.subset == (160, 40, 40)  # the preset's subset of the embedded set (no RECORDS given)
     assert base.model.hidden == 256 and base.warmup_epochs == 0.0  # defaults
     assert base.lr == 1e-3 and base.batch_size == 16  # the first setting of each axis
     # The file's axis and preset count, and the command line still wins over them.
@@ -116,3 +117,10 @@ def test_compare_takes_the_new_fields_on_the_command_line_and_in_a_file(tmp_path
     bad = CliRunner().invoke(app, base + ["--schedule", "sometimes"])
     assert isinstance(bad.exception, UserError)
     assert str(bad.exception) == "--schedule must be one of constant, cosine, step, not 'sometimes'"
+
+
+def test_the_quick_presets_subset_is_for_the_embedded_set_only(tmp_path):
+    given = options.sweep_config({}, {}, tmp_path / "records", tmp_path / "out")
+    assert given.base.subset is None and given.base.model.image_size == 75
+    embedded = options.sweep_config({"subset": (100, 20, 0)}, {}, None, tmp_path / "out")
+    assert embedded.base.subset == (100, 20, 0)

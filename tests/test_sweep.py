@@ -258,6 +258,10 @@ def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
     assert "[0] lr0.001_seed0: done" in done.stdout and "[1] lr0.01_seed0: done" in done.stdout
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert [r["repeats_done"] for r in summary["rows"]] == [1, 1]
+    # Each child measured its rate as one of two processes: what --parallel auto compares.
+    from engine.training import pace
+    entries = json.loads((Path(os.environ["ENGINE_CACHE_DIR"]) / pace.PACE_FILE).read_text()).values()
+    assert any(e["shape"]["processes"] == 2 and e["shape"]["model"] == "TinyCNN" for e in entries)
 
 
 def test_child_arguments_drop_parallel_and_shard_in_both_spellings():
@@ -309,3 +313,38 @@ def test_config_file_fields(tiny_records, tmp_path):
     bad = subprocess.run(cmd[:-5] + ["--config", str(tmp_path / "bad.toml"), "--dry-run"], capture_output=True,
                          text=True, env=env, timeout=300)
     assert bad.returncode == 2 and "unknown fields axes" in bad.stderr.strip().splitlines()[-1]
+
+
+def test_cpu_children_get_their_own_cores_and_thread_pools():
+    from engine.study.launch import child_env, cpu_slices
+
+    assert cpu_slices(2, [4, 5]) == [[4], [5]]
+    assert cpu_slices(2, [0, 1, 2, 3, 4]) == [[0, 1], [2, 3]]
+    assert cpu_slices(3, [0, 1]) == [[0], [1], [0]]
+    env = child_env(1, 2, None, 0, [0, 1, 2, 3])
+    assert env == {"ENGINE_PARALLEL_PROCESSES": "2", "TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}
+    assert child_env(1, 2, None, 2, [0, 1]) == {"ENGINE_PARALLEL_PROCESSES": "2", "CUDA_VISIBLE_DEVICES": "1"}
+
+
+def test_parallel_auto_follows_measured_rates_and_memory(monkeypatch):
+    from engine import machine
+    from engine.study import launch
+    from engine.training import pace
+
+    monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(machine, "available_memory_mb", lambda: 20000.0)
+    shape = pace.Shape("InceptionV3", 77, 1, 5, "float32", "off")
+    count, why = launch.auto_parallel(6, shape)
+    assert count == 1 and "no measured rate" in why
+    pace.record(shape, train_img_s=2.0)
+    pace.record(pace.Shape("InceptionV3", 77, 1, 5, "float32", "off", processes=2), train_img_s=1.2)
+    assert launch.auto_parallel(6, shape)[0] == 2  # 2 x 1.2 img/s beats 1 x 2.0
+    pace.record(pace.Shape("InceptionV3", 77, 1, 5, "float32", "off", processes=2), train_img_s=0.9)
+    assert launch.auto_parallel(6, shape)[0] == 1
+    pace.record(pace.Shape("InceptionV3", 77, 1, 5, "float32", "off", processes=2), train_img_s=1.2)
+    monkeypatch.setattr(machine, "available_memory_mb", lambda: 4000.0)  # room for one process
+    assert launch.auto_parallel(6, shape)[0] == 1
+    assert launch.auto_parallel(1, shape)[0] == 1  # one trial: nothing to share
+    with pytest.raises(UserError, match="--parallel must be"):
+        launch.parallel_count("two", None)

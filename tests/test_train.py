@@ -568,3 +568,84 @@ def test_freeze_base_and_trainable_from():
     assert base.get_layer("conv2").trainable and base.get_layer("bn3").trainable
     with pytest.raises(UserError, match="--trainable-from 'nope' is not a layer of TinyCNN"):
         model_lib.build(replace(config, trainable_from="nope"))
+
+
+def test_validation_does_not_depend_on_its_batch(synthetic_records):
+    # Validation runs at a larger batch than training (faster); BatchNorm is in
+    # inference mode there, so the metrics must not change with the batch.
+    run = train.prepare(tiny(synthetic_records, None, batch_size=4), quiet=True)
+    run.classifier.fit(run.batches("train"), epochs=1, steps_per_epoch=run.steps_per_epoch, verbose=0)
+    assert run.eval_batch_size("val") == 60
+    small = run.classifier.evaluate(run.batches("val", batch_size=4), verbose=0, return_dict=True)
+    large = run.classifier.evaluate(run.batches("val", batch_size=run.eval_batch_size("val")), verbose=0,
+                                    return_dict=True)
+    assert small.keys() == large.keys()
+    for name in small:
+        assert large[name] == pytest.approx(small[name], abs=1e-6), name
+    by_run = run.evaluate("val")["metrics"]
+    p, y = train_predict(run, 4)
+    for name, value in metrics_summary(run, p, y).items():
+        assert by_run[name] == pytest.approx(value, abs=1e-6), name
+
+
+def train_predict(run, batch):
+    from engine.training.evaluation import predict_split
+    return predict_split(run.classifier.net, run.batches("val", batch_size=batch))
+
+
+def metrics_summary(run, p, y):
+    from engine.training import metrics as metrics_lib
+    return metrics_lib.summary(p, y, run.positive, 0.5, run.cfg.bootstrap, run.cfg.seed,
+                               label_map=run.manifest["label_map"])["metrics"]
+
+
+def test_checkpoint_keeps_the_best_weights_apart(tmp_path):
+    from engine.training import checkpoint
+
+    net = model_lib.build(ModelConfig(name="TinyCNN", weights="none", image_size=32))
+    classifier = classifier_lib.make_classifier(
+        tiny(None, None, model=ModelConfig(name="TinyCNN", weights="none", image_size=32)),
+        {"image_size": [32, 32], "channels": 1}, net, 4, "off")
+    best = [w + 1.0 for w in net.get_weights()]  # stands for an earlier epoch's weights
+    writer = checkpoint.CheckpointWriter(tmp_path)
+    writer.save(classifier, 2, [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], (2, best))
+    writer.wait()
+    before = [v.numpy() for v in net.variables]
+    for v in net.variables:
+        v.assign(v.numpy() * 0)
+    done, history, restored = checkpoint.load_checkpoint(tmp_path, classifier)
+    assert done == 3 and len(history) == 3 and restored[0] == 2
+    for got, want in zip(restored[1], best):
+        np.testing.assert_array_equal(got, want)
+    for v, want in zip(net.variables, before):
+        np.testing.assert_array_equal(v.numpy(), want)
+    # When the last epoch is the best, the checkpoint holds it once.
+    writer.save(classifier, 3, [{"epoch": e} for e in range(1, 5)], (4, net.get_weights()))
+    writer.wait()
+    assert len(np.load(tmp_path / "ckpt" / "state-0003.npz").files) == \
+        len(net.variables) + len(classifier.optimizer.variables)
+    assert checkpoint.load_checkpoint(tmp_path, classifier)[2][0] == 4
+    assert [p.name for p in (tmp_path / "ckpt").glob("state-*.npz")] == ["state-0003.npz"]
+
+
+def test_batch_sizes_share_one_compiled_model(synthetic_records, tmp_path, monkeypatch):
+    # A batch sweep builds and compiles one classifier: Keras traces its step
+    # once per new batch shape until the second, then once more with the
+    # batch dimension unknown (reduce_retracing), which serves every later size.
+    traced = []
+    original = classifier_lib.Classifier.train_step
+
+    def train_step(self, data):  # Python runs this only while tracing
+        traced.append(data[0].shape[0])
+        return original(self, data)
+    monkeypatch.setattr(classifier_lib.Classifier, "train_step", train_step)
+    classifier_lib._last.clear()
+    options = dict(epochs=1, augment="paper")
+    train.train(tiny(synthetic_records, tmp_path / "b16", batch_size=16, **options), quiet=True)
+    compiled = classifier_lib._last[0].classifier
+    for batch in (32, 8):
+        train.train(tiny(synthetic_records, tmp_path / f"b{batch}", batch_size=batch, **options), quiet=True)
+        assert classifier_lib._last[0].classifier is compiled
+        assert int(compiled.steps_per_epoch.numpy()) == 240 // batch
+    assert traced == [16, None]
+    assert [len(history(tmp_path / f"b{b}")) for b in (16, 32, 8)] == [1, 1, 1]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,9 +27,9 @@ def baseline_available() -> bool:
     return True
 
 
-def paper_model(name: str, size: int):
+def paper_model(name: str, size: int, lr: float = 1e-4):
     """The paper's network: tf_keras InceptionV3 (or ``name`` from tf_keras'
-    applications), float32, no XLA, GAP -> 256 relu -> sigmoid."""
+    applications), float32, no XLA, GAP -> 256 relu -> sigmoid, Adam at ``lr``."""
     import tf_keras
 
     base = getattr(tf_keras.applications, name)(include_top=False, weights=None, input_shape=(size, size, 3))
@@ -36,19 +37,66 @@ def paper_model(name: str, size: int):
     x = tf_keras.layers.Dense(256, activation="relu")(x)
     out = tf_keras.layers.Dense(1, activation="sigmoid")(x)
     model = tf_keras.Model(base.input, out)
-    model.compile(optimizer=tf_keras.optimizers.Adam(1e-4), loss="binary_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer=tf_keras.optimizers.Adam(lr), loss="binary_crossentropy", metrics=["accuracy"])
     return model
 
 
-def paper_flow(images: Path, size: int, batch: int):
-    """The paper's input: ``ImageDataGenerator`` with its augmentation over a class folder, RGB."""
+def paper_flow(images: Path, size: int, batch: int, augment: bool = True):
+    """The paper's input: ``ImageDataGenerator`` with its augmentation (for
+    training; none for validation, in order) over a class folder, RGB."""
     from tf_keras.preprocessing.image import ImageDataGenerator
 
-    generator = ImageDataGenerator(rotation_range=20, zoom_range=0.2, shear_range=0.2,
-                                   width_shift_range=0.2, height_shift_range=0.2)
+    generator = ImageDataGenerator(rotation_range=20, zoom_range=0.2, shear_range=0.2, width_shift_range=0.2,
+                                   height_shift_range=0.2) if augment else ImageDataGenerator()
     with contextlib.redirect_stdout(io.StringIO()):  # "Found N images belonging to 2 classes."
         return generator.flow_from_directory(str(images), target_size=(size, size), batch_size=batch,
-                                             class_mode="binary", interpolation="nearest", seed=0)
+                                             class_mode="binary", interpolation="nearest", seed=0,
+                                             shuffle=augment)
+
+
+def paper_trial(images: Path, out: Path, *, model: str, size: int, batch: int, lr: float, epochs: int,
+                on_epoch: Callable[[], None] = lambda: None) -> dict:
+    """One trial of the study as the paper's script ran it, timed: a fresh
+    tf_keras model, ``fit`` over ``flow_from_directory`` train (augmented) and
+    val generators (``images/{train,val}/<class>/``), then the model saved.
+
+    Returns the wall time and, per epoch, the seconds of training steps and
+    of validation (``fit``'s own callbacks mark them), and the final save."""
+    import tf_keras
+
+    class Clock(tf_keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs: list[dict] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start, self.val = time.perf_counter(), 0.0
+
+        def on_test_begin(self, logs=None):
+            self.val_start = time.perf_counter()
+
+        def on_test_end(self, logs=None):
+            self.val = time.perf_counter() - self.val_start
+
+        def on_epoch_end(self, epoch, logs=None):
+            seconds = time.perf_counter() - self.start
+            self.epochs.append({"epoch": epoch + 1, "seconds": seconds, "train_seconds": seconds - self.val,
+                                "val_seconds": self.val, "save_seconds": 0.0,
+                                "loss": float(logs.get("loss", float("nan"))),
+                                "val_loss": float(logs.get("val_loss", float("nan")))})
+            on_epoch()
+
+    start = time.perf_counter()
+    net = paper_model(model, size, lr)
+    train, val = paper_flow(images / "train", size, batch), paper_flow(images / "val", size, batch, augment=False)
+    clock = Clock()
+    net.fit(train, epochs=epochs, validation_data=val, callbacks=[clock], verbose=0)
+    saving = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    net.save(out / "model.h5")  # what the paper's script kept: the model trained at the last epoch
+    end = time.perf_counter()
+    return {"seconds": end - start, "epochs": clock.epochs, "final_save_seconds": end - saving,
+            "train_images": train.samples, "val_images": val.samples}
 
 
 def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], None]) -> list[Measure]:
@@ -114,8 +162,8 @@ def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], N
     return measures
 
 
-def export_class_folder(folder: Path, manifest: dict, out: Path, limit: int = 500) -> Path:
-    """The train split's images as ``out/<class>/*.png`` for ``flow_from_directory``,
+def export_class_folder(folder: Path, manifest: dict, out: Path, limit: int = 500, split: str = "train") -> Path:
+    """A split's images as ``out/<class>/*.png`` for ``flow_from_directory``,
     so the paper's stack reads the same images as the engine."""
     import tensorflow as tf
 
@@ -124,7 +172,7 @@ def export_class_folder(folder: Path, manifest: dict, out: Path, limit: int = 50
         shutil.rmtree(out)
     for name in names.values():
         (out / name).mkdir(parents=True)
-    ds = tf.data.TFRecordDataset([str(p) for p in shard_paths(folder, "train", manifest)])
+    ds = tf.data.TFRecordDataset([str(p) for p in shard_paths(folder, split, manifest)])
     ds = ds.map(parse_fn(manifest)).take(limit)
     for i, (image, label) in enumerate(ds):
         path = out / names[int(label)] / f"{i:05d}.png"

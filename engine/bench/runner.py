@@ -19,11 +19,6 @@ from engine.data.manifest import load_manifest
 from engine.errors import UserError
 from engine.progress import progress
 
-# float32 2048x2048 matmul GFLOP/s of the 2-core reference CPU, which the
-# rates in estimate_seconds were measured on (benchmarks/RESULTS.md).
-REFERENCE_MATMUL_GFLOPS = 468.0
-
-
 def candidates(value: str, kind: str) -> list[str]:
     """What ``value`` stands for (``kind`` precision or xla): itself, or for
     ``auto`` every setting it could choose on this device."""
@@ -139,6 +134,7 @@ def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None]
         run_measures(measures, cfg.repeats, advance, note, on_round=lambda: save(False))
     result = save(True)
     remember_choice(cfg, result)
+    remember_rates(cfg, result, manifest["channels"])
     return result
 
 
@@ -172,54 +168,66 @@ def remember_choice(cfg: BenchConfig, result: dict) -> None:
             training.remember_rates(cfg.model, cfg.image_size, batch, rates, "engine bench")
 
 
-def estimate_seconds(cfg: BenchConfig, scale: float) -> tuple[float, int]:
-    """A rough duration of the run: the reference machine's measured rates
-    (benchmarks/RESULTS.md) scaled by image area and by ``scale`` (this
-    machine's speed relative to it). Returns (seconds, number of measurements)."""
+def estimate_seconds(cfg: BenchConfig) -> tuple[float, int]:
+    """A rough duration of the run from training's one estimator
+    (``training.estimate_pace``: rates measured on this machine when there
+    are, else a rough rate for this kind of CPU); the input rates are the
+    reference machine's (benchmarks/RESULTS.md). Returns (seconds, number of
+    measurements)."""
     engine_settings, _ = settings(cfg)
     area = (cfg.image_size / 299) ** 2
-    # Training img/s of InceptionV3 at 299 px on the 2-core reference CPU
-    # (XLA is slower there), and first-call seconds per batch shape.
-    rates = {("float32", "off"): 10.0, ("float32", "on"): 6.5, ("mixed_bfloat16", "off"): 15.5,
-             ("mixed_bfloat16", "on"): 6.3}
-    compile_s = {"off": 6.0, "on": 18.0}
     seconds, count = 0.0, 0
     rounds = 1 + cfg.repeats
     step_modes = [m for m in ("step", "e2e") if m in cfg.modes]
     for batch in cfg.batch_sizes:
         if "input" in cfg.modes:
-            seconds += rounds * steps_for(cfg.input_images, batch) * batch * area / (3800 * scale)
+            seconds += rounds * steps_for(cfg.input_images, batch) * batch * area / 3800
             count += 1
         for precision, xla in engine_settings:
-            rate = rates.get((precision, xla), 10.0) * scale / area
-            seconds += len(step_modes) * rounds * steps_for(cfg.step_images, batch) * batch / rate
-            seconds += compile_s[xla] if step_modes else 0  # step and e2e share one trace
+            pace = training.estimate_pace(training.PaceShape(cfg.model, cfg.image_size, 1, batch, precision, xla))
+            seconds += len(step_modes) * rounds * steps_for(cfg.step_images, batch) * batch / pace.train_img_s
+            seconds += pace.first_step_s if step_modes else 0  # step and e2e share one trace
             count += len(step_modes)
     if cfg.baseline is not False and paper_stack.baseline_available():
         import tf_keras
         paper_modes = step_modes if hasattr(tf_keras.applications, cfg.model) else []
         for batch in cfg.batch_sizes:
-            seconds += len(paper_modes) * rounds * steps_for(cfg.step_images, batch) * batch / (7.5 * scale / area)
+            pace = training.estimate_pace(paper_shape(cfg, batch))
+            seconds += len(paper_modes) * rounds * steps_for(cfg.step_images, batch) * batch / pace.train_img_s
             seconds += 5 if paper_modes else 0
             count += len(paper_modes)
             if "input" in cfg.modes:
-                seconds += rounds * steps_for(cfg.input_images // 8, batch) * batch * area / (140 * scale)
+                seconds += rounds * steps_for(cfg.input_images // 8, batch) * batch * area / 140
                 count += 1
     seconds += 30 + 3 * len(engine_settings)  # start-up, peak probe, building the models
     return seconds, count
 
 
+def paper_shape(cfg: BenchConfig, batch: int) -> "training.PaceShape":
+    """The paper's stack as the time estimator knows it: float32, no XLA, RGB."""
+    return training.PaceShape(cfg.model, cfg.image_size, 3, batch, "float32", "off", stack="paper")
+
+
+def remember_rates(cfg: BenchConfig, result: dict, channels: int) -> None:
+    """The measured end-to-end rates, for later time estimates (``training.pace``)."""
+    for r in result["rows"]:
+        if r["mode"] == "e2e" and r["status"] == "ok" and r.get("img_s"):
+            shape = paper_shape(cfg, r["batch"]) if r["stack"] != ENGINE else \
+                training.PaceShape(cfg.model, cfg.image_size, channels, r["batch"], r["precision"], r["xla"])
+            training.record_pace(shape, train_img_s=r["img_s"], source="engine bench e2e")
+
+
 def dry_run_text(cfg: BenchConfig) -> str:
     """What ``cfg`` would measure and a rough time for it on this machine."""
-    scale = flops.measured_matmul_peak("float32") / REFERENCE_MATMUL_GFLOPS
-    seconds, count = estimate_seconds(cfg, scale)
+    seconds, count = estimate_seconds(cfg)
     engine_settings, _ = settings(cfg)
+    basis = training.estimate_pace(training.PaceShape(cfg.model, cfg.image_size, 1, cfg.batch_sizes[0],
+                                                      *engine_settings[0])).basis if engine_settings else "-"
     baseline = "yes" if cfg.baseline is not False and paper_stack.baseline_available() else "no"
     return (f"engine settings: {', '.join(f'{p}/{x}' for p, x in engine_settings)}; batch sizes "
             f"{', '.join(map(str, cfg.batch_sizes))}; modes {', '.join(cfg.modes)}; baseline {baseline}\n"
             f"{count} measurements x ({cfg.repeats} repeats + warm-up): roughly {seconds / 60:.0f} min "
-            f"(reference-machine rates scaled by this machine's matmul speed, x{scale:.2f}; "
-            f"see benchmarks/RESULTS.md)")
+            f"(training rates: {basis})")
 
 
 def load(out: Path) -> dict | None:

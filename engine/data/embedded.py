@@ -21,15 +21,23 @@ def synthetic_root(seed: int = 0) -> Path:
     return cache_dir() / f"synthetic-v{SYNTHETIC_VERSION}-seed{seed}"
 
 
+def records_folder(image_size: int, seed: int = 0, subset: tuple[int, int, int] | None = None) -> Path:
+    """Where the records of the synthetic set at ``image_size`` (or of its
+    ``subset``: train, val, test images) are cached."""
+    name = f"records-{image_size}" + ("" if subset is None else "-" + "-".join(map(str, subset)))
+    return synthetic_root(seed) / name
+
+
 def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
-                      workers: int | None = None) -> tuple[Path, bool]:
-    """Records of the synthetic set at ``image_size``, built on first use.
+                      workers: int | None = None, subset: tuple[int, int, int] | None = None) -> tuple[Path, bool]:
+    """Records of the synthetic set at ``image_size`` (all of it, or a seeded,
+    stratified ``subset``), built on first use.
 
     Returns:
         (records folder, whether it was built now).
     """
     root = synthetic_root(seed)
-    out = root / f"records-{image_size}"
+    out = records_folder(image_size, seed, subset)
     if (out / MANIFEST).is_file():
         return out, False
     # Several processes may start at once without records (the tasks of a job
@@ -43,14 +51,15 @@ def synthetic_records(image_size: int = 299, seed: int = 0, quiet: bool = False,
         time.sleep(1.0)
     try:
         if not (out / MANIFEST).is_file():
-            build(root, out, image_size, seed, quiet, workers)
+            build(root, out, image_size, seed, quiet, workers, subset)
             return out, True
         return out, False
     finally:
         lock.release()
 
 
-def build(root: Path, out: Path, image_size: int, seed: int, quiet: bool, workers: int | None) -> None:
+def build(root: Path, out: Path, image_size: int, seed: int, quiet: bool, workers: int | None,
+          subset: tuple[int, int, int] | None = None) -> None:
     """Generates the images (once, at full size) and their records at ``image_size``."""
     from engine.data import records, synthetic
 
@@ -66,7 +75,7 @@ def build(root: Path, out: Path, image_size: int, seed: int, quiet: bool, worker
         with progress(total, "Generating synthetic X-rays", "images", quiet=quiet) as advance:
             synthetic.generate(images, seed=seed, workers=workers, on_progress=advance)
         (images / ".complete").touch()
-    cfg = RecordsConfig(src=images, out=out, image_size=image_size, seed=seed, workers=workers,
+    cfg = RecordsConfig(src=images, out=out, image_size=image_size, seed=seed, workers=workers, subset=subset,
                         patient_pattern=synthetic.FILENAME_PATTERN,
                         source_pattern=synthetic.FILENAME_PATTERN,
                         # Shrinking the generated 299-px images with nearest would
@@ -76,8 +85,16 @@ def build(root: Path, out: Path, image_size: int, seed: int, quiet: bool, worker
     records.build(cfg, quiet=quiet)
 
 
-def records_or_embedded(records: Path | None, image_size: int, quiet: bool = False) -> Path:
-    """``records``, or the embedded set's records at ``image_size`` when none are given."""
+def embedded_records(image_size: int, subset: tuple[int, int, int] | None = None) -> Path | None:
+    """The embedded set's records at ``image_size`` if they are built, else None."""
+    out = records_folder(image_size, subset=subset)
+    return out if (out / MANIFEST).is_file() else None
+
+
+def records_or_embedded(records: Path | None, image_size: int, quiet: bool = False,
+                        subset: tuple[int, int, int] | None = None) -> Path:
+    """``records``, or the embedded set's records at ``image_size`` (of its
+    ``subset``) when none are given."""
     if records is not None:
         return records
-    return synthetic_records(image_size=image_size, quiet=quiet)[0]
+    return synthetic_records(image_size=image_size, quiet=quiet, subset=subset)[0]

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 from engine import machine
@@ -98,25 +99,112 @@ def visible_gpu(index: int, inherited: str | None, gpus: int) -> str | None:
     return devices[index % len(devices)]
 
 
+# Host memory one trial process may need (InceptionV3 at 299 px, Adam state,
+# the decoded splits and TensorFlow itself: ~2.5 GB measured at batch 15).
+PROCESS_MB = 3072.0
+
+
+def cpu_slices(count: int, cpus: list[int]) -> list[list[int]]:
+    """The CPUs (of ``cpus``, this process' own) each of ``count`` processes
+    is pinned to: equal, disjoint slices (round robin when there are more
+    processes than CPUs)."""
+    if count >= len(cpus):
+        return [[cpus[i % len(cpus)]] for i in range(count)]
+    size = len(cpus) // count
+    return [cpus[i * size:(i + 1) * size] for i in range(count)]
+
+
+def child_env(index: int, count: int, inherited: str | None, gpus: int, cpus: list[int]) -> dict[str, str]:
+    """What child ``index`` of ``count`` gets in its environment: one GPU
+    (``CUDA_VISIBLE_DEVICES``) where there are GPUs; on a CPU-only machine
+    thread pools sized to its slice of the cores (TensorFlow reads
+    ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS`` at start-up):
+    left at their default, each process would size its pools to every core
+    and the processes would fight over them."""
+    env = {"ENGINE_PARALLEL_PROCESSES": str(count)}
+    device = visible_gpu(index, inherited, gpus)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    else:
+        env["TF_NUM_INTRAOP_THREADS"] = str(len(cpu_slices(count, cpus)[index]))
+        env["TF_NUM_INTEROP_THREADS"] = "1"
+    return env
+
+
+def auto_parallel(trials: int, shape=None) -> tuple[int, str]:
+    """``--parallel auto``: how many trial processes, and why.
+
+    With GPUs, one process per GPU. On a CPU, the count whose measured total
+    rate (processes x each one's training img/s, recorded by earlier
+    ``--parallel`` runs in ``training.pace``) is highest, among those the
+    host memory holds (``PROCESS_MB`` each); 1 while nothing else was measured.
+    """
+    from engine import training
+
+    gpus = len(machine.gpus())
+    if gpus:
+        return max(1, min(gpus, trials)), f"one process per GPU ({gpus})"
+    memory = machine.available_memory_mb()
+    fits = int(memory // PROCESS_MB) if memory else machine.cpu_cores()
+    candidates = range(1, max(1, min(machine.cpu_cores(), trials, fits)) + 1)
+    totals = {}
+    if shape is not None:
+        for n in candidates:
+            pace = training.estimate_pace(replace(shape, processes=n))
+            if not pace.basis.startswith(("the CPU probe", "a rough")):  # measured at this many processes
+                totals[n] = n * pace.train_img_s
+    if len(totals) < 2:
+        return 1, ("one process: no measured rate of parallel trials on this machine yet "
+                   "(run engine compare --parallel 2 once, or engine bench --mode study --parallel 2)")
+    best = max(totals, key=totals.get)
+    table = ", ".join(f"{n} x {totals[n] / n:.1f}" for n in sorted(totals))
+    return best, f"measured img/s per process: {table}"
+
+
+def parallel_count(setting: str, sweep) -> tuple[int, str]:
+    """``--parallel`` resolved: a count as given, or ``auto`` (see ``auto_parallel``)
+    for the sweep's trials at its first trial's shape; and why."""
+    from engine import training
+    from engine.data.manifest import load_manifest
+    from engine.study.sweep import trials
+
+    if setting != "auto":
+        try:
+            count = int(setting)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise UserError(f"--parallel must be a whole number >= 1 or auto, not {setting!r}")
+        return count, "set"
+    plan = trials(sweep)
+    if not plan:
+        return 1, "no trials"
+    cfg = plan[0].config
+    precision, xla = training.likely_numerics(cfg)
+    channels = load_manifest(sweep.base.records)["channels"]
+    shape = training.PaceShape(cfg.model.name, cfg.model.image_size, channels, cfg.batch_size, precision, xla)
+    return auto_parallel(len(plan), shape)
+
+
 def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool) -> None:
     """Runs the sweep as ``count`` shard processes into the same folder.
 
-    Each process gets one GPU (CUDA_VISIBLE_DEVICES) when there are GPUs; their
-    plain per-epoch lines are relayed with a ``[i]`` prefix. The report is
-    written once all have finished.
+    Each process gets one GPU (CUDA_VISIBLE_DEVICES) when there are GPUs, and
+    on a CPU its own slice of the cores (pinned, thread pools sized to it);
+    their plain per-epoch lines are relayed with a ``[i]`` prefix. The report
+    is written once all have finished.
     """
     gpus = len(machine.gpus())
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     args = child_args(argv, records)
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     procs = []
     for i in range(count):
-        env = dict(os.environ)
-        device = visible_gpu(i, inherited, gpus)
-        if device is not None:
-            env["CUDA_VISIBLE_DEVICES"] = device
+        env = {**os.environ, **child_env(i, count, inherited, gpus, cpus)}
+        pin = None if gpus or not hasattr(os, "sched_setaffinity") else cpu_slices(count, cpus)[i]
         procs.append(subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--shard", f"{i}/{count}"],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
-
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                      preexec_fn=(lambda cpus=pin: os.sched_setaffinity(0, cpus)) if pin else None))
     def relay(i, proc):
         for line in proc.stdout:
             if not quiet and not line.startswith(NOISE):

@@ -88,43 +88,60 @@ def pick_trial(plan: list[Trial], wanted: str) -> Trial:
 # --- dry run ------------------------------------------------------------------
 
 def split_counts(sweep: SweepConfig) -> dict[str, int]:
-    """Train and val images of the sweep's records (the paper's 500/100 for the
-    embedded set before it is built); a batch larger than train is an error."""
-    if sweep.base.records is None:
-        return {"train": 500, "val": 100}
-    manifest = load_manifest(sweep.base.records)
-    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val")}
+    """Images per split of the sweep's records (and their channels; for the
+    embedded set before it is built, its 500/100/100 in 1 channel); a batch
+    larger than train is an error."""
+    records = sweep.base.records
+    built = False
+    if records is None:
+        from engine.data.embedded import embedded_records
+
+        records = embedded_records(sweep.base.model.image_size, sweep.base.subset)
+        if records is None:
+            train, val, test = sweep.base.subset or (500, 100, 100)
+            return {"train": train, "val": val, "test": test, "channels": 1}
+        built = True
+    manifest = load_manifest(records)
+    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
+    counts.update(channels=manifest["channels"], built=built)
     too_big = [b for b in sweep.batch_sizes if b > counts["train"]]
     if too_big:
         raise UserError(f"batch size {too_big[0]} is larger than the train split ({counts['train']} images)")
     return counts
 
 
-def estimate_seconds(trial_list: list[Trial], train_images: int, val_images: int, images_per_second: float) -> float:
-    """A rough wall time: images trained and evaluated at a given training rate
-    (evaluation counted at three times the training rate)."""
-    return sum(t.config.epochs * (train_images + val_images / 3) / images_per_second for t in trial_list)
-
-
-def rough_rate(image_size: int, model: str) -> float:
-    """Training images/s to expect, for --dry-run: measured InceptionV3 rates on the
-    2-core reference CPU (bf16, ~15 img/s at 299 px), scaled by pixel count; a GPU
-    is assumed 50x faster. A rough figure, stated as such."""
-    rate = 15.0 * (299 / image_size) ** 2 * 0.6  # small images use the cores less well
-    if model != "InceptionV3":
-        rate *= 3
-    return rate * (50 if machine.gpus() else 1)
+def estimate_seconds(sweep: SweepConfig, trial_list: list[Trial], counts: dict[str, int]) -> tuple[float, str]:
+    """Wall time of ``trial_list`` on this machine from the one estimator
+    (``training.run_seconds``: rates measured here when there are any), with
+    the basis of its rates. Trials of one graph in a row compile once."""
+    channels = counts.get("channels", 1)
+    seconds, basis, batches = 0.0, "", []
+    for trial in trial_list:
+        cfg = trial.config
+        precision, xla = training.likely_numerics(cfg)
+        shape = training.PaceShape(cfg.model.name, cfg.model.image_size, channels, cfg.batch_size, precision, xla)
+        pace = training.estimate_pace(shape)
+        basis = basis or pace.basis
+        # Keras traces the step for the first batch size, once more for the
+        # second (with the batch dimension unknown), and never after.
+        compiles = cfg.batch_size not in batches and len(batches) < 2
+        batches.append(cfg.batch_size)
+        seconds += training.run_seconds(shape, epochs=cfg.epochs, train_images=counts["train"],
+                                        val_images=counts["val"], test_images=counts.get("test", 0),
+                                        compile_first=compiles, pace=pace)
+    if sweep.base.records is None and not counts.get("built"):
+        seconds += 30.0  # generating the embedded set and building its records, once per machine
+    return seconds, basis
 
 
 def plan_summary(sweep: SweepConfig) -> dict:
     """What ``--dry-run`` shows: the trials (with their index in the whole
-    sweep, for sizing a job array) and a rough time."""
+    sweep, for sizing a job array) and an estimated time."""
     everything = trials(sweep, every_shard=True)
     shown = trials(replace(sweep, trial="") if sweep.trial == "auto" else sweep)
     counts = split_counts(sweep)
-    rate = rough_rate(sweep.base.model.image_size, sweep.base.model.name)
-    seconds = estimate_seconds(shown, counts["train"], counts["val"], rate)
-    return {"count": len(everything), "images_per_second": rate, "seconds": round(seconds),
+    seconds, basis = estimate_seconds(sweep, shown, counts)
+    return {"count": len(everything), "seconds": round(seconds), "basis": basis,
             "trials": [{"index": everything.index(t), "name": t.name, "setting": t.setting, "lr": t.config.lr,
                         "batch_size": t.config.batch_size, "epochs": t.config.epochs, "seed": t.config.seed}
                        for t in shown]}
@@ -135,7 +152,7 @@ def with_records(sweep: SweepConfig, quiet: bool = False) -> SweepConfig:
     size, built on first use when none were given."""
     from engine.data.embedded import records_or_embedded
 
-    records = records_or_embedded(sweep.base.records, sweep.base.model.image_size, quiet)
+    records = records_or_embedded(sweep.base.records, sweep.base.model.image_size, quiet, sweep.base.subset)
     return replace(sweep, base=replace(sweep.base, records=records))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from engine.io import atomic_open
-from engine.training.checkpoint import save_checkpoint, save_model
+from engine.training.checkpoint import CheckpointWriter
 
 
 def sens_spec(logs: dict, prefix: str, positive_label: int) -> tuple[float, float]:
@@ -27,46 +27,62 @@ def sens_spec(logs: dict, prefix: str, positive_label: int) -> tuple[float, floa
 
 
 class RunRecorder(keras.callbacks.Callback):
-    """Per epoch: clinical metrics, history row, divergence check, checkpoint, best model."""
+    """Per epoch: clinical metrics, the history row with where the epoch's time
+    went, the divergence check, the checkpoint and the best weights.
+
+    Nothing here runs per batch. Divergence is checked once per epoch (a NaN
+    or Inf in any step's loss carries into the epoch's mean loss, and the
+    weights are checked too), before that epoch's checkpoint, which therefore
+    stays clean. (Keras still converts each batch's logs on the host for its
+    TensorBoard callback's batch-end hook. Marking every hook safe for Keras'
+    asynchronous dispatch instead measured a 24-54 s stall at the end of
+    ``fit`` on a CPU, waiting for its helper threads: not worth the ~1 ms a
+    step the conversion costs there.) The best weights are kept on the host and written as
+    ``best.keras`` once, at the end (``Run.fit``), not at every improvement.
+    """
 
     def __init__(self, run: Path, classifier, positive_label: int, history: list[dict],
-                 steps_per_epoch: int, batch_size: int, keep_best: bool = False):
+                 steps_per_epoch: int, batch_size: int, best: tuple[int, list] | None = None):
         super().__init__()
         self.run, self.classifier, self.positive = run, classifier, positive_label
         self.history, self.steps, self.batch_size = history, steps_per_epoch, batch_size
         self.diverged: int | None = None
         self.best = min((h["val_loss"] for h in history if h.get("val_loss") is not None), default=math.inf)
-        # A host copy of the best weights of this session (``keep_best``), so the
-        # run can be scored with them at its end without reading best.keras back.
-        self.keep_best = keep_best
-        self.best_weights: tuple[int, list] | None = None  # (epoch, weights)
-        self.epoch_start = time.perf_counter()
+        # A host copy of the weights of the lowest val loss so far: (epoch, weights).
+        self.best_weights: tuple[int, list] | None = best
+        self.writer = CheckpointWriter(run)
+        self.epoch_start = self.val_start = time.perf_counter()
+        self.val_seconds = 0.0
         self.first_step: float | None = None  # tracing + compilation + one step, this session
         self.epochs_this_session = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
+        self.val_seconds = 0.0
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.first_step is None:
+    def on_train_batch_begin(self, batch, logs=None):
+        # The second batch begins when the first step (tracing, compilation)
+        # has returned: timed here, as a begin hook costs no host sync.
+        if batch == 1 and self.first_step is None:
             self.first_step = time.perf_counter() - self.epoch_start
-        # A host sync per batch: the loss is already on the host for the
-        # callbacks, and stopping at the first NaN keeps the last checkpoint clean.
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.diverged = len(self.history)
-            self.model.stop_training = True
+
+    def on_test_begin(self, logs=None):
+        self.val_start = time.perf_counter()
+
+    def on_test_end(self, logs=None):
+        self.val_seconds = time.perf_counter() - self.val_start
 
     def on_epoch_end(self, epoch, logs=None):
         # Keras hands every callback the same dict: what is added here (the
         # clinical metrics, images/s) reaches the printer and the dashboard.
         logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self.epoch_start
+        train_seconds = max(seconds - self.val_seconds, 1e-9)
         # The session's first epoch pays tracing and compilation in its first
         # step: its rate leaves that step out (compile time is reported apart).
-        steps, timed = self.steps, seconds
+        steps, timed = self.steps, train_seconds
         if self.epochs_this_session == 0 and self.first_step is not None and self.steps > 1:
-            steps, timed = self.steps - 1, max(seconds - self.first_step, 1e-9)
+            steps, timed = self.steps - 1, max(train_seconds - self.first_step, 1e-9)
         self.epochs_this_session += 1
         row = {"epoch": epoch + 1, "seconds": round(seconds, 3),
                "images_per_second": round(steps * self.batch_size / timed, 2)}
@@ -78,19 +94,27 @@ class RunRecorder(keras.callbacks.Callback):
             row[f"{prefix}sensitivity"] = None if math.isnan(sens) else sens
             row[f"{prefix}specificity"] = None if math.isnan(spec) else spec
         row["lr"] = float(keras.ops.convert_to_numpy(self.classifier.optimizer.learning_rate))
-        if self.diverged is not None or row["loss"] is None or not weights_finite(self.classifier.net):
+        if row["loss"] is None or not weights_finite(self.classifier.net):
             self.diverged = epoch
             self.model.stop_training = True
             return
-        self.history.append(row)
-        write_history(self.run / "history.csv", self.history)
+        saving = time.perf_counter()
         if row["val_loss"] is not None and row["val_loss"] < self.best:
             self.best = row["val_loss"]
-            save_model(self.classifier.net, self.run / "best.keras")
-            if self.keep_best:
-                self.best_weights = (row["epoch"], self.classifier.net.get_weights())
-        save_checkpoint(self.run, self.classifier, epoch, self.history)
+            self.best_weights = (row["epoch"], self.classifier.net.get_weights())
+        # Where the epoch's wall time went (the checkpoint's part is its host
+        # copy: the write itself overlaps the next epoch).
+        row.update({"train_seconds": round(train_seconds, 3), "val_seconds": round(self.val_seconds, 3),
+                    "first_step_seconds": round(self.first_step, 3)
+                    if self.epochs_this_session == 1 and self.first_step is not None else None})
+        self.history.append(row)
+        self.writer.save(self.classifier, epoch, self.history, self.best_weights)
+        row["save_seconds"] = round(time.perf_counter() - saving, 3)
+        write_history(self.run / "history.csv", self.history)
         logs.update({k: v for k, v in row.items() if k not in logs and v is not None})
+
+    def on_train_end(self, logs=None):
+        self.writer.wait()
 
 
 def weights_finite(net: keras.Model) -> bool:
@@ -102,8 +126,11 @@ def weights_finite(net: keras.Model) -> bool:
 
 
 def write_history(path: Path, history: list[dict]) -> None:
+    # Columns in order of first appearance: rows of an older session of a
+    # resumed run may lack the newer ones.
+    fields = list(dict.fromkeys(key for row in history for key in row))
     with atomic_open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(history)
 

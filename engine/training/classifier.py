@@ -68,10 +68,11 @@ class Classifier(keras.Model):
         super().__init__(**kwargs)
         self.net = net
         self.augment_fn = augment_fn
-        self.steps_per_epoch = steps_per_epoch
-        # The run seed lives in a variable (kept out of Keras' weight tracking)
-        # so a compiled step can serve trials with other seeds without a retrace.
+        # The run seed and the steps per epoch live in variables (kept out of
+        # Keras' weight tracking) so a compiled step can serve trials with
+        # other seeds and batch sizes without a retrace.
         object.__setattr__(self, "run_seed", tf.Variable(seed, dtype=tf.int32, trainable=False))
+        object.__setattr__(self, "steps_per_epoch", tf.Variable(steps_per_epoch, dtype=tf.int32, trainable=False))
 
     def call(self, inputs, training=False):
         return self.net(tf.cast(inputs, tf.float32), training=training)
@@ -178,12 +179,15 @@ _last: list[_Compiled] = []
 
 def graph_key(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla: str, momentum,
               distribution: tf.distribute.Strategy) -> str:
-    """Everything that shapes the traced step; weights, seed and a constant LR do not."""
+    """Everything that shapes the traced step; weights, seed, a constant LR
+    and the batch size do not (training batches leave tf.data with an unknown
+    batch dimension, and the steps per epoch are a variable), except where a
+    schedule is built from the steps."""
     model = replace(cfg.model, weights="-", channels=manifest["channels"], bn_momentum=momentum)
-    schedule = (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr) \
-        if cfg.schedule != "constant" or cfg.warmup_epochs > 0 else "constant"
-    return json.dumps([model.__dict__, cfg.optimizer, schedule, cfg.batch_size, cfg.augment,
-                       augment_placement(cfg.augment_placement), precision, xla, steps,
+    constant = cfg.schedule == "constant" and cfg.warmup_epochs == 0
+    schedule = "constant" if constant else (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr, steps)
+    return json.dumps([model.__dict__, cfg.optimizer, schedule, cfg.augment,
+                       augment_placement(cfg.augment_placement), precision, xla,
                        describe(distribution)], default=str)
 
 
@@ -214,6 +218,7 @@ def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision:
             if cfg.schedule == "constant" and cfg.warmup_epochs == 0:
                 compiled.classifier.optimizer.learning_rate = cfg.lr  # a variable: no retrace
             compiled.classifier.run_seed.assign(cfg.seed)
+            compiled.classifier.steps_per_epoch.assign(steps)
             return compiled.classifier
         classifier = make_classifier(cfg, manifest, fresh, steps, xla)
     _last.append(_Compiled(key, classifier, [np.asarray(v) for v in classifier.optimizer.variables], distribution))

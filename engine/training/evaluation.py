@@ -41,12 +41,35 @@ def predict_split(net: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np
     return np.concatenate(probabilities), np.concatenate(labels)
 
 
-def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dict, positive: int) -> dict:
-    """Validation and test metrics with bootstrap intervals; threshold chosen on val."""
+# Evaluation batches hold about this many images (or the training batch, if larger).
+EVAL_BATCH = 64
+
+
+def eval_batch_size(count: int, train_batch: int) -> int:
+    """The batch a split of ``count`` images is scored at.
+
+    Scoring needs no gradients or saved activations, so it fits in memory at
+    a larger batch than training, and fewer, larger batches run faster (fewer
+    dispatches, better-shaped kernels). The split is cut into equal batches
+    of at most ``max(EVAL_BATCH, train_batch)``, so that one shape is traced
+    where the count allows (100 images: 2 x 50, not 64 + 36). BatchNorm runs
+    in inference mode there, so every example's output, and every metric,
+    is the same at any batch size (within float rounding).
+    """
+    most = max(EVAL_BATCH, train_batch)
+    batches = -(-count // most)
+    return max(1, -(-count // batches))
+
+
+def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dict, positive: int,
+                 batch_size=None) -> dict:
+    """Validation and test metrics with bootstrap intervals; threshold chosen on
+    val. ``batch_size(split)`` gives each split's batch (default: training's)."""
     out = {}
 
     def split(name: str):
-        ds = pipeline.dataset(folder, name, cfg.batch_size, training=False, config=cfg.data, manifest=manifest)
+        batch = batch_size(name) if batch_size else cfg.batch_size
+        ds = pipeline.dataset(folder, name, batch, training=False, config=cfg.data, manifest=manifest)
         return predict_split(net, ds)
 
     p_val, y_val = split("val")
@@ -116,7 +139,8 @@ def evaluate_saved(run: Path, split: str = "test", records: Path | None = None,
     manifest = load_manifest(folder)
     if manifest["label_map"] != saved.data["label_map"]:
         raise UserError(f"{folder} labels {manifest['label_map']} differ from the run's {saved.data['label_map']}")
-    ds = pipeline.dataset(folder, split, saved.cfg.batch_size, training=False, manifest=manifest)
+    batch = eval_batch_size(manifest["splits"][split]["count"], saved.cfg.batch_size)
+    ds = pipeline.dataset(folder, split, batch, training=False, manifest=manifest)
     p, y = predict_split(saved.net, ds)
     return metrics.summary(p, y, saved.positive, saved.threshold if threshold is None else threshold,
                            saved.cfg.bootstrap, saved.cfg.seed, label_map=saved.data["label_map"])

@@ -145,12 +145,12 @@ def resolve(precision: str, xla: str, measure=None, key: str = "",
     precisions = [precision] if precision != "auto" else auto_candidates("precision")
     xlas = [xla] if xla != "auto" else ["off", "on"]
     pairs = [(p, x) for p in precisions for x in xlas]
-    if len(pairs) == 1 or measure is None:
+    full_key = probe_key(key, precision, xla)
+    found = cached_probe(full_key) if len(pairs) > 1 else None
+    if len(pairs) == 1 or (measure is None and found is None):
         p, x = pairs[0]
         return (Choice(p, "set" if precision != "auto" else "CPU without bf16 instructions"),
                 Choice(x, "set" if xla != "auto" else "no probe: XLA off"))
-    full_key = probe_key(key, precision, xla)
-    found = cached_probe(full_key)
     if found is None:
         rates = {f"{p}/{x}": measure(p, x) for p, x in pairs}
         found = {"rates": rates, "when": time.strftime("%Y-%m-%d %H:%M")}
@@ -227,6 +227,16 @@ def bn_momentum(setting: str, steps_per_epoch: int, weights: str) -> tuple[float
         return None, f"auto: Keras' 0.99, the {weights} weights carry their own statistics"
     return auto_bn_momentum(steps_per_epoch), (f"auto: from scratch, at most 1 % of the initial statistics "
                                                f"left after one epoch of {steps_per_epoch} steps")
+
+
+def likely(cfg: TrainConfig) -> tuple[str, str]:
+    """The precision and XLA ``cfg`` will train with, found without measuring
+    (set values, the GPU rules, the cached CPU probe's choice, else float32
+    and XLA off): what a time estimate assumes."""
+    precision, xla = resolve(cfg.precision, cfg.xla, None,
+                             key=shape_key(cfg.model.name, cfg.model.image_size, cfg.batch_size),
+                             deterministic=cfg.deterministic)
+    return precision.value, xla.value
 
 
 def choose(cfg: TrainConfig, channels: int, steps_per_epoch: int) -> Numerics:

@@ -20,6 +20,7 @@ keys all come back.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -36,11 +37,11 @@ from engine.data.embedded import records_or_embedded
 from engine.data.manifest import load_manifest
 from engine.errors import UserError
 from engine.io import atomic_json
-from engine.training import distribute, metrics
+from engine.training import distribute, metrics, pace
 from engine.training.callbacks import EpochPrinter, RunRecorder
 from engine.training.checkpoint import CHECKPOINT, load_checkpoint, save_model
 from engine.training.classifier import Classifier, augment_placement, compiled_classifier, pipeline_augment_fn
-from engine.training.evaluation import evaluate_run, predict_split
+from engine.training.evaluation import eval_batch_size, evaluate_run, predict_split
 from engine.training.numerics import Numerics, choose
 
 STATUS_DONE, STATUS_DIVERGED = "done", "diverged"
@@ -80,9 +81,15 @@ class Run:
 
     def evaluate(self, split: str, threshold: float = 0.5) -> dict:
         """Metrics of the current weights on ``split``, with bootstrap intervals."""
-        p, y = predict_split(self.classifier.net, self.batches(split))
+        p, y = predict_split(self.classifier.net, self.batches(split, batch_size=self.eval_batch_size(split)))
         return metrics.summary(p, y, self.positive, threshold, self.cfg.bootstrap, self.cfg.seed,
                                label_map=self.manifest["label_map"])
+
+    def validate(self, split: str = "val") -> int:
+        """The validation pass training runs each epoch (Keras' compiled test
+        step at the evaluation batch), on ``split``; returns the images scored."""
+        self.classifier.evaluate(self.batches(split, batch_size=self.eval_batch_size(split)), verbose=0)
+        return self.manifest["splits"][split]["count"]
 
     def fit(self, *, callbacks=(), quiet: bool = False) -> dict:
         """Trains (or resumes) the run in ``cfg.out``; returns its ``metrics.json`` content.
@@ -103,16 +110,17 @@ class Run:
             "image_size": self.manifest["image_size"], "channels": self.manifest["channels"],
             "resize": self.manifest["resize"],
             "counts": {s: v["count"] for s, v in self.manifest["splits"].items()}})
-        start_epoch, history = load_checkpoint(run, self.classifier)
+        start_epoch, history, best = load_checkpoint(run, self.classifier)
         recorder = RunRecorder(run, self.classifier, self.positive, history, self.steps_per_epoch, cfg.batch_size,
-                               keep_best=cfg.select == "best")
+                               best=best)
         start = time.perf_counter()
         if start_epoch < cfg.epochs:
             class_weight = class_weights(self.manifest) if cfg.class_weight == "auto" else None
             try:
                 self.classifier.fit(
                     self.batches("train", start_epoch=start_epoch), epochs=cfg.epochs, initial_epoch=start_epoch,
-                    steps_per_epoch=self.steps_per_epoch, validation_data=self.batches("val"),
+                    steps_per_epoch=self.steps_per_epoch,
+                    validation_data=self.batches("val", batch_size=self.eval_batch_size("val")),
                     class_weight=class_weight, verbose=0, shuffle=False,
                     callbacks=[recorder, keras.callbacks.TensorBoard(str(run / "tb"), profile_batch=0),
                                EpochPrinter(cfg.epochs, quiet), *callbacks])
@@ -122,12 +130,19 @@ class Run:
                 for split in ("train", "val"):
                     pipeline.verify(self.records, split, self.manifest)
                 raise
+            finally:
+                recorder.writer.wait()  # an interrupted fit still leaves its last checkpoint whole
         seconds = time.perf_counter() - start
+        session = history[start_epoch:]
+        if session and run == cfg.out and self.distribution.num_replicas_in_sync == 1:
+            # What this machine measured, for later estimates (--dry-run, the bench).
+            pace.record_history(self.pace_shape(), session, self.manifest["splits"]["val"]["count"], "a training run")
+        saving = time.perf_counter()
         status = STATUS_DIVERGED if recorder.diverged is not None else STATUS_DONE
-        if status == STATUS_DONE:
-            save_model(self.classifier.net, run / "last.keras")
-            chosen = self.select_model(run, history, recorder.best_weights)
+        chosen = self.save_models(run, history, recorder.best_weights, status == STATUS_DONE)
+        save_seconds = time.perf_counter() - saving
         result = {"status": status, "epochs_done": len(history), "seconds_this_session": round(seconds, 2),
+                  "final_save_seconds": round(save_seconds, 2),
                   "first_step_seconds": None if recorder.first_step is None else round(recorder.first_step, 2),
                   "precision": {"value": self.numerics.precision.value, "reason": self.numerics.precision.reason},
                   "xla": {"value": self.numerics.xla.value, "reason": self.numerics.xla.reason},
@@ -143,26 +158,56 @@ class Run:
         else:
             # Scored with the selected model, its threshold chosen on its own val predictions.
             result.update(chosen)
-            result.update(evaluate_run(cfg, self.classifier.net, self.records, self.manifest, self.positive))
+            result.update(evaluate_run(cfg, self.classifier.net, self.records, self.manifest, self.positive,
+                                       self.eval_batch_size))
         atomic_json(run / "metrics.json", result)
         return result
 
-    def select_model(self, run: Path, history: list[dict], in_memory: tuple[int, list] | None) -> dict:
-        """Puts the weights of the model ``cfg.select`` names into the network and
-        says which it is (``best``: the first epoch of lowest val loss)."""
-        last = history[-1]["epoch"]
+    def pace_shape(self) -> pace.Shape:
+        """This run's shape as the time estimator knows it (``training.pace``)."""
+        # A process of engine compare --parallel N shares the machine with N - 1 others.
+        processes = int(os.environ.get("ENGINE_PARALLEL_PROCESSES", "1"))
+        return pace.Shape(self.cfg.model.name, self.cfg.model.image_size, self.manifest["channels"],
+                          self.cfg.batch_size, self.numerics.precision.value, self.numerics.xla.value,
+                          processes=processes)
+
+    def eval_batch_size(self, split: str) -> int:
+        """The batch ``split`` is scored at: larger than training's where that
+        is faster (see ``evaluation.eval_batch_size``); results do not depend on it."""
+        return eval_batch_size(self.manifest["splits"][split]["count"], self.cfg.batch_size)
+
+    def save_models(self, run: Path, history: list[dict], best: tuple[int, list] | None, finished: bool) -> dict:
+        """Writes ``best.keras`` (from the best weights kept on the host) and, for
+        a finished run, ``last.keras``; leaves the weights of the model
+        ``cfg.select`` names in the network and says which it is (``best``: the
+        first epoch of lowest val loss). Returns {} for an unfinished run."""
+        net = self.classifier.net
+        last = history[-1]["epoch"] if history else 0
+        last_weights = None
+        if finished:
+            save_model(net, run / "last.keras")
+        if best is not None and best[0] == last and finished:
+            shutil.copyfile(run / "last.keras", run / ".best.copy.keras")  # the same model: no second save
+            (run / ".best.copy.keras").replace(run / "best.keras")
+        elif best is not None:
+            last_weights = net.get_weights()
+            net.set_weights(best[1])
+            save_model(net, run / "best.keras")
+        if not finished:
+            return {}
+        # The network now holds the best weights if they differ from the last.
         scored = [h for h in history if h.get("val_loss") is not None]
         if self.cfg.select == "last" or not scored:
+            if last_weights is not None:
+                net.set_weights(last_weights)
             note = "" if self.cfg.select == "last" else "; no finite val loss to choose a best by"
             return {"model": f"last (epoch {last}{note})", "model_file": "last.keras"}
-        best = min(scored, key=lambda h: h["val_loss"])
-        if best["epoch"] != last:
-            if in_memory is not None and in_memory[0] == best["epoch"]:
-                weights = in_memory[1]
-            else:  # the best epoch was in an earlier session of a resumed run
-                weights = keras.models.load_model(run / "best.keras", safe_mode=True, compile=False).get_weights()
-            self.classifier.net.set_weights(weights)
-        return {"model": f"best (epoch {best['epoch']}, lowest val loss)", "model_file": "best.keras"}
+        chosen = min(scored, key=lambda h: h["val_loss"])
+        if best is None or best[0] != chosen["epoch"]:
+            # A checkpoint from before best weights were kept in it: best.keras has them.
+            weights = keras.models.load_model(run / "best.keras", safe_mode=True, compile=False).get_weights()
+            net.set_weights(weights)
+        return {"model": f"best (epoch {chosen['epoch']}, lowest val loss)", "model_file": "best.keras"}
 
 
 def input_batches(cfg: TrainConfig, manifest: dict, split: str, *, batch_size: int | None = None,
@@ -184,8 +229,13 @@ def resolve(cfg: TrainConfig, quiet: bool = False) -> tuple[TrainConfig, dict, s
     set, on first use): records folder, image size, channels, data seed and
     the positive class's name; with the manifest and why that class."""
     cfg.validate()
-    folder = records_or_embedded(cfg.records, cfg.model.image_size, quiet)
+    folder = records_or_embedded(cfg.records, cfg.model.image_size, quiet, cfg.subset)
     manifest = load_manifest(folder)
+    if cfg.records is not None and cfg.subset is not None and \
+            tuple(manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")) != cfg.subset:
+        # (a resolved config names the embedded subset's own folder: that passes)
+        raise UserError(f"--subset draws from the embedded set; for {folder} build records with "
+                        f"engine build-records ... --subset {','.join(map(str, cfg.subset))}")
     positive, why = positive_class(cfg.positive_class, manifest["label_map"], folder)
     cfg = replace(cfg, records=folder, data=replace(cfg.data, seed=cfg.seed), positive_class=positive,
                   model=replace(cfg.model, image_size=manifest["image_size"][0], channels=manifest["channels"]))

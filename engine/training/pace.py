@@ -1,0 +1,195 @@
+"""How long training takes on this machine: the rates runs measured,
+remembered per machine, and the one time estimator that ``engine compare
+--dry-run``, ``engine bench --dry-run`` and the study bench's projection use.
+
+Every finished training session records what it measured (``record``): its
+training rate (img/s over whole epochs, first step excluded), its
+evaluation rate, its first step (tracing and compilation) and its per-epoch
+save cost, under this CPU, TensorFlow version and the run's shape (model,
+image size, channels, batch, precision, XLA), in ``pace.json`` of the cache
+folder. ``engine bench`` records its measured step rates there too. An
+estimate uses, in order: a measurement of the same shape; one of the same
+model and numerics at another size or batch, scaled; the CPU probe's step
+rate; and last a rough rate for this kind of CPU, said to be rough.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from engine import machine
+from engine.io import atomic_json, cache_dir
+
+PACE_FILE = "pace.json"
+# Rate falls with image area roughly as area ** -0.62 on a CPU (InceptionV3,
+# float32, 299 px against 96 px, measured on both CPU kinds): small images
+# use the cores less well than the pixel count promises.
+AREA_EXPONENT = 0.62
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a training rate depends on, besides the machine."""
+
+    model: str
+    image_size: int
+    channels: int
+    batch: int
+    precision: str
+    xla: str
+    stack: str = "engine"  # or "paper" (the paper's tf_keras stack, in the bench)
+    processes: int = 1  # trial processes sharing the machine (engine compare --parallel N)
+
+    def key(self) -> str:
+        return "|".join([machine.cpu_name(), f"tf{tf.__version__}", self.stack, self.model, str(self.image_size),
+                         str(self.channels), str(self.batch), self.precision, self.xla, str(self.processes)])
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Rates for one shape, and where they come from."""
+
+    train_img_s: float
+    eval_img_s: float
+    first_step_s: float
+    save_s: float  # per epoch, on the training thread
+    basis: str
+
+
+def _load() -> dict:
+    path = cache_dir() / PACE_FILE
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def record(shape: Shape, *, train_img_s: float | None = None, eval_img_s: float | None = None,
+           first_step_s: float | None = None, save_s: float | None = None, source: str = "") -> None:
+    """Remembers measured rates of ``shape`` on this machine (given ones replace
+    the stored ones; the others are kept)."""
+    data = _load()
+    entry = data.get(shape.key(), {})
+    for name, value in (("train_img_s", train_img_s), ("eval_img_s", eval_img_s),
+                        ("first_step_s", first_step_s), ("save_s", save_s)):
+        if value is not None and value > 0:
+            entry[name] = round(float(value), 4)
+    entry["when"] = time.strftime("%Y-%m-%d %H:%M")
+    entry["source"] = source
+    entry["machine"] = [machine.cpu_name(), tf.__version__]
+    entry["shape"] = dataclasses.asdict(shape)
+    data[shape.key()] = entry
+    path = cache_dir() / PACE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_json(path, data)
+
+
+def record_history(shape: Shape, history: list[dict], val_images: int, source: str) -> None:
+    """Records the rates of a training session from its ``history.csv`` rows
+    (the rows this session trained: the medians over its epochs)."""
+    if not history:
+        return
+    rates = [h["images_per_second"] for h in history if h.get("images_per_second")]
+    evals = [val_images / h["val_seconds"] for h in history if h.get("val_seconds")]
+    saves = [h["save_seconds"] for h in history if h.get("save_seconds") is not None]
+    firsts = [h["first_step_seconds"] for h in history if h.get("first_step_seconds")]
+    record(shape, train_img_s=statistics.median(rates) if rates else None,
+           eval_img_s=statistics.median(evals) if evals else None,
+           save_s=statistics.median(saves) if saves else None,
+           first_step_s=firsts[-1] if firsts else None, source=source)
+
+
+def rough_train_rate(shape: Shape) -> float:
+    """Training img/s to expect with nothing measured: InceptionV3 at 299 px
+    on 2 cores of each CPU kind (benchmarks/RESULTS.md), scaled by the image
+    area, the core count and a GPU's ~50x. A rough figure."""
+    if machine.bf16_cpu():  # AVX-512 with BF16 (AMD Zen 4 class)
+        rate = 15.5 if shape.precision == "mixed_bfloat16" else 10.0
+    elif "avx512f" in machine.cpu_flags():
+        rate = 8.0
+    else:  # AVX2 only (AMD Zen 3 class): float32; bf16 there is emulated, ~10x slower
+        rate = 0.2 if shape.precision == "mixed_bfloat16" else 2.2
+    if shape.stack == "paper":  # tf_keras float32: its step measured ~1.1x slower than the engine's float32
+        rate = (10.0 if "avx512f" in machine.cpu_flags() else 2.2) / 1.1
+    if shape.xla == "on":
+        rate *= 0.6  # XLA measured slower for this network on both CPU kinds
+    rate *= (299 / shape.image_size) ** (2 * AREA_EXPONENT)
+    if shape.model != "InceptionV3":
+        rate *= 3
+    rate *= max(machine.cpu_cores(), 1) / 2
+    return rate * (50 if machine.gpus() else 1)
+
+
+def estimate(shape: Shape) -> Pace:
+    """The rates to expect for ``shape`` on this machine (see the module docstring)."""
+    data = _load()
+    exact = data.get(shape.key())
+    if exact and exact.get("train_img_s"):
+        return _pace(exact, 1.0, f"measured here ({exact['when']}, {exact.get('source') or 'a run'})")
+    # The same model and numerics at another size or batch: scaled by area.
+    here = [machine.cpu_name(), tf.__version__]
+    near = []
+    for entry in data.values():
+        other = entry.get("shape", {})
+        if entry.get("machine") == here and entry.get("train_img_s") and all(
+                other.get(k, 1) == getattr(shape, k)
+                for k in ("stack", "model", "channels", "precision", "xla", "processes")):
+            near.append((abs(other["image_size"] - shape.image_size), abs(other["batch"] - shape.batch),
+                         other["image_size"], entry))
+    # Only from a size close enough for the area rule to hold (it is rough
+    # across a 4x change of side); farther, the per-kind rate below is better.
+    near = [n for n in near if 2 / 3 <= n[2] / shape.image_size <= 3 / 2]
+    if near:
+        *_, size, entry = min(near, key=lambda n: (n[0], n[1]))
+        scale = (size / shape.image_size) ** (2 * AREA_EXPONENT)
+        return _pace(entry, scale, f"scaled from a measurement at {size} px, batch {entry['shape']['batch']} "
+                                   f"({entry['when']})")
+    probe = _probe_rate(shape)
+    if probe:
+        return Pace(probe, 3 * probe, _rough_first_step(shape), 0.0, "the CPU probe's step rate")
+    rate = rough_train_rate(shape)
+    return Pace(rate, 3 * rate, _rough_first_step(shape), 0.0, "a rough rate for this kind of CPU")
+
+
+def _pace(entry: dict, scale: float, basis: str) -> Pace:
+    train = entry["train_img_s"] * scale
+    return Pace(train, entry.get("eval_img_s", 3 * entry["train_img_s"]) * scale,
+                entry.get("first_step_s", 20.0), entry.get("save_s", 0.0), basis)
+
+
+def _rough_first_step(shape: Shape) -> float:
+    # Tracing and compiling InceptionV3's step measured 8-25 s on 2 CPU cores,
+    # more under XLA.
+    return (20.0 if shape.model == "InceptionV3" else 5.0) * (2.5 if shape.xla == "on" else 1.0)
+
+
+def _probe_rate(shape: Shape) -> float | None:
+    """The step rate the CPU probe (or the bench) measured for this shape and numerics."""
+    from engine.training.numerics import cached_probe, probe_key, shape_key
+
+    for setting in ("auto|auto", f"{shape.precision}|auto", f"auto|{shape.xla}"):
+        found = cached_probe(probe_key(shape_key(shape.model, shape.image_size, shape.batch), *setting.split("|")))
+        if found:
+            rate = found["rates"].get(f"{shape.precision}/{shape.xla}")
+            if rate:
+                return float(rate)
+    return None
+
+
+def run_seconds(shape: Shape, *, epochs: int, train_images: int, val_images: int, test_images: int = 0,
+                compile_first: bool = True, pace: Pace | None = None) -> float:
+    """Wall time of one training run: its epochs (training at the training
+    rate, validation at the evaluation rate, the per-epoch save), its first
+    step when its graph is new, the final scoring of val and test and the two
+    saved models."""
+    pace = pace or estimate(shape)
+    steps = train_images // shape.batch
+    epoch = steps * shape.batch / pace.train_img_s + val_images / pace.eval_img_s + pace.save_s
+    final = (val_images + test_images) / pace.eval_img_s + (4.0 if shape.model == "InceptionV3" else 0.5)
+    return epochs * epoch + (pace.first_step_s if compile_first else 0.0) + final
