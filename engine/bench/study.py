@@ -178,6 +178,7 @@ def sweeps(cfg: BenchConfig, records: Path, precision: str, xla: str) -> tuple[S
 def engine_trial(sweep: SweepConfig, lr: float, batch: int, on_epoch: Callable[[], None]) -> dict:
     """One engine trial through ``engine compare``'s path, timed, then its reference rates."""
     from engine.study import sweep as sweep_lib
+    from engine.study.report import read_history
 
     trial = next(t for t in sweep_lib.trials(sweep, every_shard=True)
                  if t.config.lr == lr and t.config.batch_size == batch)
@@ -187,7 +188,7 @@ def engine_trial(sweep: SweepConfig, lr: float, batch: int, on_epoch: Callable[[
     wall = time.perf_counter() - start
     if result.get("status") != training.STATUS_DONE:
         raise UserError(f"engine trial {trial.name} ended {result.get('status')}: {result.get('reason', '')}")
-    history = read_rows(trial.config.out / "history.csv")
+    history = read_history(trial.config.out / "history.csv")
     choice = json.loads((sweep.base.out / "sweep.json").read_text())["choice"]
     run = training.prepare(replace(trial.config, out=None, precision=choice["precision"], xla=choice["xla"]),
                            quiet=True, numerics=training.Numerics.from_json(choice))
@@ -213,13 +214,6 @@ def reference_rates(run) -> dict:
     count = run.validate("val")
     evaluation = count / (time.perf_counter() - start)
     return {"e2e_img_s": e2e, "eval_img_s": evaluation}
-
-
-def read_rows(path: Path) -> list[dict]:
-    import csv
-
-    with open(path) as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def paper_trial(cfg: BenchConfig, images: Path, lr: float, batch: int, on_epoch: Callable[[], None]) -> dict:
