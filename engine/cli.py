@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import shlex
 import sys
 import typing
@@ -174,9 +175,11 @@ def compare(
     out: Annotated[Path, typer.Option(help="Sweep folder (rerun to resume).")] = Path("runs/compare"),
     config: Annotated[Optional[Path], typer.Option(
         help="A TOML file with these options as keys (the command line wins over it, it over the preset).")] = None,
-    parallel: Annotated[str, typer.Option(help="Trials at once: N processes (one GPU each, or on a CPU a slice "
-                                                "of the cores each), or auto (by measured rates and memory).")]
-    = "1",
+    parallel: Annotated[str, typer.Option(
+        envvar="ENGINE_PARALLEL",
+        help="Trials at once: N processes (one GPU each, or on a CPU a slice of the cores each), or auto: one "
+             "per GPU; on a CPU the count measured fastest here that memory holds, before any measurement the "
+             "most that split the cores evenly.")] = "auto",
     dry_run: Annotated[bool, typer.Option(help="Print the trials and an estimated time, then stop.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="With --dry-run: the trial list as JSON.")] = False,
     force: Annotated[bool, typer.Option(help="Start over if OUT holds another sweep.")] = False,
@@ -188,8 +191,9 @@ def compare(
 
     from_file = options.from_toml(config, options.SWEEP) if config else {}
     sweep = options.sweep_config(options.from_command_line(given, options.SWEEP), from_file, records, out)
+    launch.check_parallel(parallel)  # a bad value fails before any records are built
     if dry_run:
-        plan = sweep_lib.plan_summary(sweep)
+        plan = sweep_lib.plan_summary(sweep, parallel)
         if json_:
             print(json.dumps(plan, indent=1))
             return
@@ -198,7 +202,8 @@ def compare(
             table.add_row(*(str(t[k]) if k != "lr" else f"{t[k]:g}" for k in
                             ("index", "name", "setting", "lr", "batch_size", "epochs", "seed")))
         out_console.print(table)
-        out_console.print(f"{len(plan['trials'])} trials; roughly {plan['seconds'] / 60:.0f} min "
+        at_once = f" in {plan['processes']} processes ({plan['processes_why']})" if plan["processes"] > 1 else ""
+        out_console.print(f"{len(plan['trials'])} trials{at_once}; roughly {plan['seconds'] / 60:.0f} min "
                           f"(rates: {plan['basis']})", highlight=False, soft_wrap=True)
         return
     if (sweep := launch.resolve_trial(sweep)) is None:
@@ -206,17 +211,30 @@ def compare(
     sweep = sweep_lib.with_records(sweep, quiet)
     counts = sweep_lib.split_counts(sweep)
     results = []
-    count, why = launch.parallel_count(parallel, sweep)
-    if parallel == "auto" and not quiet:
-        out_console.print(f"--parallel auto: {count} ({why})", highlight=False, soft_wrap=True)
-    if count > 1:
-        launch.run_parallel(count, sys.argv[1:], sweep.base.records, quiet)
+    child = bool(os.environ.get(launch.EVENTS_ENV))  # a process of a parent's --parallel run
+    count, why = (1, "a child process") if child else launch.parallel_count(parallel, sweep, counts["channels"])
+    if count > 1 and not quiet:
+        out_console.print(f"{count} trial processes ({why})", highlight=False, soft_wrap=True)
+    from engine.study.dashboard import Dashboard
+    plan = sweep_lib.trials(sweep)
+    if child:  # the parent shows the events and writes the report
+        results = sweep_lib.run(sweep, force=force, on_event=launch.EventWriter(),
+                                command=launch.rerun_args(records, out, config, given))
+    elif count > 1:
+        with Dashboard(sweep_lib.total_steps(plan, counts["train"]), quiet=quiet) as dashboard:
+            def on_event(kind, trial, info):
+                dashboard(kind, trial, info)
+                if kind == "end":
+                    results.append(info)
+            for trial in plan:
+                dashboard("queued", trial, {})
+            launch.run_parallel(count, sys.argv[1:], sweep.base.records, quiet, plan=plan, on_event=on_event,
+                                show=lambda text: dashboard.console.print(text, highlight=False, soft_wrap=True))
     else:
-        from engine.study.dashboard import Dashboard
-        with Dashboard(sweep_lib.total_steps(sweep_lib.trials(sweep), counts["train"]), quiet=quiet) as dashboard:
+        with Dashboard(sweep_lib.total_steps(plan, counts["train"]), quiet=quiet) as dashboard:
             results = sweep_lib.run(sweep, force=force, on_event=dashboard,
                                     command=launch.rerun_args(records, out, config, given))
-    if not sweep.trial:
+    if not sweep.trial and not child:
         result = report.write(out)
         out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)
         out_console.print(f"report: {out / 'report.md'}; curves: {out / 'curves.png'}; "

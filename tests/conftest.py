@@ -32,3 +32,6 @@ def pytest_collection_modifyitems(config, items):
 def isolated_cache(tmp_path_factory, monkeypatch):
     """Every test gets its own engine cache folder, never the user's."""
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "engine-cache"))
+    # engine compare runs one process unless a test asks for --parallel (its
+    # default, auto, would spawn trial processes on a machine with 2+ cores).
+    monkeypatch.setenv("ENGINE_PARALLEL", "1")

@@ -47,8 +47,12 @@ def test_run_seconds_formula():
     seconds = pace.run_seconds(shape(batch=8), epochs=3, train_images=50, val_images=100, test_images=100,
                                pace=rates)
     assert seconds == pytest.approx(3 * (4.8 + 2.0 + 1.0) + 20.0 + 4.0 + 4.0)
+    # Reusing a compiled step: a share of the compiling first step until one was measured.
     assert pace.run_seconds(shape(batch=8), epochs=3, train_images=50, val_images=100, test_images=100,
-                            pace=rates, compile_first=False) == pytest.approx(seconds - 20.0 * (1 - 0.55))
+                            pace=rates, compile_first=False) == pytest.approx(seconds - 20.0 * (1 - 0.06))
+    measured = pace.Pace(10.0, 50.0, 20.0, 1.0, "given", reuse_step_s=1.5)
+    assert pace.run_seconds(shape(batch=8), epochs=3, train_images=50, val_images=100, test_images=100,
+                            pace=measured, compile_first=False) == pytest.approx(seconds - 20.0 + 1.5)
 
 
 def test_history_rows_become_rates():
@@ -58,6 +62,21 @@ def test_history_rows_become_rates():
     pace.record_history(shape(batch=16), rows, val_images=100, source="test")
     found = pace.estimate(shape(batch=16))
     assert (found.train_img_s, found.eval_img_s, found.save_s, found.first_step_s) == (10.0, 25.0, 0.3, 25.0)
+    # A run that reused a compiled step records its first step as such, not as a compile.
+    rows[0]["first_step_seconds"] = 1.5
+    pace.record_history(shape(batch=16), rows, val_images=100, source="test", compiled=False)
+    found = pace.estimate(shape(batch=16))
+    assert (found.first_step_s, found.reuse_step_s, found.reused_first_step_s) == (25.0, 1.5, 1.5)
+
+
+def test_unmeasured_process_count_shares_one_process_rates():
+    pace.record(shape(batch=4), train_img_s=10.0, eval_img_s=30.0, first_step_s=20.0, source="test")
+    two = pace.estimate(shape(batch=4, processes=2))
+    assert (two.train_img_s, two.eval_img_s) == pytest.approx((10.0 * pace.PARALLEL_GAIN / 2,
+                                                               30.0 * pace.PARALLEL_GAIN / 2))
+    assert two.first_step_s == 20.0 and "shared by 2 processes" in two.basis
+    pace.record(shape(batch=4, processes=2), train_img_s=7.0, source="test")  # measured: used as it is
+    assert pace.estimate(shape(batch=4, processes=2)).train_img_s == 7.0
 
 
 @pytest.mark.parametrize("count,train_batch,expected", [(100, 5, 50), (100, 15, 50), (64, 5, 64), (65, 5, 33),

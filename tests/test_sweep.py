@@ -10,6 +10,7 @@ import pytest
 
 import factories
 from engine import options
+from engine.config import SweepConfig
 from engine.errors import UserError
 from engine.study import report, sweep
 
@@ -181,6 +182,7 @@ def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "lr0.001_seed0 epoch 1/1" in done.stdout and "lr0.01_seed0: done" in done.stdout
     assert "lr0.001_seed0: compiling" in done.stdout  # the first step's minute does not look stuck
+    assert "lr0.01_seed0: starting (reusing the compiled step)" in done.stdout
     assert "\x1b[" not in done.stdout and "Best on validation:" in done.stdout
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert len(summary["rows"]) == 2
@@ -248,6 +250,8 @@ def test_lr_find_runs_and_stops_on_divergence(tiny_records, tmp_path):
 
 
 def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
+    from engine.study import launch
+
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--out", str(tmp_path / "p"),
            "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--lrs", "1e-3,1e-2",
@@ -255,7 +259,11 @@ def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
            "--parallel=2"]  # with "=": the children must not see it and spawn again
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:] + done.stdout[-2000:]
-    assert "[0] lr0.001_seed0: done" in done.stdout and "[1] lr0.01_seed0: done" in done.stdout
+    # The children's events reach the parent's dashboard (plain lines off a
+    # terminal), not raw: no event line and no [i] relay of them.
+    assert "lr0.001_seed0: done" in done.stdout and "lr0.01_seed0: done" in done.stdout
+    assert "lr0.01_seed0 epoch 1/1" in done.stdout and launch.EVENT_PREFIX not in done.stdout
+    assert "[0]" not in done.stdout and done.stdout.count("report: ") == 1  # one report, by the parent
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert [r["repeats_done"] for r in summary["rows"]] == [1, 1]
     # Each child measured its rate as one of two processes: what --parallel auto compares.
@@ -268,8 +276,8 @@ def test_child_arguments_drop_parallel_and_shard_in_both_spellings():
     from engine.study.launch import child_args
 
     argv = ["compare", "--parallel=2", "--lrs", "1e-3", "--shard", "0/2", "--parallel", "3", "--shard=1/2", "--quiet"]
-    assert child_args(argv, Path("/r")) == ["compare", "/r", "--lrs", "1e-3", "--quiet"]
-    assert child_args(["compare", "/r", "--parallel", "2"], Path("/r")) == ["compare", "/r"]
+    assert child_args(argv, Path("/r")) == ["compare", "/r", "--lrs", "1e-3", "--quiet", "--parallel", "1"]
+    assert child_args(["compare", "/r", "--parallel", "2"], Path("/r")) == ["compare", "/r", "--parallel", "1"]
 
 
 def test_each_child_gets_one_of_the_inherited_gpus():
@@ -322,22 +330,61 @@ def test_cpu_children_get_their_own_cores_and_thread_pools():
     assert cpu_slices(2, [0, 1, 2, 3, 4]) == [[0, 1], [2, 3]]
     assert cpu_slices(3, [0, 1]) == [[0], [1], [0]]
     env = child_env(1, 2, None, 0, [0, 1, 2, 3])
-    assert env == {"ENGINE_PARALLEL_PROCESSES": "2", "TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}
-    assert child_env(1, 2, None, 2, [0, 1]) == {"ENGINE_PARALLEL_PROCESSES": "2", "CUDA_VISIBLE_DEVICES": "1"}
+    assert env == {"ENGINE_PARALLEL_PROCESSES": "2", "TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1",
+                   "ENGINE_SWEEP_EVENTS": "1"}
+    assert child_env(1, 2, None, 2, [0, 1]) == {"ENGINE_PARALLEL_PROCESSES": "2", "CUDA_VISIBLE_DEVICES": "1",
+                                                "ENGINE_SWEEP_EVENTS": "1"}
 
 
-def test_parallel_auto_follows_measured_rates_and_memory(monkeypatch):
+def test_child_events_reach_the_parent_dashboard_with_batches_summed():
+    import io
+
+    import numpy as np
+
+    from engine.study.dashboard import Dashboard
+    from engine.study.launch import EventWriter, read_event
+    from engine.study.sweep import trials
+
+    plan = trials(resolve("lr", "quick", None, Path("out"), lrs=(1e-3, 1e-2), epochs=2))
+    stream = io.StringIO()
+    writer = EventWriter(stream, every=3600.0)  # no time-based flush: only before other events
+    writer("start", plan[1], {})
+    for _ in range(3):
+        writer("batch", plan[1], {"batch": 1})
+    writer("epoch", plan[1], {"epoch": 1, "loss": np.float32(0.5), "val_loss": np.float64(0.25)})
+    lines = stream.getvalue().splitlines()
+    events = [read_event(line) for line in lines]
+    assert [e[0] for e in events] == ["start", "batch", "epoch"]
+    assert events[1] == ("batch", plan[1].name, {"steps": 3})  # the first batch line is sent at once, then summed
+    assert events[2][2] == {"epoch": 1, "loss": 0.5, "val_loss": 0.25}
+    assert read_event("lr0.01_seed0 epoch 1/2 ...") is None and read_event("@engine-event {broken") is None
+    board = Dashboard(total_steps=10, quiet=True)
+    for kind, name, info in events:
+        board(kind, next(t for t in plan if t.name == name), info)
+    row = board.rows[plan[1].name]
+    assert row["steps"] == 3 and row["steps_per_epoch"] == 3 and row["val_losses"] == [0.25]
+    assert board.progress.tasks[0].completed == 3
+
+
+def test_parallel_auto_follows_measured_rates_and_memory(monkeypatch, tmp_path):
     from engine import machine
     from engine.study import launch
     from engine.training import pace
+
+    monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path))  # no rates other tests recorded
 
     monkeypatch.setattr(machine, "gpus", lambda: [])
     monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
     monkeypatch.setattr(machine, "available_memory_mb", lambda: 20000.0)
     shape = pace.Shape("InceptionV3", 77, 1, 5, "float32", "off")
-    count, why = launch.auto_parallel(6, shape)
-    assert count == 1 and "no measured rate" in why
+    count, why = launch.auto_parallel(6, shape)  # nothing measured: the cores split evenly
+    assert count == 2 and "nothing measured" in why
+    monkeypatch.setattr(machine, "cpu_cores", lambda: 8)
+    assert launch.auto_parallel(6, shape)[0] == 4  # 6 would leave 2 cores idle
+    assert launch.auto_parallel(3, shape)[0] == 2
+    monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
     pace.record(shape, train_img_s=2.0)
+    assert launch.auto_parallel(6, shape)[0] == 2  # one count measured: still the even split
     pace.record(pace.Shape("InceptionV3", 77, 1, 5, "float32", "off", processes=2), train_img_s=1.2)
     assert launch.auto_parallel(6, shape)[0] == 2  # 2 x 1.2 img/s beats 1 x 2.0
     pace.record(pace.Shape("InceptionV3", 77, 1, 5, "float32", "off", processes=2), train_img_s=0.9)
@@ -348,3 +395,40 @@ def test_parallel_auto_follows_measured_rates_and_memory(monkeypatch):
     assert launch.auto_parallel(1, shape)[0] == 1  # one trial: nothing to share
     with pytest.raises(UserError, match="--parallel must be"):
         launch.parallel_count("two", None)
+    # A runner of one shard or one trial is one process: auto says so, a count is refused.
+    assert launch.parallel_count("auto", SweepConfig(shard=(0, 4)))[0] == 1
+    assert launch.parallel_count("auto", SweepConfig(trial="3"))[0] == 1
+    assert launch.parallel_count("1", SweepConfig(shard=(0, 4)))[0] == 1
+    with pytest.raises(UserError, match="leave out --shard"):
+        launch.parallel_count("2", SweepConfig(shard=(1, 4)))
+
+
+def test_estimate_deals_trials_to_processes_and_compiles_once_per_process(monkeypatch, tmp_path):
+    from engine import training
+    from engine.training import pace
+
+    monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path))
+    plan = sweep.trials(resolve("batch", "quick", None, Path("out")))  # batch 8, 16, 32 x seeds 0, 1
+    counts = {"train": 160, "val": 40, "test": 40, "channels": 1, "built": True}
+
+    def shape(trial, processes):
+        cfg = trial.config
+        precision, xla = training.likely_numerics(cfg)
+        return pace.Shape(cfg.model.name, cfg.model.image_size, 1, cfg.batch_size, precision, xla,
+                          processes=processes)
+
+    for processes in (1, 2):
+        for trial in plan:
+            pace.record(shape(trial, processes), train_img_s=10.0 * processes, eval_img_s=30.0, first_step_s=20.0,
+                        save_s=0.5, reuse_step_s=2.0)
+
+    def run(trial, processes, compiles):
+        return pace.run_seconds(shape(trial, processes), epochs=3, train_images=160, val_images=40,
+                                test_images=40, compile_first=compiles)
+
+    alone, _ = sweep.estimate_seconds(SweepConfig(), plan, counts)
+    assert alone == pytest.approx(sum(run(t, 1, i == 0) for i, t in enumerate(plan)))  # one compile in all
+    two, basis = sweep.estimate_seconds(SweepConfig(), plan, counts, processes=2)
+    lanes = [sum(run(t, 2, i == 0) for i, t in enumerate(plan[lane::2])) for lane in (0, 1)]
+    assert two == pytest.approx(max(lanes)) and basis.startswith("measured here")
+    assert sweep.step_key(plan[0].config) == sweep.step_key(plan[-1].config)  # one step for every batch size

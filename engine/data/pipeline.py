@@ -44,7 +44,8 @@ def read_examples(files: list[str], manifest: dict, deterministic: bool,
     """Decoded (uint8 image, int32 label) examples, shards read in parallel."""
     names = tf.data.Dataset.from_tensor_slices(files)
     if file_seed is not None:
-        names = names.shuffle(len(files), seed=file_seed)
+        # Not reshuffled per iteration: the order stays a function of the seed.
+        names = names.shuffle(len(files), seed=file_seed, reshuffle_each_iteration=False)
     ds = names.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                           num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     return ds.map(parse_fn(manifest), num_parallel_calls=AUTOTUNE, deterministic=deterministic)
@@ -59,7 +60,11 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
     Training: epochs ``start_epoch`` to ``end_epoch`` (exclusive; default one
     epoch) laid end to end, each shuffled by (seed, epoch) (pass
     ``steps_per_epoch = count // batch_size`` to Keras), remainder dropped so
-    every step has one static shape (one compilation).
+    every batch is full. The batch dimension is left unknown (``None``) in
+    the element spec: Keras traces its training step for the spec it first
+    sees, so one traced and optimized step then serves every batch size of a
+    sweep (a static first batch size costs one more trace, ~30 s at 75 px on
+    2 cores, when the second batch size arrives).
     Evaluation: one pass in file order, every example exactly once, the last
     batch smaller.
 
@@ -97,9 +102,12 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
                 ds = read_examples(files, manifest, deterministic, file_seed=order)
                 ds = ds.shuffle(config.shuffle_buffer, seed=None if order is None else order + 1,
                                 reshuffle_each_iteration=False)
-            # Batching inside each epoch: a batch never mixes two epochs.
+            # Only whole batches (the remainder is dropped before batching,
+            # so the batches' spec keeps an unknown batch dimension), and
+            # batching inside each epoch: a batch never mixes two epochs.
+            ds = ds.take(count // batch_size * batch_size)
             if augment_fn is None:
-                return ds.batch(batch_size, drop_remainder=True)
+                return ds.batch(batch_size)
             # Augment in chunks of at least AUGMENT_CHUNK images whatever the
             # training batch: one call per chunk amortises the per-call cost,
             # which dominates at the paper's batch of 5 (measured: 1,500 img/s
@@ -109,7 +117,7 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
             chunks = ds.batch(max(batch_size, AUGMENT_CHUNK)).enumerate().map(
                 lambda step, batch: (augment_fn(batch[0], key, tf.cast(step, tf.int32)), batch[1]),
                 num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-            return chunks.rebatch(batch_size, drop_remainder=True)
+            return chunks.rebatch(batch_size)
 
         ds = one_epoch(start_epoch)
         for epoch in range(start_epoch + 1, end_epoch or start_epoch + 1):
@@ -126,6 +134,14 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
     options = tf.data.Options()
     options.deterministic = deterministic
     options.experimental_optimization.map_parallelization = True
+    # No autotuning thread: destroying an iterator whose autotuner sleeps
+    # between optimizations (up to 60 s once the iterator is a minute old)
+    # waits for that sleep to end in TensorFlow 2.21, which stalled the end
+    # of a training run by 20-60 s, idle (seen in native stacks: the main
+    # thread in ~RootDataset::Iterator, the model thread in
+    # Model::OptimizeLoop). AUTOTUNE parallelism then means one call per
+    # core this process may use, and prefetch buffers still grow on demand.
+    options.autotune.enabled = False
     return ds.with_options(options).prefetch(AUTOTUNE)
 
 

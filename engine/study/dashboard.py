@@ -63,14 +63,17 @@ class Dashboard:
                                                 "val_losses": [], "started": None, "steps": 0,
                                                 "steps_per_epoch": None})
         if kind == "start":
-            row["status"], row["started"] = "compiling", time.perf_counter()
+            compiles = info.get("compiles", True)
+            row["status"], row["started"] = "compiling" if compiles else "starting", time.perf_counter()
             if not self.live_mode and not self.quiet:  # a log must not look stuck for the minute this takes
-                self.console.print(f"{trial.name}: compiling (the first step traces and compiles the model)",
+                self.console.print(f"{trial.name}: compiling (the first step traces and compiles the model)"
+                                   if compiles else f"{trial.name}: starting (reusing the compiled step)",
                                    highlight=False, soft_wrap=True)
-        elif kind == "batch":
+        elif kind == "batch":  # one step, or "steps" of them (a child process sums them)
+            steps = info.get("steps", 1)
             row["status"] = "running"
-            row["steps"] += 1
-            self.progress.advance(self.task, 1)
+            row["steps"] += steps
+            self.progress.advance(self.task, steps)
         elif kind == "epoch":
             row["epoch"] = info["epoch"]
             row["steps_per_epoch"] = row["steps_per_epoch"] or row["steps"]
@@ -108,7 +111,7 @@ class Dashboard:
                        "val loss curve"):
             table.add_column(column, justify="left" if column in ("setting", "status", "val loss curve") else "right")
         colours = {"done": "green", "diverged": "red", "failed": "red", "running": "cyan", "compiling": "yellow",
-                   "running elsewhere": "blue"}
+                   "starting": "yellow", "running elsewhere": "blue"}
         for row in self.rows.values():
             status = f"[{colours.get(row['status'], 'white')}]{row['status']}[/]"
             table.add_row(row["setting"], str(row["seed"]), status, f"{row['epoch']}/{row['epochs']}",

@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +20,57 @@ from engine.errors import UserError
 OWN_OPTIONS = ("--parallel", "--shard")
 # Start-up chatter of TensorFlow in a child's output, not worth relaying.
 NOISE = ("I0000", "W0000", "E0000", "WARNING: All", "To enable")
+# A child of run_parallel (this variable set) reports its sweep events as
+# JSON lines with this prefix on its stdout; the parent's dashboard shows them.
+EVENTS_ENV = "ENGINE_SWEEP_EVENTS"
+EVENT_PREFIX = "@engine-event "
+
+
+def _plain(value):
+    """JSON for what Keras logs and results hold besides JSON types (NumPy scalars, paths)."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+class EventWriter:
+    """A child process' ``on_event``: each sweep event as one JSON line on
+    stdout for the parent (``run_parallel``). Batch events are summed and sent
+    at most every ``every`` seconds (and before any other event): a line per
+    step would cost the parent a parse per step of every child."""
+
+    def __init__(self, stream=None, every: float = 0.5):
+        self.stream, self.every = stream or sys.stdout, every
+        self.pending, self.pending_trial, self.sent = 0, None, 0.0
+
+    def __call__(self, kind: str, trial, info: dict) -> None:
+        if kind == "batch":
+            self.pending, self.pending_trial = self.pending + 1, trial
+            if time.monotonic() - self.sent < self.every:
+                return
+        self.flush()
+        if kind != "batch":
+            self.write(kind, trial.name, info)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.write("batch", self.pending_trial.name, {"steps": self.pending})
+            self.pending = 0
+        self.sent = time.monotonic()
+
+    def write(self, kind: str, name: str, info: dict) -> None:
+        line = json.dumps({"kind": kind, "trial": name, "info": info}, default=_plain)
+        self.stream.write(EVENT_PREFIX + line + "\n")
+        self.stream.flush()
+
+
+def read_event(line: str) -> tuple[str, str, dict] | None:
+    """(kind, trial name, info) of an ``EventWriter`` line; None for any other line."""
+    if not line.startswith(EVENT_PREFIX):
+        return None
+    try:
+        event = json.loads(line[len(EVENT_PREFIX):])
+        return event["kind"], event["trial"], event["info"]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def array_index(environ=os.environ) -> int:
@@ -83,7 +136,7 @@ def child_args(argv: list[str], records: Path | None) -> list[str]:
         args.append(arg)
     if "compare" in args and records is not None and str(records) not in args:
         args.insert(args.index("compare") + 1, str(records))
-    return args
+    return args + ["--parallel", "1"]  # explicit: a child never spawns children (ENGINE_PARALLEL)
 
 
 def visible_gpu(index: int, inherited: str | None, gpus: int) -> str | None:
@@ -121,7 +174,7 @@ def child_env(index: int, count: int, inherited: str | None, gpus: int, cpus: li
     ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS`` at start-up):
     left at their default, each process would size its pools to every core
     and the processes would fight over them."""
-    env = {"ENGINE_PARALLEL_PROCESSES": str(count)}
+    env = {"ENGINE_PARALLEL_PROCESSES": str(count), EVENTS_ENV: "1"}
     device = visible_gpu(index, inherited, gpus)
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
@@ -131,73 +184,109 @@ def child_env(index: int, count: int, inherited: str | None, gpus: int, cpus: li
     return env
 
 
+def even_split(cores: int, most: int) -> int:
+    """The most processes, up to ``most``, that divide ``cores`` into equal slices."""
+    return max(n for n in range(1, max(1, min(cores, most)) + 1) if cores % n == 0)
+
+
 def auto_parallel(trials: int, shape=None) -> tuple[int, str]:
     """``--parallel auto``: how many trial processes, and why.
 
     With GPUs, one process per GPU. On a CPU, the count whose measured total
     rate (processes x each one's training img/s, recorded by earlier
     ``--parallel`` runs in ``training.pace``) is highest, among those the
-    host memory holds (``PROCESS_MB`` each); 1 while nothing else was measured.
+    host memory holds (``PROCESS_MB`` each). Until two counts were measured
+    here: the most processes (up to the trials and memory) that split the
+    cores evenly, because one trial process scales poorly over cores (2
+    one-core processes ran the quick preset 1.36x as fast as one two-core
+    process on the 2-core AVX2 CPU; one thread did 0.58x of two at 299 px:
+    benchmarks/RESULTS.md).
     """
     from engine import training
 
     gpus = len(machine.gpus())
     if gpus:
         return max(1, min(gpus, trials)), f"one process per GPU ({gpus})"
+    cores = machine.cpu_cores()
     memory = machine.available_memory_mb()
-    fits = int(memory // PROCESS_MB) if memory else machine.cpu_cores()
-    candidates = range(1, max(1, min(machine.cpu_cores(), trials, fits)) + 1)
+    fits = int(memory // PROCESS_MB) if memory else cores
+    candidates = range(1, max(1, min(cores, trials, fits)) + 1)
     totals = {}
     if shape is not None:
         for n in candidates:
             pace = training.estimate_pace(replace(shape, processes=n))
-            if not pace.basis.startswith(("the CPU probe", "a rough")):  # measured at this many processes
+            if pace.measured:  # at this many processes
                 totals[n] = n * pace.train_img_s
     if len(totals) < 2:
-        return 1, ("one process: no measured rate of parallel trials on this machine yet "
-                   "(run engine compare --parallel 2 once, or engine bench --mode study --parallel 2)")
+        count = even_split(cores, max(candidates))
+        if count == 1:
+            return 1, f"one process: {cores} core(s), {trials} trial(s), memory for {fits}"
+        return count, (f"{count} processes of {cores // count} core(s): nothing measured here yet, "
+                       "and one trial process uses several cores poorly")
     best = max(totals, key=totals.get)
     table = ", ".join(f"{n} x {totals[n] / n:.1f}" for n in sorted(totals))
     return best, f"measured img/s per process: {table}"
 
 
-def parallel_count(setting: str, sweep) -> tuple[int, str]:
+def parallel_count(setting: str, sweep, channels: int | None = None) -> tuple[int, str]:
     """``--parallel`` resolved: a count as given, or ``auto`` (see ``auto_parallel``)
-    for the sweep's trials at its first trial's shape; and why."""
+    for the sweep's trials at its first trial's shape; and why. A runner of
+    one shard or one trial (``--shard``, ``--trial``) is one process.
+    ``channels``: the records' (read from their manifest when not given)."""
     from engine import training
     from engine.data.manifest import load_manifest
     from engine.study.sweep import trials
 
-    if setting != "auto":
-        try:
-            count = int(setting)
-        except ValueError:
-            count = 0
-        if count < 1:
-            raise UserError(f"--parallel must be a whole number >= 1 or auto, not {setting!r}")
+    count = check_parallel(setting)
+    part = sweep.trial or sweep.shard[1] > 1
+    if count is not None:
+        if count > 1 and part:
+            raise UserError("--parallel N runs the trials as shards itself: leave out --shard/--trial, "
+                            "or give --parallel 1")
         return count, "set"
+    if part:
+        return 1, "one shard or trial of the sweep"
     plan = trials(sweep)
     if not plan:
         return 1, "no trials"
     cfg = plan[0].config
     precision, xla = training.likely_numerics(cfg)
-    channels = load_manifest(sweep.base.records)["channels"]
+    channels = channels or load_manifest(sweep.base.records)["channels"]
     shape = training.PaceShape(cfg.model.name, cfg.model.image_size, channels, cfg.batch_size, precision, xla)
     return auto_parallel(len(plan), shape)
 
 
-def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool) -> None:
+def check_parallel(setting: str) -> int | None:
+    """``--parallel`` checked: its count, or None for ``auto``."""
+    if setting == "auto":
+        return None
+    try:
+        count = int(setting)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise UserError(f"--parallel must be a whole number >= 1 or auto, not {setting!r}")
+    return count
+
+
+def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool, *, plan=(), on_event=None,
+                 show=None) -> None:
     """Runs the sweep as ``count`` shard processes into the same folder.
 
     Each process gets one GPU (CUDA_VISIBLE_DEVICES) when there are GPUs, and
-    on a CPU its own slice of the cores (pinned, thread pools sized to it);
-    their plain per-epoch lines are relayed with a ``[i]`` prefix. The report
-    is written once all have finished.
+    on a CPU its own slice of the cores (pinned, thread pools sized to it).
+    Their sweep events (``EventWriter``) go to ``on_event`` with the trial of
+    ``plan`` they name, so one dashboard shows every process' trials; any
+    other line of theirs goes to ``show`` (default print) with a ``[i]``
+    prefix. The report is the caller's to write once all have finished.
     """
     gpus = len(machine.gpus())
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     args = child_args(argv, records)
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
+    by_name = {trial.name: trial for trial in plan}
+    show = show or (lambda text: print(text, flush=True))
+    lock = threading.Lock()  # one relay thread per child; the dashboard is not thread-safe
     procs = []
     for i in range(count):
         env = {**os.environ, **child_env(i, count, inherited, gpus, cpus)}
@@ -205,10 +294,17 @@ def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool)
         procs.append(subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--shard", f"{i}/{count}"],
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                       preexec_fn=(lambda cpus=pin: os.sched_setaffinity(0, cpus)) if pin else None))
+
     def relay(i, proc):
         for line in proc.stdout:
-            if not quiet and not line.startswith(NOISE):
-                print(f"[{i}] {line}", end="", flush=True)
+            event = read_event(line)
+            with lock:
+                if event is not None:
+                    kind, name, info = event
+                    if on_event is not None and name in by_name:
+                        on_event(kind, by_name[name], info)
+                elif not quiet and not line.startswith(NOISE):
+                    show(f"[{i}] {line.rstrip()}")
 
     threads = [threading.Thread(target=relay, args=(i, p)) for i, p in enumerate(procs)]
     for t in threads:

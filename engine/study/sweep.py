@@ -110,38 +110,58 @@ def split_counts(sweep: SweepConfig) -> dict[str, int]:
     return counts
 
 
-def estimate_seconds(sweep: SweepConfig, trial_list: list[Trial], counts: dict[str, int]) -> tuple[float, str]:
+def step_key(cfg) -> tuple:
+    """What tells a trial's compiled step apart from the other trials' of a
+    sweep (training's classifier reuses one step while its graph is the
+    same): the optimizer, and with a schedule built from the steps (not
+    constant, or warmed up) the trial's own settings too."""
+    if cfg.schedule == "constant" and cfg.warmup_epochs == 0:
+        return (cfg.optimizer,)
+    return (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs)
+
+
+def estimate_seconds(sweep: SweepConfig, trial_list: list[Trial], counts: dict[str, int],
+                     processes: int = 1) -> tuple[float, str]:
     """Wall time of ``trial_list`` on this machine from the one estimator
     (``training.run_seconds``: rates measured here when there are any), with
-    the basis of its rates. Trials of one graph in a row compile once."""
+    the basis of its rates: over ``processes`` trial processes (``--parallel``,
+    trials dealt round robin as the shards are), the slowest one's time. Each
+    process traces and compiles a step once per ``step_key`` (the batch
+    dimension is left unknown, so other batch sizes reuse it)."""
     channels = counts.get("channels", 1)
-    seconds, basis, batches = 0.0, "", []
-    for trial in trial_list:
-        cfg = trial.config
-        precision, xla = training.likely_numerics(cfg)
-        shape = training.PaceShape(cfg.model.name, cfg.model.image_size, channels, cfg.batch_size, precision, xla)
-        pace = training.estimate_pace(shape)
-        basis = basis or pace.basis
-        # Keras traces the step for the first batch size, once more for the
-        # second (with the batch dimension unknown), and never after.
-        compiles = cfg.batch_size not in batches and len(batches) < 2
-        batches.append(cfg.batch_size)
-        seconds += training.run_seconds(shape, epochs=cfg.epochs, train_images=counts["train"],
-                                        val_images=counts["val"], test_images=counts.get("test", 0),
-                                        compile_first=compiles, pace=pace)
+    basis, slowest = "", 0.0
+    for lane in range(processes):
+        seconds, compiled = 0.0, set()
+        for trial in trial_list[lane::processes]:
+            cfg = trial.config
+            precision, xla = training.likely_numerics(cfg)
+            shape = training.PaceShape(cfg.model.name, cfg.model.image_size, channels, cfg.batch_size, precision,
+                                       xla, processes=processes)
+            pace = training.estimate_pace(shape)
+            basis = basis or pace.basis
+            seconds += training.run_seconds(shape, epochs=cfg.epochs, train_images=counts["train"],
+                                            val_images=counts["val"], test_images=counts.get("test", 0),
+                                            compile_first=step_key(cfg) not in compiled, pace=pace)
+            compiled.add(step_key(cfg))
+        slowest = max(slowest, seconds)
     if sweep.base.records is None and not counts.get("built"):
-        seconds += 30.0  # generating the embedded set and building its records, once per machine
-    return seconds, basis
+        slowest += 30.0  # generating the embedded set and building its records, once per machine
+    return slowest, basis
 
 
-def plan_summary(sweep: SweepConfig) -> dict:
+def plan_summary(sweep: SweepConfig, parallel: str = "1") -> dict:
     """What ``--dry-run`` shows: the trials (with their index in the whole
-    sweep, for sizing a job array) and an estimated time."""
+    sweep, for sizing a job array), the trial processes ``parallel`` becomes
+    and an estimated time."""
+    from engine.study.launch import parallel_count
+
     everything = trials(sweep, every_shard=True)
     shown = trials(replace(sweep, trial="") if sweep.trial == "auto" else sweep)
     counts = split_counts(sweep)
-    seconds, basis = estimate_seconds(sweep, shown, counts)
-    return {"count": len(everything), "seconds": round(seconds), "basis": basis,
+    processes, why = parallel_count(parallel, sweep, counts.get("channels", 1))
+    seconds, basis = estimate_seconds(sweep, shown, counts, processes)
+    return {"count": len(everything), "seconds": round(seconds), "basis": basis, "processes": processes,
+            "processes_why": why,
             "trials": [{"index": everything.index(t), "name": t.name, "setting": t.setting, "lr": t.config.lr,
                         "batch_size": t.config.batch_size, "epochs": t.config.epochs, "seed": t.config.seed}
                        for t in shown]}
@@ -257,7 +277,7 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
             for t in trials(sweep)]
     for trial in plan:
         event("queued", trial, {})
-    results = []
+    results, compiled = [], set()
     with preemptible():
         for trial in plan:
             result = finished_result(trial)
@@ -269,7 +289,9 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
                     if lock.taken_over is not None:
                         event("note", trial, {"text": f"{trial.name}: took over its lock (no heartbeat for "
                                                       f"{lock.taken_over:.0f} s: its runner is gone)"})
-                    result = finished_result(trial) or run_trial(trial, force, numerics, event)
+                    compiles = step_key(trial.config) not in compiled  # what the dashboard says
+                    compiled.add(step_key(trial.config))
+                    result = finished_result(trial) or run_trial(trial, force, numerics, event, compiles)
                 finally:
                     lock.release()
             event("end", trial, result)
@@ -277,8 +299,8 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
     return results
 
 
-def run_trial(trial: Trial, force: bool, numerics, event) -> dict:
-    event("start", trial, {})
+def run_trial(trial: Trial, force: bool, numerics, event, compiles: bool = True) -> dict:
+    event("start", trial, {"compiles": compiles})
     write_hparams(trial)
     try:
         return training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)],

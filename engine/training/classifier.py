@@ -19,6 +19,7 @@ from engine.data import augment
 from engine.model import build
 from engine.training.distribute import describe
 from engine.training.optim import make_optimizer
+from engine.training.seeding import seed_run
 
 
 def augment_placement(setting: str = "auto") -> str:
@@ -191,6 +192,26 @@ def graph_key(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla:
                        describe(distribution)], default=str)
 
 
+# Initial weights of the networks built for runs of this process, by (graph,
+# seed, weights): a sweep's repeats share their seeds across settings, and
+# building InceptionV3 (twice, with the fused BatchNorm swap) costs seconds
+# per trial that these copies save. At most INITIAL_KEPT are kept (~90 MB each
+# for InceptionV3).
+_initial: dict[str, list[np.ndarray]] = {}
+INITIAL_KEPT = 4
+
+
+def initial_weights(cfg: TrainConfig, key: str, build_fresh) -> list[np.ndarray]:
+    """The seeded initial values of every variable of the run's network:
+    remembered, or taken from ``build_fresh()`` (called right after seeding)."""
+    wanted = json.dumps([key, cfg.seed, cfg.model.weights])
+    if wanted not in _initial:
+        while len(_initial) >= INITIAL_KEPT:
+            _initial.pop(next(iter(_initial)))
+        _initial[wanted] = [np.array(v) for v in build_fresh().variables]
+    return _initial[wanted]
+
+
 def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla: str, momentum,
                         distribution: tf.distribute.Strategy) -> Classifier:
     """A compiled classifier with fresh weights and optimizer state for this run.
@@ -198,20 +219,25 @@ def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision:
     A fresh network is built for its initial weights (seeded; ImageNet or
     PATH weights loaded); when the previous run compiled the same graph in
     the same strategy, its classifier takes those values instead of being
-    compiled again.
+    compiled again, and a run with the seed of an earlier one of this
+    process takes that one's initial values without building at all.
     """
     key = graph_key(cfg, manifest, steps, precision, xla, momentum, distribution)
     reuse = bool(_last) and _last[0].key == key and _last[0].distribution is distribution
     if not reuse:
         _last.clear()
+        _initial.clear()
         keras.backend.clear_session()
         gc.collect()
-        keras.utils.set_random_seed(cfg.seed)
+        seed_run(cfg.seed)
     with dtype_policy(precision), distribution.scope():
-        fresh = build(replace(cfg.model, bn_momentum=momentum), synchronized_bn=distribution.num_replicas_in_sync > 1)
+        def build_fresh():
+            return build(replace(cfg.model, bn_momentum=momentum),
+                         synchronized_bn=distribution.num_replicas_in_sync > 1)
+
         if reuse:
             compiled = _last[0]
-            for target, value in zip(compiled.classifier.net.variables, fresh.variables):
+            for target, value in zip(compiled.classifier.net.variables, initial_weights(cfg, key, build_fresh)):
                 target.assign(value)
             for target, value in zip(compiled.classifier.optimizer.variables, compiled.optimizer_start):
                 target.assign(value)
@@ -220,6 +246,8 @@ def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision:
             compiled.classifier.run_seed.assign(cfg.seed)
             compiled.classifier.steps_per_epoch.assign(steps)
             return compiled.classifier
+        fresh = build_fresh()
+        initial_weights(cfg, key, lambda: fresh)
         classifier = make_classifier(cfg, manifest, fresh, steps, xla)
     _last.append(_Compiled(key, classifier, [np.asarray(v) for v in classifier.optimizer.variables], distribution))
     return classifier

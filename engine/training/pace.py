@@ -27,8 +27,14 @@ from engine import machine
 from engine.io import atomic_json, cache_dir
 
 PACE_FILE = "pace.json"
-# A reusing run's first step against a compiling one's (see run_seconds).
-REUSE_FIRST_STEP = 0.55
+# A reusing run's first step against a compiling one's, until one was
+# measured (quick preset, AVX2 CPU: 1.1-2.8 s against 35 s; see run_seconds).
+REUSE_FIRST_STEP = 0.06
+# Trial processes on a CPU whose rate was not measured at that count: their
+# total rate against one process' (2 one-core processes against one two-core
+# process: 1.36x for the quick preset, AVX2 CPU; ~1.16x expected at 299 px
+# from the thread-pool table in benchmarks/RESULTS.md).
+PARALLEL_GAIN = 1.25
 # Rate falls with image area roughly as area ** -0.62 on a CPU (InceptionV3,
 # float32, 299 px against 96 px, measured on both CPU kinds): small images
 # use the cores less well than the pixel count promises.
@@ -59,9 +65,19 @@ class Pace:
 
     train_img_s: float
     eval_img_s: float
-    first_step_s: float
+    first_step_s: float  # a run that traces and compiles its step
     save_s: float  # per epoch, on the training thread
     basis: str
+    reuse_step_s: float | None = None  # a run reusing a compiled step (None: a share of first_step_s)
+
+    @property
+    def measured(self) -> bool:
+        """From rates measured on this machine for this shape's process count (maybe scaled by size)."""
+        return not self.basis.startswith(("the CPU probe", "a rough")) and "not measured" not in self.basis
+
+    @property
+    def reused_first_step_s(self) -> float:
+        return self.first_step_s * REUSE_FIRST_STEP if self.reuse_step_s is None else self.reuse_step_s
 
 
 def _load() -> dict:
@@ -73,13 +89,14 @@ def _load() -> dict:
 
 
 def record(shape: Shape, *, train_img_s: float | None = None, eval_img_s: float | None = None,
-           first_step_s: float | None = None, save_s: float | None = None, source: str = "") -> None:
+           first_step_s: float | None = None, save_s: float | None = None, reuse_step_s: float | None = None,
+           source: str = "") -> None:
     """Remembers measured rates of ``shape`` on this machine (given ones replace
     the stored ones; the others are kept)."""
     data = _load()
     entry = data.get(shape.key(), {})
     for name, value in (("train_img_s", train_img_s), ("eval_img_s", eval_img_s),
-                        ("first_step_s", first_step_s), ("save_s", save_s)):
+                        ("first_step_s", first_step_s), ("save_s", save_s), ("reuse_step_s", reuse_step_s)):
         if value is not None and value > 0:
             entry[name] = round(float(value), 4)
     entry["when"] = time.strftime("%Y-%m-%d %H:%M")
@@ -92,9 +109,10 @@ def record(shape: Shape, *, train_img_s: float | None = None, eval_img_s: float 
     atomic_json(path, data)
 
 
-def record_history(shape: Shape, history: list[dict], val_images: int, source: str) -> None:
+def record_history(shape: Shape, history: list[dict], val_images: int, source: str, compiled: bool = True) -> None:
     """Records the rates of a training session from its ``history.csv`` rows
-    (the rows this session trained: the medians over its epochs)."""
+    (the rows this session trained: the medians over its epochs); its first
+    step as a compiling one, or (``compiled`` False) as a reusing one's."""
     if not history:
         return
     rates = [h["images_per_second"] for h in history if h.get("images_per_second")]
@@ -104,7 +122,8 @@ def record_history(shape: Shape, history: list[dict], val_images: int, source: s
     record(shape, train_img_s=statistics.median(rates) if rates else None,
            eval_img_s=statistics.median(evals) if evals else None,
            save_s=statistics.median(saves) if saves else None,
-           first_step_s=firsts[-1] if firsts else None, source=source)
+           first_step_s=firsts[-1] if firsts and compiled else None,
+           reuse_step_s=firsts[-1] if firsts and not compiled else None, source=source)
 
 
 def rough_train_rate(shape: Shape) -> float:
@@ -152,6 +171,14 @@ def estimate(shape: Shape) -> Pace:
         scale = (size / shape.image_size) ** (2 * AREA_EXPONENT)
         return _pace(entry, scale, f"scaled from a measurement at {size} px, batch {entry['shape']['batch']} "
                                    f"({entry['when']})")
+    if shape.processes > 1:
+        # Not measured at this many processes: one process' rates shared out.
+        alone = estimate(dataclasses.replace(shape, processes=1))
+        share = PARALLEL_GAIN / shape.processes
+        return dataclasses.replace(alone, train_img_s=alone.train_img_s * share,
+                                   eval_img_s=alone.eval_img_s * share,
+                                   basis=f"{alone.basis}, shared by {shape.processes} processes "
+                                         f"(x{PARALLEL_GAIN:g} in all, not measured)")
     probe = _probe_rate(shape)
     if probe:
         return Pace(probe, 3 * probe, _rough_first_step(shape), 0.0, "the CPU probe's step rate")
@@ -162,7 +189,7 @@ def estimate(shape: Shape) -> Pace:
 def _pace(entry: dict, scale: float, basis: str) -> Pace:
     train = entry["train_img_s"] * scale
     return Pace(train, entry.get("eval_img_s", 3 * entry["train_img_s"]) * scale,
-                entry.get("first_step_s", 20.0), entry.get("save_s", 0.0), basis)
+                entry.get("first_step_s", 20.0), entry.get("save_s", 0.0), basis, entry.get("reuse_step_s"))
 
 
 def _rough_first_step(shape: Shape) -> float:
@@ -194,9 +221,7 @@ def run_seconds(shape: Shape, *, epochs: int, train_images: int, val_images: int
     steps = train_images // shape.batch
     epoch = steps * shape.batch / pace.train_img_s + val_images / pace.eval_img_s + pace.save_s
     final = (val_images + test_images) / pace.eval_img_s + (4.0 if shape.model == "InceptionV3" else 0.5)
-    # A run that reuses a compiled step still pays part of its first step:
-    # TensorFlow instantiates (and grappler optimizes) the step's function
-    # again for the new input iterator (measured 17 s against 32 s compiling,
-    # InceptionV3 at 75 px, AVX2 CPU).
-    first = pace.first_step_s * (1.0 if compile_first else REUSE_FIRST_STEP)
+    # A run that reuses a compiled step pays a second or two for its first
+    # step (the new input iterator), one that compiles pays the tracing.
+    first = pace.first_step_s if compile_first else pace.reused_first_step_s
     return epochs * epoch + first + final

@@ -43,6 +43,7 @@ from engine.training.checkpoint import CHECKPOINT, load_checkpoint, save_model
 from engine.training.classifier import Classifier, augment_placement, compiled_classifier, pipeline_augment_fn
 from engine.training.evaluation import eval_batch_size, evaluate_run, predict_split
 from engine.training.numerics import Numerics, choose
+from engine.training.seeding import seed_run
 
 STATUS_DONE, STATUS_DIVERGED = "done", "diverged"
 
@@ -113,6 +114,9 @@ class Run:
         start_epoch, history, best = load_checkpoint(run, self.classifier)
         recorder = RunRecorder(run, self.classifier, self.positive, history, self.steps_per_epoch, cfg.batch_size,
                                best=best)
+        # Keras keeps the traced step on the classifier: a run that reuses it
+        # (a sweep's later trial) records its first step apart (training.pace).
+        compiles = self.classifier.train_function is None
         start = time.perf_counter()
         if start_epoch < cfg.epochs:
             class_weight = class_weights(self.manifest) if cfg.class_weight == "auto" else None
@@ -136,7 +140,8 @@ class Run:
         session = history[start_epoch:]
         if session and run == cfg.out and self.distribution.num_replicas_in_sync == 1:
             # What this machine measured, for later estimates (--dry-run, the bench).
-            pace.record_history(self.pace_shape(), session, self.manifest["splits"]["val"]["count"], "a training run")
+            pace.record_history(self.pace_shape(), session, self.manifest["splits"]["val"]["count"], "a training run",
+                                compiled=compiles)
         saving = time.perf_counter()
         status = STATUS_DIVERGED if recorder.diverged is not None else STATUS_DONE
         chosen = self.save_models(run, history, recorder.best_weights, status == STATUS_DONE)
@@ -280,7 +285,7 @@ def choose_numerics(cfg: TrainConfig, quiet: bool = True, largest_batch: int | N
     cfg, manifest, _ = resolve(cfg, quiet)
     count = manifest["splits"]["train"]["count"]
     choice = choose(cfg, manifest["channels"], count // max(largest_batch or cfg.batch_size, cfg.batch_size))
-    keras.utils.set_random_seed(cfg.seed)  # the probe drew numbers too
+    seed_run(cfg.seed)  # the probe drew numbers too
     return choice
 
 
@@ -299,11 +304,11 @@ def prepare(cfg: TrainConfig, *, quiet: bool = False, force: bool = False,
         print(f"positive class: {cfg.positive_class} ({why})", flush=True)
     if cfg.out is not None:
         check_resume(distribute.output_folder(cfg.out), cfg, force)
-    keras.utils.set_random_seed(cfg.seed)
+    seed_run(cfg.seed)
     distribute.op_determinism(cfg.deterministic)
     steps = manifest["splits"]["train"]["count"] // cfg.batch_size
     chosen = numerics or choose(cfg, manifest["channels"], steps)
-    keras.utils.set_random_seed(cfg.seed)  # the probe drew numbers too
+    seed_run(cfg.seed)  # the probe drew numbers too
     distribution = distribution or distribute.strategy()
     if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
         distribute.multi_worker_fixes()
