@@ -8,15 +8,18 @@ Command (the same as ``engine bench --mode study``; extra options pass through):
 
 Hardware and time: sized to 30 minutes on the machine it runs on by the
 time estimator (``--dry-run`` says how many images that allows). On the
-2-core AVX2-only CPU (AMD Zen 3 class) it chose 160 train / 32 val images
-from an empty cache and took 45 min (float32 InceptionV3 at 299 px runs
-1.6 img/s there, below the rough 2.2 the estimate starts from; once rates
-are measured the estimate uses them).
+2-core AVX2-only CPU (AMD Zen 3 class), from an empty cache, it chose 160
+train / 32 val images (120 / 24 with ``--parallel 2``) and took 45 min both
+times: float32 InceptionV3 at 299 px runs 1.6-1.7 img/s there, below the
+2.2 the estimate then started from (now 1.6); once rates are measured the
+estimate uses them.
 
-Expected there (benchmarks/RESULTS.md, "Study bench"): study ratio about
-1.2x (the steps are equally fast; the engine saves per-trial set-up), the
-engine's epoch within 5 % of its compute (end-to-end plus evaluation
-rates), and the full paper study projected at ~15 h for both stacks.
+Expected there (benchmarks/RESULTS.md, "Study bench again"): study ratio
+about 1.5x with the engine's trials in one process and 1.75x as
+``--parallel 2`` (the steps are about equally fast; the engine saves
+per-trial set-up and the paper's stack's generator overhead), the engine's
+epoch within about 5 % of its compute (end-to-end plus evaluation rates),
+and the full paper study projected at ~14.4 h against ~15.7 h.
 """
 
 import sys

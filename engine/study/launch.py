@@ -221,8 +221,8 @@ def auto_parallel(trials: int, shape=None) -> tuple[int, str]:
         count = even_split(cores, max(candidates))
         if count == 1:
             return 1, f"one process: {cores} core(s), {trials} trial(s), memory for {fits}"
-        return count, (f"{count} processes of {cores // count} core(s): nothing measured here yet, "
-                       "and one trial process uses several cores poorly")
+        return count, (f"{count} processes of {cores // count} core(s): fewer than two process counts "
+                       "measured here, and one trial process uses several cores poorly")
     best = max(totals, key=totals.get)
     table = ", ".join(f"{n} x {totals[n] / n:.1f}" for n in sorted(totals))
     return best, f"measured img/s per process: {table}"
