@@ -220,20 +220,20 @@ def compare(
     if child:  # the parent shows the events and writes the report
         results = sweep_lib.run(sweep, force=force, on_event=launch.EventWriter(),
                                 command=launch.rerun_args(records, out, config, given))
-    elif count > 1:
-        with Dashboard(sweep_lib.total_steps(plan, counts["train"]), quiet=quiet) as dashboard:
-            def on_event(kind, trial, info):
-                dashboard(kind, trial, info)
-                if kind == "end":
-                    results.append(info)
-            for trial in plan:
-                dashboard("queued", trial, {})
-            launch.run_parallel(count, sys.argv[1:], sweep.base.records, quiet, plan=plan, on_event=on_event,
-                                show=lambda text: dashboard.console.print(text, highlight=False, soft_wrap=True))
     else:
         with Dashboard(sweep_lib.total_steps(plan, counts["train"]), quiet=quiet) as dashboard:
-            results = sweep_lib.run(sweep, force=force, on_event=dashboard,
-                                    command=launch.rerun_args(records, out, config, given))
+            if count > 1:
+                def on_event(kind, trial, info):
+                    dashboard(kind, trial, info)
+                    if kind == "end":
+                        results.append(info)
+                for trial in plan:
+                    dashboard("queued", trial, {})
+                launch.run_parallel(count, sys.argv[1:], sweep.base.records, quiet, plan=plan, on_event=on_event,
+                                    show=lambda text: dashboard.console.print(text, highlight=False, soft_wrap=True))
+            else:
+                results = sweep_lib.run(sweep, force=force, on_event=dashboard,
+                                        command=launch.rerun_args(records, out, config, given))
     if not sweep.trial and not child:
         result = report.write(out)
         out_console.print(result["ranking"]["text"].replace("**", ""), highlight=False, soft_wrap=True)

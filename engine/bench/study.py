@@ -97,13 +97,12 @@ def estimate_seconds(cfg: BenchConfig, train: int, val: int, channels: int = 1) 
         seconds += REFERENCE_IMAGES / pace.train_img_s + val / pace.eval_img_s + 5
         seconds += training.run_seconds(shape(cfg, batch, PAPER, 3, precision, xla), epochs=cfg.epochs,
                                         train_images=train, val_images=val)
-    if cfg.parallel > 1:  # the engine's trials again, dealt round robin to the processes
-        lanes = [0.0] * cfg.parallel
-        for i, (_, batch) in enumerate(study_trials(cfg)):
-            engine = replace(shape(cfg, batch, ENGINE, channels, precision, xla), processes=cfg.parallel)
-            lanes[i % cfg.parallel] += training.run_seconds(engine, epochs=cfg.epochs, train_images=train,
-                                                            val_images=val, compile_first=i < cfg.parallel)
-        seconds += max(lanes) + 20.0  # and the processes' start-up
+    if cfg.parallel > 1:  # the engine's sweeps again, each as engine compare --parallel N estimates itself
+        from engine.study import sweep as sweep_lib
+
+        counts = {"train": train, "val": val, "channels": channels, "built": True}
+        for sweep in (s for s in sweeps(cfg, None, precision, xla) if s is not None):
+            seconds += sweep_lib.estimate_seconds(sweep, sweep_lib.trials(sweep), counts, cfg.parallel)[0]
     return seconds
 
 
