@@ -191,7 +191,7 @@ def compare(
 
     from_file = options.from_toml(config, options.SWEEP) if config else {}
     sweep = options.sweep_config(options.from_command_line(given, options.SWEEP), from_file, records, out)
-    launch.check_parallel(parallel)  # a bad value fails before any records are built
+    launch.check_parallel(parallel, sweep)  # a bad value fails before any records are built
     if dry_run:
         plan = sweep_lib.plan_summary(sweep, parallel)
         if json_:

@@ -237,14 +237,10 @@ def parallel_count(setting: str, sweep, channels: int | None = None) -> tuple[in
     from engine.data.manifest import load_manifest
     from engine.study.sweep import trials
 
-    count = check_parallel(setting)
-    part = sweep.trial or sweep.shard[1] > 1
+    count = check_parallel(setting, sweep)
     if count is not None:
-        if count > 1 and part:
-            raise UserError("--parallel N runs the trials as shards itself: leave out --shard/--trial, "
-                            "or give --parallel 1")
         return count, "set"
-    if part:
+    if sweep.trial or sweep.shard[1] > 1:
         return 1, "one shard or trial of the sweep"
     plan = trials(sweep)
     if not plan:
@@ -256,8 +252,9 @@ def parallel_count(setting: str, sweep, channels: int | None = None) -> tuple[in
     return auto_parallel(len(plan), shape)
 
 
-def check_parallel(setting: str) -> int | None:
-    """``--parallel`` checked: its count, or None for ``auto``."""
+def check_parallel(setting: str, sweep) -> int | None:
+    """``--parallel`` checked against the sweep (a count > 1 cannot be given
+    with ``--shard``/``--trial``): its count, or None for ``auto``."""
     if setting == "auto":
         return None
     try:
@@ -266,6 +263,9 @@ def check_parallel(setting: str) -> int | None:
         count = 0
     if count < 1:
         raise UserError(f"--parallel must be a whole number >= 1 or auto, not {setting!r}")
+    if count > 1 and (sweep.trial or sweep.shard[1] > 1):
+        raise UserError("--parallel N runs the trials as shards itself: leave out --shard/--trial, "
+                        "or give --parallel 1")
     return count
 
 
