@@ -1,8 +1,15 @@
-"""Automatic precision and XLA: rules, the measured probe and its cache."""
+"""Automatic precision and XLA: rules, the measured probe, its numerics check and its cache."""
 
+import json
+import math
+
+import pytest
 
 from engine import machine
+from engine.io import cache_dir
 from engine.training import numerics
+
+HEALTHY = [0.70, 0.66, 0.61, 0.65, 0.58, 0.55, 0.60, 0.52]
 
 
 def test_explicit_settings_are_kept():
@@ -11,38 +18,136 @@ def test_explicit_settings_are_kept():
     assert precision.reason == xla.reason == "set"
 
 
-def test_cpu_probe_picks_the_fastest_and_is_cached(monkeypatch):
+@pytest.fixture
+def cpu(monkeypatch):
+    """A CPU of the given flags, no GPU, no AMX override."""
     monkeypatch.setattr(machine, "gpus", lambda: [])
-    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    rates = {("float32", "off"): 4.6, ("float32", "on"): 2.4, ("mixed_bfloat16", "off"): 6.2,
-             ("mixed_bfloat16", "on"): 3.0}
+    monkeypatch.delenv("ENGINE_ALLOW_AMX_BF16", raising=False)
+
+    def flags(*names):
+        monkeypatch.setattr(machine, "cpu_flags", lambda: set(names))
+    return flags
+
+
+def prober(rates, losses=None):
+    """A ``measure`` of fixed rates and losses (default: float32's healthy curve) that records its calls."""
     calls = []
 
     def measure(precision, xla):
         calls.append((precision, xla))
-        return rates[(precision, xla)]
+        return rates[(precision, xla)], list((losses or {}).get((precision, xla), HEALTHY))
+    return measure, calls
 
+
+RATES = {("float32", "off"): 4.6, ("float32", "on"): 2.4, ("mixed_bfloat16", "off"): 6.2,
+         ("mixed_bfloat16", "on"): 3.0}
+
+
+def test_cpu_probe_picks_the_fastest_that_passes_and_is_cached(cpu):
+    cpu("avx512f", "avx512_bf16")
+    measure, calls = prober(RATES, {("mixed_bfloat16", "off"): [v + 0.01 for v in HEALTHY]})
     precision, xla = numerics.resolve("auto", "auto", measure, key="InceptionV3|299|5")
     assert (precision.value, xla.value) == ("mixed_bfloat16", "off")
     assert "mixed_bfloat16/off 6.20 img/s" in precision.reason
-    assert sorted(calls) == sorted(rates)
+    assert sorted(calls) == sorted(RATES)  # float32/off's losses serve as the reference
     again, _ = numerics.resolve("auto", "auto", measure, key="InceptionV3|299|5")
     assert again.value == "mixed_bfloat16" and len(calls) == 4  # from the cache, no new probe
 
 
-def test_cpu_without_bf16_only_probes_xla(monkeypatch):
-    monkeypatch.setattr(machine, "gpus", lambda: [])
-    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})
-    seen = []
-    precision, xla = numerics.resolve("auto", "auto", lambda p, x: seen.append((p, x)) or (2.0 if x == "on" else 1.0),
-                                    key="k")
+def test_a_faster_precision_whose_training_goes_non_finite_is_rejected(cpu, monkeypatch):
+    cpu("avx512f", "avx512_bf16", "amx_bf16")
+    monkeypatch.setenv("ENGINE_ALLOW_AMX_BF16", "1")  # let auto consider bf16 on AMX: the check must catch it
+    broken = HEALTHY[:2] + [math.nan] * 6
+    measure, _ = prober(RATES, {("mixed_bfloat16", "off"): broken, ("mixed_bfloat16", "on"): broken})
+    precision, xla = numerics.resolve("auto", "auto", measure, key="k-broken")
+    assert precision.value == "float32" and xla.value == "off"
+    assert "mixed_bfloat16/off rejected: loss not finite at probe step 3 of 8" in precision.reason
+    # The verdict is cached with the rates: no later run picks the broken precision either.
+    cached = numerics.cached_probe(numerics.probe_key("k-broken", "auto", "auto"))
+    assert cached["checks"]["mixed_bfloat16/off"]["ok"] is False
+
+
+def test_a_precision_far_from_float32_is_rejected(cpu):
+    cpu("avx512_bf16")
+    off = [v + 0.5 for v in HEALTHY]
+    measure, _ = prober(RATES, {("mixed_bfloat16", "off"): off, ("mixed_bfloat16", "on"): off})
+    precision, _ = numerics.resolve("auto", "auto", measure, key="k-far")
+    assert precision.value == "float32" and "first-step loss 1.200 against float32's 0.700" in precision.reason
+
+
+def test_numerics_check_bounds():
+    ok = numerics.numerics_check(HEALTHY, [v + 0.04 for v in HEALTHY])
+    assert ok["ok"], ok
+    # first step: 0.05 + 0.1 * 0.70 = 0.12 allowed
+    assert numerics.numerics_check(HEALTHY, [0.70 + 0.11] + HEALTHY[1:])["ok"]
+    assert not numerics.numerics_check(HEALTHY, [0.70 + 0.13] + HEALTHY[1:])["ok"]
+    # mean: float32's is 0.60875, allowed 0.15 + 0.25 * 0.60875 = 0.3022; the first step kept equal
+    drift = [HEALTHY[0]] + [v + 0.34 for v in HEALTHY[1:]]  # mean +0.2975
+    assert numerics.numerics_check(HEALTHY, drift)["ok"]
+    drift = [HEALTHY[0]] + [v + 0.35 for v in HEALTHY[1:]]  # mean +0.30625
+    assert "mean loss" in numerics.numerics_check(HEALTHY, drift)["why"]
+    assert not numerics.numerics_check([math.inf] + HEALTHY[1:], HEALTHY)["ok"]  # no reference, no pass
+    assert not numerics.numerics_check(HEALTHY, HEALTHY[:3])["ok"]
+
+
+def test_amx_keeps_float32_without_probing_bf16(cpu):
+    cpu("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    assert numerics.auto_candidates("precision") == ["float32"]
+    measure, calls = prober(RATES)
+    precision, xla = numerics.resolve("auto", "auto", measure, key="k-amx")
+    assert precision.value == "float32" and "Intel AMX" in precision.reason
+    assert {p for p, _ in calls} == {"float32"}
+    # Without measuring (what a time estimate assumes) the same, and says why.
+    assert "Intel AMX" in numerics.resolve("auto", "off")[0].reason
+
+
+def test_a_probe_result_from_before_the_check_is_not_reused(cpu):
+    cpu("avx512_bf16")
+    old_key = numerics.probe_key("k-old", "auto", "auto").split("|", 1)[1]  # the unversioned form
+    path = cache_dir() / "probe.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data[old_key] = {"rates": {"mixed_bfloat16/off": 99.0, "float32/off": 1.0}, "when": "2026-12-01"}
+    path.write_text(json.dumps(data))
+    measure, calls = prober(RATES)
+    precision, _ = numerics.resolve("auto", "auto", measure, key="k-old")
+    assert len(calls) == 4 and "99.00" not in precision.reason
+
+
+def test_cpu_without_bf16_only_probes_xla(cpu):
+    cpu("avx2")
+    measure, calls = prober({("float32", "off"): 1.0, ("float32", "on"): 2.0})
+    precision, xla = numerics.resolve("auto", "auto", measure, key="k")
     assert precision.value == "float32" and xla.value == "on"
-    assert {p for p, _ in seen} == {"float32"}
+    assert {p for p, _ in calls} == {"float32"}
 
 
-def test_auto_xla_with_explicit_precision(monkeypatch):
-    monkeypatch.setattr(machine, "gpus", lambda: [])
-    monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512_bf16"})
-    precision, xla = numerics.resolve("float32", "auto", lambda p, x: 1.0 if x == "on" else 3.0, key="k2")
+def test_auto_xla_with_explicit_precision(cpu):
+    cpu("avx512_bf16")
+    measure, _ = prober({("float32", "on"): 1.0, ("float32", "off"): 3.0})
+    precision, xla = numerics.resolve("float32", "auto", measure, key="k2")
     assert precision.value == "float32" and precision.reason == "set"
     assert xla.value == "off" and "probe" in xla.reason
+
+
+def test_the_probe_trains_real_batches_in_both_precisions(tmp_path):
+    """The real probe: TinyCNN on real records, float32 and (emulated here) bf16 from
+    the same weights; the check passes, and a float32 rerun repeats its losses exactly."""
+    import factories
+    from dataclasses import replace
+
+    from engine.config import TrainConfig
+    from engine.data.manifest import load_manifest
+
+    records = factories.synthetic_records(tmp_path, {"train": 20, "val": 4, "test": 4}, 32)
+    manifest = load_manifest(records)
+    cfg = TrainConfig(records=records, lr=1e-3, batch_size=4)
+    cfg = replace(cfg, model=replace(cfg.model, name="TinyCNN", weights="none", image_size=32,
+                                     channels=manifest["channels"]))
+    measure = numerics.probe_rates(cfg, manifest["channels"])
+    rate, reference = measure("float32", "off")
+    _, bf16 = measure("mixed_bfloat16", "off")
+    assert rate > 0 and len(reference) == numerics.PROBE_STEPS
+    assert measure("float32", "off")[1] == reference
+    assert bf16 != reference  # another arithmetic, really run
+    assert numerics.numerics_check(reference, bf16)["ok"]

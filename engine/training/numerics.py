@@ -4,11 +4,20 @@
 capability) and otherwise by a short measured probe of the real training
 step, cached per machine in the engine's cache folder so that a whole sweep
 (and every later run of the same shape) uses one choice.
+
+A reduced precision is chosen on a CPU only if it is faster **and** its
+numerics pass a check: the probe trains the same initial weights on the same
+real training batches in float32 and in the candidate, and the candidate's
+losses must stay finite and close to float32's (``numerics_check``). Speed
+alone once chose bf16 on Intel AMX CPUs, where TensorFlow 2.21's bf16
+training diverged (benchmarks/RESULTS.md); there ``auto`` keeps float32.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import time
 from dataclasses import dataclass, replace
 
@@ -52,10 +61,15 @@ class Numerics:
 
 # --- the probe cache ----------------------------------------------------------
 
+# Results of an older probe are not reused: before version 2 a probe measured
+# speed alone, and chose a precision whose training diverged.
+PROBE_VERSION = 2
+
+
 def probe_key(key: str, precision: str, xla: str) -> str:
-    """What a probe result is stored under: this CPU and TensorFlow, the
-    model/size/batch ``key`` and the user's two settings."""
-    return f"{machine.cpu_name()}|tf{tf.__version__}|{key}|{precision}|{xla}"
+    """What a probe result is stored under: the probe's version, this CPU and
+    TensorFlow, the model/size/batch ``key`` and the user's two settings."""
+    return f"probe{PROBE_VERSION}|{machine.cpu_name()}|tf{tf.__version__}|{key}|{precision}|{xla}"
 
 
 def shape_key(model: str, image_size: int, batch_size: int) -> str:
@@ -86,12 +100,48 @@ def store_probe(key: str, value: dict) -> None:
 def remember_rates(model: str, image_size: int, batch_size: int, rates: dict[str, float], source: str) -> None:
     """Stores measured ``{"precision/xla": img/s}`` as the probe result of
     ``--precision auto --xla auto`` at this shape (``engine bench`` measures
-    them more carefully than the probe, so training then uses its verdict)."""
-    store_probe(probe_key(shape_key(model, image_size, batch_size), "auto", "auto"),
-                {"rates": rates, "when": time.strftime("%Y-%m-%d %H:%M") + f", {source}"})
+    them more carefully than the probe, so training then uses its rates).
+    The bench times steps, it does not check numerics: a reduced precision
+    it found fastest is still checked by the next training run's probe."""
+    key = probe_key(shape_key(model, image_size, batch_size), "auto", "auto")
+    checks = (cached_probe(key) or {}).get("checks", {})
+    store_probe(key, {"rates": rates, "checks": checks,
+                      "when": time.strftime("%Y-%m-%d %H:%M") + f", {source}"})
 
 
 # --- precision and XLA ----------------------------------------------------------
+
+REDUCED = ("mixed_bfloat16", "mixed_float16")
+
+# The numerics check compares a candidate's probe losses with float32's, from
+# the same initial weights on the same batches, without dropout (its masks are
+# drawn in the compute dtype, so they differ between precisions): every loss
+# finite; the first step's loss (the forward pass alone, weights still equal)
+# within FIRST_ABS + FIRST_REL x float32's; the mean loss over the steps (the
+# backward pass and the updates too) within MEAN_ABS + MEAN_REL x float32's.
+# Training is chaotic step by step, a mean is not: measured on 2 AVX2 cores,
+# InceptionV3 from scratch at 75 px, batch 5, lr 1e-3: first step 1.028 against
+# 1.077, mean 0.921 against 0.992; TinyCNN: within 0.01 at every step
+# (benchmarks/RESULTS.md). bf16 keeps 8 bits of mantissa (0.4 % rounding).
+FIRST_ABS, FIRST_REL = 0.05, 0.1
+MEAN_ABS, MEAN_REL = 0.15, 0.25
+PROBE_STEPS = 8    # training steps per candidate: the first 2 warm up and compile
+PROBE_TIMED = 3    # the last 3 are timed
+PROBE_MAX_LR = 1e-3  # the probe checks kernels, not the learning rate: an lr of 1e-2 may diverge in float32 too
+
+# Intel AMX: TensorFlow 2.21's bf16 training diverged (oneDNN's AMX
+# backward-weights convolution returned non-finite values, intermittently and
+# only with more than one thread; benchmarks/RESULTS.md). A short probe can
+# miss an intermittent fault, so ``auto`` does not consider bf16 there at all.
+# ENGINE_ALLOW_AMX_BF16=1 lets it (the numerics check still applies): for
+# checking a TensorFlow build that fixes the kernel.
+AMX_REASON = ("Intel AMX CPU: bf16 training diverged there with TensorFlow 2.21 (oneDNN's AMX bf16 "
+              "backward-weights convolution), so auto keeps float32; --precision mixed_bfloat16 forces it")
+
+
+def amx_bf16_excluded() -> bool:
+    return "amx_bf16" in machine.cpu_flags() and os.environ.get("ENGINE_ALLOW_AMX_BF16") != "1"
+
 
 def gpu_precision(capability: tuple[int, int]) -> Choice:
     if capability >= (8, 0):
@@ -110,8 +160,45 @@ def auto_candidates(kind: str) -> list[str]:
         precision, xla = resolve("auto", "auto")  # GPU rules, no measuring
         return [precision.value if kind == "precision" else xla.value]
     if kind == "precision":
-        return ["float32", "mixed_bfloat16"] if machine.bf16_cpu() else ["float32"]
+        return ["float32", "mixed_bfloat16"] if machine.bf16_cpu() and not amx_bf16_excluded() else ["float32"]
     return ["off", "on"]
+
+
+def numerics_check(reference: list[float], candidate: list[float]) -> dict:
+    """Whether a candidate precision's probe losses pass against float32's.
+
+    Both lists are the losses of the same training steps from the same
+    initial weights on the same batches. Passes when every candidate loss is
+    finite, the first within ``FIRST_ABS + FIRST_REL * reference`` of
+    float32's and the mean within ``MEAN_ABS + MEAN_REL * reference mean``.
+    Returns ``{"ok": bool, "why": str}``; a reference that is itself
+    non-finite cannot vouch for anything, so the candidate fails then too.
+    """
+    if not reference or len(candidate) != len(reference):
+        return {"ok": False, "why": "no float32 reference losses to compare with"}
+    for name, losses in (("float32's own loss", reference), ("loss", candidate)):
+        bad = [step for step, loss in enumerate(losses, 1) if not math.isfinite(loss)]
+        if bad:
+            return {"ok": False, "why": f"{name} not finite at probe step {bad[0]} of {len(losses)}"}
+    first, mean_c, mean_r = candidate[0], sum(candidate) / len(candidate), sum(reference) / len(reference)
+    first_bound = FIRST_ABS + FIRST_REL * abs(reference[0])
+    if abs(first - reference[0]) > first_bound:
+        return {"ok": False, "why": f"first-step loss {first:.3f} against float32's {reference[0]:.3f} "
+                                    f"(allowed +-{first_bound:.3f})"}
+    mean_bound = MEAN_ABS + MEAN_REL * abs(mean_r)
+    if abs(mean_c - mean_r) > mean_bound:
+        return {"ok": False, "why": f"mean loss {mean_c:.3f} over {len(candidate)} probe steps against "
+                                    f"float32's {mean_r:.3f} (allowed +-{mean_bound:.3f})"}
+    return {"ok": True, "why": f"finite; first-step loss {first:.3f} against {reference[0]:.3f}, mean "
+                               f"{mean_c:.3f} against {mean_r:.3f} over {len(candidate)} steps"}
+
+
+def _reference_pair(pairs: list[tuple[str, str]]) -> tuple[str, str]:
+    """The float32 pair a reduced precision's losses are compared with."""
+    for pair in (("float32", "off"), ("float32", "on")):
+        if pair in pairs:
+            return pair
+    return ("float32", "off")
 
 
 def resolve(precision: str, xla: str, measure=None, key: str = "",
@@ -120,9 +207,10 @@ def resolve(precision: str, xla: str, measure=None, key: str = "",
 
     Args:
         precision, xla: the user's settings (``auto`` or explicit).
-        measure: ``measure(precision, xla) -> images/s``, a short timing of the
-            real training step; used on CPU only, where the faster setting is
-            not known in advance.
+        measure: ``measure(precision, xla) -> (images/s, losses)``, a short run
+            of the real training step on real batches from fixed initial
+            weights; used on CPU only, where the faster setting is not known
+            in advance and a reduced precision must pass ``numerics_check``.
         key: what the probe result is cached under (model, size, batch).
         deterministic: deterministic kernels were asked for; Keras compiles no
             XLA step then (not every XLA kernel is deterministic), so ``auto``
@@ -141,53 +229,103 @@ def resolve(precision: str, xla: str, measure=None, key: str = "",
             Choice("on", "GPU: XLA fuses the many small ops of a training step")
         return precision_choice, xla_choice
     # CPU: bf16 only where the CPU has bf16 instructions (emulated it is ~10x
-    # slower), and only if measured faster.
+    # slower), only if measured faster, and only if its numerics pass.
     precisions = [precision] if precision != "auto" else auto_candidates("precision")
+    no_bf16 = AMX_REASON if amx_bf16_excluded() else "CPU without bf16 instructions"
     xlas = [xla] if xla != "auto" else ["off", "on"]
     pairs = [(p, x) for p in precisions for x in xlas]
     full_key = probe_key(key, precision, xla)
     found = cached_probe(full_key) if len(pairs) > 1 else None
     if len(pairs) == 1 or (measure is None and found is None):
         p, x = pairs[0]
-        return (Choice(p, "set" if precision != "auto" else "CPU without bf16 instructions"),
+        return (Choice(p, "set" if precision != "auto" else no_bf16),
                 Choice(x, "set" if xla != "auto" else "no probe: XLA off"))
-    if found is None:
-        rates = {f"{p}/{x}": measure(p, x) for p, x in pairs}
-        found = {"rates": rates, "when": time.strftime("%Y-%m-%d %H:%M")}
+    found = found or {"rates": {}, "checks": {}, "when": time.strftime("%Y-%m-%d %H:%M")}
+    found.setdefault("checks", {})
+    # A reduced precision chosen by auto needs its numerics checked; one the
+    # user set is theirs (a divergence then names its precision).
+    to_check = [(p, x) for p, x in pairs if precision == "auto" and p in REDUCED
+                and f"{p}/{x}" not in found["checks"]]
+    to_time = [pair for pair in pairs if f"{pair[0]}/{pair[1]}" not in found["rates"]]
+    if measure is not None and (to_check or to_time):
+        reference = _reference_pair(pairs)
+        wanted = list(dict.fromkeys(to_time + ([reference] if to_check else []) + to_check))
+        measured = {pair: measure(*pair) for pair in wanted}
+        for pair in to_time:
+            found["rates"][f"{pair[0]}/{pair[1]}"] = measured[pair][0]
+        for pair in to_check:
+            found["checks"][f"{pair[0]}/{pair[1]}"] = numerics_check(measured[reference][1], measured[pair][1])
         store_probe(full_key, found)
-    best = max(found["rates"], key=found["rates"].get)
+    eligible = {name: rate for name, rate in found["rates"].items()
+                if name.split("/")[0] not in REDUCED or precision != "auto"
+                or found["checks"].get(name, {}).get("ok")}
+    if not eligible:
+        eligible = {f"float32/{x}": 0.0 for x in xlas}
+    best = max(eligible, key=eligible.get)
     p, x = best.split("/")
     table = ", ".join(f"{k} {v:.2f} img/s" for k, v in found["rates"].items())
+    rejected = "; ".join(f"{name} rejected: {check['why']}" for name, check in found["checks"].items()
+                         if not check.get("ok"))
+    unchecked = [name for name in found["rates"] if name not in eligible and name not in found["checks"]]
     reason = f"CPU probe ({found['when']}, cached): {table}"
+    if rejected:
+        reason += f"; {rejected}"
+    if unchecked:
+        reason += f"; {', '.join(unchecked)} not chosen: numerics not yet checked"
+    if precision == "auto" and p == "float32" and amx_bf16_excluded():
+        reason += f"; {AMX_REASON}"
     return (Choice(p, reason if precision == "auto" else "set"),
             Choice(x, reason if xla == "auto" else "set"))
 
 
-def probe_rates(cfg: TrainConfig, channels: int):
-    """``measure(precision, xla) -> img/s`` for the CPU probe: a few real
-    training steps of the network at the run's shape, random weights."""
+def probe_batches(cfg: TrainConfig, count: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``count`` batches of real, un-augmented training images at the run's
+    batch size, in record order (cycled if the split is short): the probe
+    checks numerics on what the run will see, not on random tensors, whose
+    statistics no trained network meets."""
+    from engine.data import pipeline
+
+    ds = pipeline.dataset(cfg.records, "train", cfg.batch_size, training=False, config=cfg.data)
+    whole = [(x.numpy(), y.numpy()) for x, y in ds if int(tf.shape(x)[0]) == cfg.batch_size]
+    if not whole:
+        raise ValueError(f"no full batch of {cfg.batch_size} in {cfg.records}")
+    return [whole[i % len(whole)] for i in range(count)]
+
+
+def probe_rates(cfg: TrainConfig, channels: int, batches=None):
+    """``measure(precision, xla) -> (img/s, losses)`` for the CPU probe:
+    ``PROBE_STEPS`` real training steps of the network at the run's shape on
+    ``batches`` (default: ``probe_batches`` of ``cfg``), every candidate from
+    the same initial weights (random: the kernels are checked, not the
+    pretrained start), without dropout (see ``numerics_check``), Adam at the
+    run's lr capped at ``PROBE_MAX_LR``."""
     import keras
 
     from engine.model import build
+    from engine.training.seeding import seed_run
 
-    def measure(precision: str, xla: str) -> float:
+    initial: list = []
+
+    def measure(precision: str, xla: str) -> tuple[float, list[float]]:
+        nonlocal batches
+        if batches is None:
+            batches = probe_batches(cfg, PROBE_STEPS)
         keras.backend.clear_session()
         keras.config.set_dtype_policy(precision)
         try:
-            net = build(replace(cfg.model, weights="none", channels=channels))
-            net.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy",
+            seed_run(cfg.seed)
+            net = build(replace(cfg.model, weights="none", channels=channels, dropout=0.0))
+            if not initial:
+                initial.extend(net.get_weights())
+            net.set_weights(initial)  # variables are float32 under every policy
+            net.compile(optimizer=keras.optimizers.Adam(min(cfg.lr, PROBE_MAX_LR)), loss="binary_crossentropy",
                         jit_compile=xla == "on")
-            size = cfg.model.image_size
-            x = tf.random.uniform([cfg.batch_size, size, size, channels], 0, 255)
-            y = tf.cast(tf.random.uniform([cfg.batch_size]) > 0.5, tf.float32)
-            for _ in range(2):
-                net.train_on_batch(x, y)  # compile and warm up
-            times = []
-            for _ in range(3):
+            losses, times = [], []
+            for x, y in batches:
                 start = time.perf_counter()
-                float(net.train_on_batch(x, y))  # the float() waits for the device
-                times.append(time.perf_counter() - start)
-            return cfg.batch_size / float(np.median(times))
+                losses.append(float(net.train_on_batch(x.astype(np.float32), y.astype(np.float32))))
+                times.append(time.perf_counter() - start)  # the float() above waits for the device
+            return cfg.batch_size / float(np.median(times[-PROBE_TIMED:])), losses
         finally:
             keras.config.set_dtype_policy("float32")
             keras.backend.clear_session()
@@ -195,6 +333,14 @@ def probe_rates(cfg: TrainConfig, channels: int):
 
 
 # --- BatchNorm momentum ----------------------------------------------------------
+
+def bn_residual(momentum: float, steps: int) -> float:
+    """The share of a moving average's starting value left after ``steps``
+    updates at ``momentum`` (``momentum ** steps``): of the initial mean 0 /
+    variance 1 from scratch, or of the ImageNet statistics. Keras' 0.99 keeps
+    37 % after 100 steps; 0.9 keeps 12 % after 20, 35 % after 10, 59 % after 5."""
+    return float(momentum) ** max(int(steps), 0)
+
 
 def auto_bn_momentum(steps_per_epoch: int) -> float:
     """BatchNorm momentum tied to the number of steps per epoch, for a network
@@ -204,9 +350,14 @@ def auto_bn_momentum(steps_per_epoch: int) -> float:
     on short runs over small data without pretrained statistics (the quick
     preset, anyone with ``--weights none``) the moving statistics still carry
     that start after several epochs, and validation sits at chance while
-    training accuracy is high. The momentum chosen leaves at most 1 % of the
-    start after one epoch (m ** steps <= 0.01), kept within [0.9, 0.99] so it is
-    never noisier than 10 steps nor slower than Keras' default.
+    training accuracy is high. The momentum chosen is 0.01 ** (1 / steps),
+    which leaves 1 % of the start after one epoch (``bn_residual``), kept
+    within [0.9, 0.99] so it is never noisier than ~10 steps nor slower than
+    Keras' default. The floor breaks that promise below 44 steps per epoch
+    (0.9 ** 44 = 0.0097): after one epoch of 20 steps 12 % of the start is
+    left, of 10 steps 35 %, of 5 steps 59 %, and the share differs by batch
+    size. ``--bn-stats precise`` (engine.training.precise_bn) removes that
+    dependence on the step count.
     """
     return float(min(0.99, max(0.9, 0.01 ** (1.0 / max(steps_per_epoch, 1)))))
 
