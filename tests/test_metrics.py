@@ -1,4 +1,5 @@
-"""Positive-class metrics: hand-computed values, label convention, Youden, bootstrap, loss."""
+"""Positive-class metrics: hand-computed values, label convention, Youden, intervals (Clopper-Pearson,
+Wilson, DeLong, Newcombe, MOVER, bootstrap), calibration, loss."""
 
 import json
 import math
@@ -9,9 +10,11 @@ import numpy as np
 import pytest
 
 from engine.training import metrics
-from engine.training.metrics import (RATE_METRICS, binary_cross_entropy, binary_metrics, bootstrap_intervals,
-                            confusion, positive_label_of, positive_scores, roc_auc, summary,
-                            youden_threshold)
+from engine.training.metrics import (RATE_METRICS, auc_interval, auc_score_interval, binary_cross_entropy,
+                                     binary_metrics, bootstrap_intervals, brier_score, calibration_bins,
+                                     clopper_pearson, confusion, delong, delong_test,
+                                     expected_calibration_error, positive_label_of, positive_scores, roc_auc,
+                                     scores_summary, summary, wilson, youden_threshold)
 
 # Ten examples, 4 positives and 6 negatives, with a positive-negative tie at 0.6
 # and a negative exactly at the default threshold 0.5.
@@ -132,22 +135,42 @@ def test_positive_label_of():
 
 
 def test_youden_threshold_hand_example():
-    # J = sens + spec - 1 at each distinct score of Y10/S10 (4 positives, 6 negatives):
-    #   t:  0.1  0.2  0.3  0.4   0.5  0.6   0.7  0.8  0.9
-    #   tp:  4    4    4    3     3    3     2    2    1
-    #   tn:  0    1    2    2     3    4     5    6    6
-    #   J:   0   1/6  1/3  1/12  1/4  5/12  1/3  1/2  1/4   -> best 0.8
-    assert youden_threshold(Y10, S10) == 0.8
+    # J = sens + spec - 1 for t in each interval between distinct scores of Y10/S10 (4 positives,
+    # 6 negatives), t in (previous score, score]:
+    #   score: 0.1  0.2  0.3  0.4   0.5  0.6   0.7  0.8  0.9
+    #   tp:     4    4    4    3     3    3     2    2    1
+    #   tn:     0    1    2    2     3    4     5    6    6
+    #   J:      0   1/6  1/3  1/12  1/4  5/12  1/3  1/2  1/4   -> best (0.7, 0.8], all above 0.5:
+    # the point nearest 0.5 is just above 0.7 (0.7 itself, a negative, would be called positive).
+    t = youden_threshold(Y10, S10)
+    assert t == np.nextafter(0.7, 1)
+    assert binary_metrics(Y10, S10, t)["sensitivity"] == 2 / 4 and binary_metrics(Y10, S10, t)["specificity"] == 1
+
+
+def test_youden_keeps_one_half_on_separable_data():
+    # Positives >= 0.6 and negatives <= 0.05: J = 1 for every t in (0.05, 0.6], which holds 0.5.
+    y = [0, 0, 0, 1, 1, 1]
+    assert youden_threshold(y, [0.01, 0.03, 0.05, 0.6, 0.8, 0.99]) == 0.5
+    # Positives at exactly 0.5 count as positive at 0.5 (score >= t): (0.2, 0.5] holds 0.5.
+    assert youden_threshold([0, 0, 1, 1, 1], [0.1, 0.2, 0.5, 0.7, 0.9]) == 0.5
+    # Separated below 0.5: J = 1 on (0.2, 0.4]; its nearest point to 0.5 is the score 0.4.
+    assert youden_threshold([0, 0, 1, 1], [0.1, 0.2, 0.4, 0.45]) == 0.4
+    # Separated above 0.5: J = 1 on (0.55, 0.6]; nearest point just above 0.55.
+    assert youden_threshold([0, 0, 1, 1], [0.1, 0.55, 0.6, 0.9]) == np.nextafter(0.55, 1)
 
 
 def test_youden_ties():
-    # Scores (label): 0.1 (0), 0.25 (1), 0.5 (0), 0.75 (1). J at 0.1, 0.25, 0.5, 0.75 is 0, 1/2, 0, 1/2:
-    # 0.25 and 0.75 tie and are equally far from 0.5, so the larger one wins.
-    assert youden_threshold([0, 1, 0, 1], [0.1, 0.25, 0.5, 0.75]) == 0.75
-    # Scores 0.1 (0), 0.3 (1), 0.5 (0), 0.9 (1): J is 1/2 at 0.3 and 0.9; 0.3 is closer to 0.5.
-    assert youden_threshold([0, 1, 0, 1], [0.1, 0.3, 0.5, 0.9]) == 0.3
-    # Perfect separation: every threshold in (0.2, 0.7] gives J = 1; 0.6 is the closest score to 0.5.
-    assert youden_threshold([0, 0, 1, 1, 1], [0.1, 0.2, 0.6, 0.7, 0.9]) == 0.6
+    # Scores (label): 0.1 (0), 0.25 (1), 0.5 (0), 0.75 (1). J = 1/2 on (0.1, 0.25] and on (0.5, 0.75],
+    # 0 elsewhere; 0.5 is in neither (a negative sits at 0.5), the point nearest it is just above 0.5.
+    assert youden_threshold([0, 1, 0, 1], [0.1, 0.25, 0.5, 0.75]) == np.nextafter(0.5, 1)
+    # J = 1/2 on (0.1, 0.3] and on (0.7, 0.9]; 0.3 and just above 0.7 are both 0.2 from 0.5 in exact
+    # arithmetic, but nextafter(0.7) is farther: 0.3 wins.
+    assert youden_threshold([0, 1, 0, 1], [0.1, 0.3, 0.7, 0.9]) == 0.3
+    # J = 1/2 on (0.25, 0.375] and on (0.625, 0.75]: 0.375 is 0.125 below 0.5, the nearest point of the
+    # upper interval one float more than 0.125 above it.
+    assert youden_threshold([0, 1, 0, 1], [0.25, 0.375, 0.625, 0.75]) == 0.375
+    # No discrimination (one score for all): J = 0 everywhere; 0.5 lies in (0.3, inf).
+    assert youden_threshold([0, 1, 0, 1], [0.3] * 4) == 0.5
 
 
 def test_youden_needs_both_classes():
@@ -275,3 +298,166 @@ def sample(n, seed):
     y = np.array([1] * (n // 2) + [0] * (n - n // 2))
     s = np.clip(rng.normal(0.4 + 0.2 * y, 0.15), 0, 1)
     return y, s
+
+
+# --- intervals that hold at the edges ------------------------------------------
+
+def test_clopper_pearson_golden():
+    # 100 of 100: the lower bound solves p^100 = 0.025, p = 0.025 ** (1 / 100) = 0.96379.
+    low, high = clopper_pearson(100, 100)
+    assert round(low, 3) == 0.964 and low == pytest.approx(0.025 ** (1 / 100), rel=1e-12) and high == 1.0
+    # 49 of 50: (0.894, 0.9995); the upper bound is Beta(0.975; 50, 1) = 0.975 ** (1 / 50).
+    low, high = clopper_pearson(49, 50)
+    assert round(low, 3) == 0.894 and round(high, 4) == 0.9995
+    assert high == pytest.approx(0.975 ** (1 / 50), rel=1e-12)
+    # Mirror image at 0, and the empty case.
+    assert clopper_pearson(0, 100) == pytest.approx((0.0, 1 - 0.025 ** (1 / 100)), rel=1e-12)
+    assert all(math.isnan(v) for v in clopper_pearson(0, 0))
+    with pytest.raises(ValueError, match="counts"):
+        clopper_pearson(5, 4)
+
+
+def test_wilson_golden():
+    # At k = n the lower bound is n / (n + z^2): 100 / (100 + 1.95996^2) = 0.96300.
+    low, high = wilson(100, 100)
+    z = 1.959963984540054
+    assert round(low, 3) == 0.963 and low == pytest.approx(100 / (100 + z * z), rel=1e-12) and high == 1.0
+    # 49 of 50 by the closed form: centre (49 + z^2/2) / (50 + z^2),
+    # half-width z sqrt(49 * 1 / 50 + z^2/4) / (50 + z^2).
+    centre, half = (49 + z * z / 2) / (50 + z * z), z * math.sqrt(49 / 50 + z * z / 4) / (50 + z * z)
+    assert wilson(49, 50) == pytest.approx((centre - half, centre + half), rel=1e-12)
+    assert round(wilson(49, 50)[0], 3) == 0.895
+
+
+def test_edges_do_not_collapse_in_the_summary():
+    # 100 of 100 right, 50 positives: the percentile bootstrap gave (1, 1) for all of these.
+    y = np.array([1] * 50 + [0] * 50)
+    s = np.where(y == 1, 0.9, 0.1)
+    out = scores_summary(y, s, 0.5, n_resamples=200)
+    assert out["metrics"]["accuracy"] == out["metrics"]["auc"] == 1.0
+    assert round(out["intervals"]["accuracy"][0], 3) == 0.964
+    assert out["intervals"]["sensitivity"][0] == pytest.approx(0.025 ** (1 / 50), rel=1e-12)  # 0.929
+    assert out["interval_methods"]["accuracy"] == "Clopper-Pearson"
+    # AUC 1: DeLong's variance is 0, so Newcombe's score interval stands in, and says so.
+    assert out["intervals"]["auc"][0] < 0.97 and out["intervals"]["auc"][1] == 1.0
+    assert out["interval_methods"]["auc"].startswith("Newcombe")
+    assert out["intervals"]["balanced_accuracy"][0] < 1.0
+    # 49 of 50 positives found: sensitivity (0.894, 0.9995), as Clopper-Pearson gives.
+    s2 = s.copy()
+    s2[0] = 0.2
+    sens = scores_summary(y, s2, 0.5, n_resamples=200)["intervals"]["sensitivity"]
+    assert (round(sens[0], 3), round(sens[1], 4)) == (0.894, 0.9995)
+
+
+def test_summary_states_every_interval_method():
+    y, s = sample(60, seed=3)
+    out = summary(s, y, positive_label=1, n_resamples=100)
+    assert set(out["interval_methods"]) == set(RATE_METRICS)
+    assert out["interval_methods"]["auc"] == "DeLong" and "bootstrap" in out["interval_methods"]["f1"]
+    assert out["interval_level"] == 0.95 and out["bootstrap"]["used_for"] == ["f1"]
+    for name in RATE_METRICS:
+        low, high = out["intervals"][name]
+        assert low <= out["metrics"][name] <= high, name
+    # The AUC interval is AUC -+ 1.96 DeLong standard errors.
+    auc, se = out["metrics"]["auc"], out["auc_delong_se"]
+    assert out["intervals"]["auc"] == pytest.approx([auc - 1.959963984540054 * se, auc + 1.959963984540054 * se])
+
+
+# A tiny example worked by hand: positives P1-P3, negatives N1-N2, two score sets.
+#   set A: positives 0.8 0.6 0.4, negatives 0.5 0.3
+#   set B: positives 0.9 0.2 0.35, negatives 0.6 0.1
+YD = [1, 1, 1, 0, 0]
+SA = [0.8, 0.6, 0.4, 0.5, 0.3]
+SB = [0.9, 0.2, 0.35, 0.6, 0.1]
+
+
+def test_delong_variance_by_hand():
+    # A: positive placements (share of negatives below, ties 1/2) 1, 1, 1/2; negative placements (share
+    # of positives above) 2/3, 1. AUC = mean = 5/6. Sample variances: positives (1/36 + 1/36 + 4/36) / 2
+    # = 1/12, negatives (1/36 + 1/36) / 1 = 1/18. Var = (1/12) / 3 + (1/18) / 2 = 1/36 + 1/36 = 1/18.
+    auc, var = delong(YD, SA)
+    assert auc == pytest.approx(5 / 6, rel=1e-12) and var == pytest.approx(1 / 18, rel=1e-12)
+    # B: placements 1, 1/2, 1/2 and 1/3, 1; AUC 2/3; Var = (1/12) / 3 + (2/9) / 2 = 1/36 + 4/36 = 5/36.
+    auc, var = delong(YD, SB)
+    assert auc == pytest.approx(2 / 3, rel=1e-12) and var == pytest.approx(5 / 36, rel=1e-12)
+    # Ties count 1/2, as in roc_auc.
+    assert delong(Y10, S10)[0] == pytest.approx(AUC10, rel=1e-12)
+    low, high, method = auc_interval(YD, SA)
+    assert method == "DeLong" and (low, high) == pytest.approx((5 / 6 - 1.959963984540054 * math.sqrt(1 / 18), 1.0))
+
+
+def test_paired_delong_by_hand():
+    # Placement differences A - B: positives 0, 1/2, 0 (sample variance 1/12), negatives 1/3, 0
+    # (sample variance 1/18). Var(AUC_A - AUC_B) = (1/12) / 3 + (1/18) / 2 = 1/18; the difference
+    # 5/6 - 2/3 = 1/6, z = (1/6) / sqrt(1/18) = 1 / sqrt(2) = 0.7071, two-sided p = 0.4795;
+    # 95 % interval 1/6 -+ 1.95996 sqrt(1/18) = (-0.2953, 0.6286).
+    out = delong_test(YD, SA, SB)
+    assert out["auc_a"] == pytest.approx(5 / 6) and out["auc_b"] == pytest.approx(2 / 3)
+    assert out["difference"] == pytest.approx(1 / 6, rel=1e-12)
+    assert out["se"] == pytest.approx(math.sqrt(1 / 18), rel=1e-12)
+    assert out["z"] == pytest.approx(1 / math.sqrt(2), rel=1e-12)
+    assert round(out["p"], 4) == 0.4795
+    assert (round(out["low"], 4), round(out["high"], 4)) == (-0.2953, 0.6286)
+    # Swapping the sets flips the sign and keeps p.
+    back = delong_test(YD, SB, SA)
+    assert back["difference"] == pytest.approx(-1 / 6) and back["p"] == pytest.approx(out["p"])
+    # The same scores twice, or two perfect rankings: no difference, p = 1, not a division by zero.
+    same = delong_test(YD, SA, SA)
+    assert same["difference"] == 0 and same["p"] == 1.0 and same["low"] == same["high"] == 0
+    assert delong_test([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1], [0.6, 0.7, 0.3, 0.4])["p"] == 1.0
+
+
+def test_paired_delong_is_calibrated_under_the_null():
+    # Two score sets with the same AUC on shared images (correlated noise): the test rejects at
+    # about its level, 5 % (+- 1.4 % Monte Carlo at 1,000 simulations; 6.5 % with seed 0, DeLong being
+    # slightly liberal at 40 + 60 images).
+    rng = np.random.default_rng(0)
+    rejected = 0
+    for _ in range(1000):
+        y = np.array([1] * 40 + [0] * 60)
+        shared = rng.normal(size=100) + y
+        a, b = shared + rng.normal(size=100), shared + rng.normal(size=100)
+        rejected += delong_test(y, a, b)["p"] < 0.05
+    assert 0.03 <= rejected / 1000 <= 0.07
+
+
+def test_newcombe_score_interval():
+    # AUC 1 with 50 + 50: the lower bound solves (1 - A)^2 = z^2 V(A); checked by substitution.
+    low, high = auc_score_interval(1.0, 50, 50)
+    z2, extra = 1.959963984540054 ** 2, 49
+    v = low * (1 - low) / 2500 * (1 + extra * ((1 - low) / (2 - low) + low / (1 + low)))
+    assert high == 1.0 and round(low, 3) == 0.960 and (1 - low) ** 2 == pytest.approx(z2 * v, rel=1e-9)
+    # Symmetric: AUC 0 mirrors AUC 1.
+    assert auc_score_interval(0.0, 50, 50) == pytest.approx((0.0, 1 - low), abs=1e-9)
+    # Fewer images, wider.
+    assert auc_score_interval(1.0, 10, 10)[0] < low
+
+
+# --- calibration ---------------------------------------------------------------
+
+def test_brier_and_ece_by_hand():
+    # Scores 0.05 0.15 (bin 0 and 1), 0.95 0.95 (bin 9) with labels 0 1 1 0:
+    # Brier = (0.05^2 + 0.85^2 + 0.05^2 + 0.95^2) / 4 = (0.0025 + 0.7225 + 0.0025 + 0.9025) / 4 = 0.4075.
+    y, s = [0, 1, 1, 0], [0.05, 0.15, 0.95, 0.95]
+    assert brier_score(y, s) == pytest.approx(0.4075, rel=1e-12)
+    # Bins: [0, 0.1) one image, share 0, mean 0.05, gap 0.05; [0.1, 0.2) one image, share 1, mean 0.15,
+    # gap 0.85; [0.9, 1] two images, share 1/2, mean 0.95, gap 0.45.
+    # ECE = (1 * 0.05 + 1 * 0.85 + 2 * 0.45) / 4 = 1.8 / 4 = 0.45.
+    assert expected_calibration_error(y, s) == pytest.approx(0.45, rel=1e-12)
+    binned = calibration_bins(y, s)
+    assert binned["count"].tolist() == [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert binned["positive_rate"][9] == 0.5 and math.isnan(binned["positive_rate"][5])
+    # 1.0 falls in the last bin, 0.1 in the second (bins are closed on the left).
+    assert calibration_bins([1, 0], [1.0, 0.1])["count"].tolist() == [0, 1, 0, 0, 0, 0, 0, 0, 0, 1]
+    # Perfectly calibrated in every bin: ECE 0.
+    assert expected_calibration_error([1, 0, 1, 1], [0.5, 0.5, 1.0, 1.0]) == 0.0
+
+
+def test_summary_reports_calibration():
+    labels = np.array([0, 1, 1, 0])
+    p = np.array([0.05, 0.15, 0.95, 0.95])
+    out = summary(p, labels, positive_label=1, n_resamples=50)
+    assert out["brier"] == pytest.approx(0.4075) and out["ece"] == pytest.approx(0.45)
+    assert out["calibration"]["bins"] == 10 and "equal-width" in out["calibration"]["binning"]
+    # With positive label 0 the score is 1 - p: the Brier score is the same, squared errors mirror.
+    assert summary(p, labels, positive_label=0, n_resamples=50)["brier"] == pytest.approx(0.4075)

@@ -12,8 +12,9 @@ from engine.config import RecordsConfig
 from engine.data.manifest import MANIFEST
 from engine.io import FolderLock, cache_dir
 
-# Bump when the generator's output changes, so stale caches are not reused.
-SYNTHETIC_VERSION = 1
+# Bump when the generator's output changes, so stale caches are not reused
+# (2: denser opacities, engine.data.synthetic._sample_disease).
+SYNTHETIC_VERSION = 2
 
 
 def synthetic_root(seed: int = 0) -> Path:

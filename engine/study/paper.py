@@ -2,22 +2,24 @@
 deviations are listed against, and its claims, checked on a sweep's runs.
 
 The claims' words are defined here, once (``DEFINITIONS`` is printed in the
-report): "mostly" means in at least half of the epochs; a claim about "the
-loss" is about the training and the validation loss, as the paper's plots
-show both; a spike is an epoch whose loss rises more than 0.2 above its
-running minimum (the lowest loss of the epochs before it); "best" is rank 1
-by the report's ranking statistic. A setting shows a property when at least
-half of its finished runs do. A comparative claim ("best", "larger ...") is
-"cannot tell" with fewer than 2 finished runs per setting or without the
-settings it compares; a claim about settings the sweep does not have is left
-out.
+report). A descriptive claim ("lr 1e-4: accuracy near 1, loss mostly below
+0.2") is checked run by run: a run shows the claim when it shows all of the
+claim's properties at once, and a setting shows it when more than half of its
+runs do. A comparative claim ("X best", "larger batch, larger loss") is
+checked by the tests of ``engine.study.stats`` at a family-wise 5 % level,
+within the family of settings the claim's axis runs along, and says
+"cannot tell" with the reason whenever the tests cannot decide.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+
+import numpy as np
 
 from engine.config import SweepConfig
+from engine.study import stats
 
 PAPER = {
     "model": "InceptionV3", "weights": "imagenet", "optimizer": "adam", "schedule": "constant", "epochs": 20,
@@ -25,13 +27,32 @@ PAPER = {
     "bn_momentum": 0.99, "counts": {"train": 500, "val": 100, "test": 100}, "select": "last",
     "device": "one NVIDIA GPU (TensorFlow 1.12, CUDA 9)", "repeats": 1,
 }
-MOSTLY, SPIKE_RISE = 0.5, 0.2
-NEAR_ONE, HIGH, SPIKE_TO = 0.95, 0.9, 0.7
-DEFINITIONS = (f"mostly = in at least {MOSTLY:.0%} of the epochs; the loss = the training and the validation "
-               f"loss; a spike = an epoch whose loss is more than {SPIKE_RISE} above its running minimum; "
-               f"accuracy near 1 = at least {NEAR_ONE}, high = at least {HIGH} (train and val); spikes to "
-               f"~0.8-1.0 = a spike reaching at least {SPIKE_TO}; best = rank 1 by the ranking statistic; a "
-               f"setting shows a property when at least half of its finished runs do")
+MOSTLY, SPIKE_RISE, NEAR_ONE, HIGH, SPIKE_TO = 0.5, 0.2, 0.95, 0.9, 0.7
+# A rise of 6 typical epoch-to-epoch changes: on a flat curve of pure noise
+# over 20 epochs that is called a spike in about 1.5 % of runs (simulated;
+# 4.5 % at 5, 9 % at 4), while a jump far above the run's own noise still is.
+SPIKE_K = 6
+# Below 5 epochs (4 changes) the run's typical change cannot be told from one spike.
+SPIKE_EPOCHS = 5
+DEFINITIONS = (
+    f"mostly = in at least {MOSTLY:.0%} of the epochs; the loss = the training and the validation loss; a spike = "
+    f"an epoch whose loss is more than max({SPIKE_RISE}, {SPIKE_K} x the run's median absolute epoch-to-epoch "
+    f"change) above the lowest loss of the epochs before it (so the run's own noise is no spike; a curve of fewer "
+    f"than {SPIKE_EPOCHS} epochs cannot tell); accuracy near 1 = at least {NEAR_ONE}, high = at least {HIGH} "
+    f"(train and val); spikes to ~0.8-1.0 = a spike reaching at least {SPIKE_TO}. A run shows a descriptive claim "
+    f"when it shows all of the claim's properties at once (a diverged run shows none); a setting shows it when "
+    f"more than half of its runs do, and does not when more than half do not. Descriptive claims: agree = every "
+    f"setting the claim names (that the sweep has) shows it, disagree = one does not, cannot tell = otherwise "
+    f"(runs split evenly, too few epochs, no run); \"(1 run)\" marks a verdict resting on a single run of a "
+    f"setting. Comparative claims, by the ranking's tests within the claim's axis (all pairs, Holm-adjusted, "
+    f"family-wise {stats.ALPHA * 100:g} %) and only with at least 2 seeds per setting: \"X best\": agree = X is "
+    f"significantly better than every other setting, disagree = another setting is significantly better than "
+    f"X; \"X and Y best\": agree = every other setting is significantly worse than the better of the two, "
+    f"disagree = another setting is significantly better than both; \"larger batch, larger loss\": the slope of "
+    f"each seed's statistic on the batch size, one-sample t over the seeds at {stats.ALPHA}: agree = a "
+    f"significant positive slope, disagree = a significant negative one; cannot tell = neither, with the reason "
+    f"(not distinguishable, with the smallest difference the tests detect with {stats.POWER * 100:g} % power; too few "
+    f"runs; setting absent)")
 
 
 # --- deviations -------------------------------------------------------------
@@ -93,30 +114,76 @@ def share(values: list[float], test) -> float:
     return sum(1 for v in values if test(v)) / len(values) if values else 0.0
 
 
-def spikes(losses: list[float]) -> list[float]:
-    """The losses of the epochs that rise more than SPIKE_RISE above the lowest loss before them."""
-    return [loss for i, loss in enumerate(losses) if i and loss > min(losses[:i]) + SPIKE_RISE]
+def spike_threshold(losses: list[float]) -> float:
+    """How far above its running minimum a loss must rise to be a spike: more
+    than SPIKE_RISE and than SPIKE_K times the run's typical epoch-to-epoch
+    change (the median absolute change: one spike moves it little)."""
+    changes = np.abs(np.diff(losses))
+    return max(SPIKE_RISE, SPIKE_K * float(np.median(changes))) if len(changes) else SPIKE_RISE
 
 
-def mostly(history: list[dict], keys: tuple[str, ...], test) -> bool:
-    return all(share(series(history, key), test) >= MOSTLY for key in keys)
+def spikes(losses: list[float]) -> list[tuple[float, float]]:
+    """(loss, rise above the lowest loss before it) of every spike epoch."""
+    threshold = spike_threshold(losses)
+    lowest = np.minimum.accumulate(losses)
+    return [(loss, loss - lowest[i - 1]) for i, loss in enumerate(losses)
+            if i and loss - lowest[i - 1] > threshold]
+
+
+@dataclass(frozen=True)
+class Shown:
+    """Whether a run shows a property (None: it cannot tell), and the numbers that says so."""
+
+    held: bool | None
+    numbers: str
+
+
+def mostly(history: list[dict], keys: tuple[str, ...], test, what: str) -> Shown:
+    shares = [share(series(history, key), test) for key in keys]
+    return Shown(all(s >= MOSTLY for s in shares), f"{what} in {'/'.join(f'{s:.0%}' for s in shares)} of epochs")
+
+
+def spiking(history: list[dict], reaching: float = -math.inf) -> Shown:
+    """A spike in the training or the validation loss (reaching at least ``reaching``)."""
+    curves = [series(history, key) for key in LOSSES]
+    if any(len(c) < SPIKE_EPOCHS for c in curves):
+        return Shown(None, f"fewer than {SPIKE_EPOCHS} epochs")
+    found = [s for c in curves for s in spikes(c) if s[0] >= reaching]
+    threshold = "/".join(f"{spike_threshold(c):.2f}" for c in curves)
+    if not found:
+        return Shown(False, f"no spike{f' to {reaching:g}' if reaching > 0 else ''} (rise needed {threshold})")
+    loss, rise = max(found, key=lambda s: s[1])
+    return Shown(True, f"largest spike +{rise:.2f} to {loss:.2f} (rise needed {threshold})")
 
 
 LOSSES, ACCURACIES = ("loss", "val_loss"), ("accuracy", "val_accuracy")
 PROPERTIES = {
-    "accuracy near 1": lambda h: mostly(h, ACCURACIES, lambda v: v >= NEAR_ONE),
-    "loss mostly below 0.2": lambda h: mostly(h, LOSSES, lambda v: v < 0.2),
-    "accuracy high": lambda h: mostly(h, ACCURACIES, lambda v: v >= HIGH),
-    "loss spikes to ~0.8-1.0": lambda h: any(max(spikes(series(h, k)), default=0.0) >= SPIKE_TO for k in LOSSES),
-    "loss mostly 0.2-0.3": lambda h: mostly(h, LOSSES, lambda v: 0.2 <= v <= 0.3),
-    "loss spikes": lambda h: any(spikes(series(h, k)) for k in LOSSES),
+    "accuracy near 1": lambda h: mostly(h, ACCURACIES, lambda v: v >= NEAR_ONE, f"acc >= {NEAR_ONE} (train/val)"),
+    "loss mostly below 0.2": lambda h: mostly(h, LOSSES, lambda v: v < 0.2, "loss < 0.2 (train/val)"),
+    "accuracy high": lambda h: mostly(h, ACCURACIES, lambda v: v >= HIGH, f"acc >= {HIGH} (train/val)"),
+    "loss spikes to ~0.8-1.0": lambda h: spiking(h, SPIKE_TO),
+    "loss mostly 0.2-0.3": lambda h: mostly(h, LOSSES, lambda v: 0.2 <= v <= 0.3, "loss in 0.2-0.3 (train/val)"),
+    "loss spikes": lambda h: spiking(h),
 }
 
 
-def shows(histories: list[list[dict]], name: str) -> tuple[bool, int]:
-    """Whether a setting shows a property (at least half of its runs do), and how many runs do."""
-    count = sum(1 for h in histories if PROPERTIES[name](h))
-    return bool(histories) and 2 * count >= len(histories), count
+def run_shows(history: list[dict] | None, properties: tuple[str, ...]) -> Shown:
+    """Whether one run shows all ``properties`` at once; a diverged run (None) shows none."""
+    if history is None:
+        return Shown(False, "diverged")
+    found = [PROPERTIES[name](history) for name in properties]
+    held = False if any(f.held is False for f in found) else None if any(f.held is None for f in found) else True
+    return Shown(held, "; ".join(f.numbers for f in found))
+
+
+def setting_shows(runs: list[list[dict] | None], properties: tuple[str, ...]) -> tuple[bool | None, str]:
+    """Whether a setting shows the claim (more than half of its runs show all its
+    properties; not, when more than half do not), and the numbers per run."""
+    found = [run_shows(h, properties) for h in runs]
+    yes, no = sum(f.held is True for f in found), sum(f.held is False for f in found)
+    held = True if 2 * yes > len(runs) else False if 2 * no > len(runs) else None
+    numbers = "; ".join(f"run {i + 1}: {f.numbers}" for i, f in enumerate(found))
+    return held, f"{yes} of {len(runs)} run{'s' if len(runs) != 1 else ''} show all ({numbers})"
 
 
 # --- the claims -------------------------------------------------------------
@@ -131,21 +198,30 @@ DESCRIPTIVE = [
     ("batch 5: loss below 0.2", "batch", (5,), ("loss mostly below 0.2",)),
     ("batch 10 and 15: loss spikes", "batch", (10, 15), ("loss spikes",)),
 ]
+COMPARATIVE = [("lr 1e-4 and 1e-5 best", "lr", (1e-4, 1e-5)), ("batch 5 best", "batch", (5,))]
+
+
+def sweep_lr(row: dict) -> float:
+    """The learning rate the sweep lists for a row's setting (before --lr-scaling)."""
+    return row.get("sweep_lr", row["lr"])
 
 
 def family(sweep: SweepConfig, rows: list[dict], axis: str) -> list[dict]:
     """The rows one axis of the paper runs along: the lr axis at one batch size
-    (5, the paper's, where the sweep has it), the batch axis at one lr (1e-4)."""
+    (5, the paper's, where the sweep has it), the batch axis at one of the
+    sweep's learning rates (1e-4 where it has it; under --lr-scaling each batch
+    size trains at that rate scaled, and the evidence says so)."""
     if axis == "lr" and sweep.axis not in ("lr", "grid") or axis == "batch" and sweep.axis not in ("batch", "grid"):
         return []
-    other, wanted = ("batch_size", 5) if axis == "lr" else ("lr", 1e-4)
-    values = sorted({r[other] for r in rows})
+    key = (lambda r: r["batch_size"]) if axis == "lr" else sweep_lr
+    wanted = 5 if axis == "lr" else 1e-4
+    values = sorted({key(r) for r in rows})
     at = next((v for v in values if math.isclose(v, wanted)), values[0] if values else None)
-    return [r for r in rows if r[other] == at]
+    return sorted((r for r in rows if math.isclose(key(r), at)), key=lambda r: value_of(r, axis))
 
 
 def value_of(row: dict, axis: str) -> float:
-    return row["lr"] if axis == "lr" else row["batch_size"]
+    return sweep_lr(row) if axis == "lr" else row["batch_size"]
 
 
 def pick(rows: list[dict], axis: str, value: float) -> dict | None:
@@ -156,69 +232,139 @@ def label(axis: str, value: float) -> str:
     return f"lr {value:g}" if axis == "lr" else f"batch {value:g}"
 
 
-def check(sweep: SweepConfig, rows: list[dict], histories: dict[str, list[list[dict]]]) -> list[dict]:
-    """The paper's claims that this sweep's settings touch: ``{claim, evidence, verdict}``.
+def check(sweep: SweepConfig, rows: list[dict], histories: dict[str, list[list[dict] | None]]) -> list[dict]:
+    """The paper's claims along the axes this sweep runs: ``{claim, evidence, verdict, runs_label}``.
 
     Args:
         sweep: the sweep.
-        rows: the report's rows (``setting``, ``lr``, ``batch_size``,
-            ``statistic``: the ranking statistic's mean, ``repeats_done``).
-        histories: per setting, the histories of its finished runs.
+        rows: the report's rows (``setting``, ``lr``, ``sweep_lr``, ``batch_size``,
+            ``epochs``, ``statistic_by_seed``: each seed's ranking statistic,
+            a diverged run counted as the worst).
+        histories: per setting, the histories of its finished runs, None for
+            each diverged run.
     """
     out = []
     for text, axis, values, properties in DESCRIPTIVE:
         members = family(sweep, rows, axis)
-        present = [(v, pick(members, axis, v)) for v in values if pick(members, axis, v)]
-        if not present:
-            continue
-        evidence, agree = [], True
-        for value, row in present:
-            runs = histories.get(row["setting"], [])
-            parts = []
-            for name in properties:
-                held, count = shows(runs, name)
-                agree &= held
-                parts.append(f"{name}: {count} of {len(runs)} runs")
-            evidence.append(f"{label(axis, value)}: " + ", ".join(parts))
-        missing = [label(axis, v) for v in values if not pick(members, axis, v)]
-        if missing:
-            evidence.append(f"(the sweep has no {', '.join(missing)})")
-        out.append({"claim": text, "evidence": "; ".join(evidence),
-                    "verdict": "cannot tell" if not any(histories.get(r["setting"]) for _, r in present)
-                    else "agree" if agree else "disagree"})
-    out += comparative(sweep, rows, "lr", (1e-4, 1e-5), "lr 1e-4 and 1e-5 best")
-    out += comparative(sweep, rows, "batch", (5,), "batch 5 best")
-    # The paper's general finding, checked over whatever batch sizes the sweep has.
-    members = sorted(family(sweep, rows, "batch"), key=lambda r: r["batch_size"])
-    if members:
-        verdict, evidence = order_verdict(members)
-        out.append({"claim": "larger batch, larger loss", "evidence": evidence, "verdict": verdict})
+        if members:
+            out.append(descriptive(members, axis, values, properties, histories) | {"claim": text})
+    for text, axis, values in COMPARATIVE:
+        members = family(sweep, rows, axis)
+        if members:
+            out.append(best_claim(sweep, members, axis, values) | {"claim": text})
+    members = family(sweep, rows, "batch")
+    if members:  # the paper's general finding, over whatever batch sizes the sweep has
+        out.append(trend_claim(sweep, members) | {"claim": "larger batch, larger loss"})
     return out
 
 
-def comparative(sweep: SweepConfig, rows: list[dict], axis: str, values: tuple, text: str) -> list[dict]:
-    """"``values`` best" along ``axis``: rank 1 by the ranking statistic."""
-    members = family(sweep, rows, axis)
-    if not any(pick(members, axis, v) for v in values):
-        return []
-    ranked = [r for r in members if r["statistic"] is not None]
+def absent(members: list[dict], axis: str, values: tuple) -> str:
+    missing = [label(axis, v) for v in values if not pick(members, axis, v)]
+    return f"setting absent: the sweep has no {', '.join(missing)}" if missing else ""
+
+
+def descriptive(members: list[dict], axis: str, values: tuple, properties: tuple[str, ...],
+                histories: dict[str, list[list[dict] | None]]) -> dict:
+    """A descriptive claim on the settings of ``values`` the sweep has."""
+    present = [pick(members, axis, v) for v in values if pick(members, axis, v)]
+    evidence, results, single = [], [], False
+    for row in present:
+        runs = histories.get(row["setting"], [])
+        if runs:
+            held, numbers = setting_shows(runs, properties)
+            results.append(held)
+            single |= len(runs) == 1
+            evidence.append(f"{label(axis, value_of(row, axis))}: {numbers}")
+    if absent(members, axis, values):
+        evidence.append(absent(members, axis, values))
+    if not results:
+        evidence = (["no finished run"] if present else []) + evidence
+        return {"evidence": "; ".join(evidence), "verdict": "cannot tell", "runs_label": ""}
+    verdict = "disagree" if False in results else "cannot tell" if None in results else "agree"
+    if verdict == "cannot tell":
+        evidence.append("cannot tell: runs split evenly or too few epochs")
+    return {"evidence": "; ".join(evidence), "verdict": verdict,
+            "runs_label": "1 run" if single and verdict != "cannot tell" else ""}
+
+
+def seed_matrix(members: list[dict]) -> np.ndarray:
+    """The members' per-seed statistics as (settings, seeds), NaN where a run is missing."""
+    seeds = sorted({s for r in members for s in r["statistic_by_seed"]})
+    return np.array([[r["statistic_by_seed"].get(s, np.nan) for s in seeds] for r in members], float).reshape(
+        len(members), len(seeds))
+
+
+def runs_given(sweep: SweepConfig, members: list[dict], axis: str) -> str:
+    """Which lr (and epochs) each batch size got, when the sweep scales them."""
+    if axis != "batch" or (sweep.lr_scaling == "none" and sweep.budget == "epochs"):
+        return ""
+    return "each trained at: " + ", ".join(f"batch {r['batch_size']}: lr {r['lr']:.3g}, {r.get('epochs', '?')} "
+                                           f"epochs" for r in members)
+
+
+def too_few(members: list[dict], axis: str) -> str:
+    counts = ", ".join(f"{label(axis, value_of(r, axis))}: {len(r['statistic_by_seed'])}" for r in members)
+    return f"too few runs: a comparison needs at least 2 seeds per setting (runs counted: {counts})"
+
+
+def best_claim(sweep: SweepConfig, members: list[dict], axis: str, values: tuple) -> dict:
+    """"``values`` best" along ``axis``, by the family's all-pairs Holm tests."""
+    claimed = [i for i, r in enumerate(members) if any(math.isclose(value_of(r, axis), v) for v in values)]
+    extra = runs_given(sweep, members, axis)
+
+    def result(verdict: str, *evidence: str) -> dict:
+        return {"verdict": verdict, "evidence": "; ".join(e for e in (*evidence, extra) if e), "runs_label": ""}
+
+    if not claimed:
+        return result("cannot tell", absent(members, axis, values))
     if len(members) < 2:
-        return [{"claim": text, "evidence": "the sweep has nothing to compare with", "verdict": "cannot tell"}]
-    if any(r["repeats_done"] < 2 for r in members) or len(ranked) < 2:
-        return [{"claim": text, "evidence": "fewer than 2 finished runs per setting", "verdict": "cannot tell"}]
-    best = min(ranked, key=lambda r: r["statistic"])
-    agree = any(math.isclose(value_of(best, axis), v) for v in values)
-    return [{"claim": text, "evidence": f"rank 1: {label(axis, value_of(best, axis))} "
-                                        f"(statistic {best['statistic']:.4f})",
-             "verdict": "agree" if agree else "disagree"}]
+        return result("cannot tell", f"nothing to compare with: a single {'batch size' if axis == 'batch' else 'lr'}")
+    if any(len(r["statistic_by_seed"]) < 2 for r in members):
+        return result("cannot tell", too_few(members, axis), absent(members, axis, values))
+    matrix = seed_matrix(members)
+    tests = stats.family(matrix)
+    means = np.nanmean(matrix, axis=1)
+    leader = min(claimed, key=lambda i: means[i])  # the better of the claimed settings
+    others = [j for j in range(len(members)) if j not in claimed]
+    pairs = max(int(tests.tested_pairs), 1)
+    lines = [f"{label(axis, value_of(members[j], axis))} minus {label(axis, value_of(members[leader], axis))}: "
+             f"{tests.difference[leader, j]:+.4f} (Holm p {tests.p_holm[leader, j]:.2g}; detectable at "
+             f"{stats.POWER * 100:g} % power: {detectable(tests, leader, j, pairs)})" for j in others]
+    if not others:
+        return result("cannot tell", "nothing to compare with: the sweep has only the claimed settings")
+    if all(tests.beats[leader, j] for j in others):
+        return result("agree", *lines, absent(members, axis, values))
+    if any(all(tests.beats[j, c] for c in claimed) for j in others):
+        return result("disagree", *lines, absent(members, axis, values))
+    return result("cannot tell", "not distinguishable at the family-wise 5 % level", *lines,
+                  absent(members, axis, values))
 
 
-def order_verdict(rows: list[dict]) -> tuple[str, str]:
-    """Whether the ranking statistic grows with the batch size over ``rows`` (sorted by batch)."""
-    if len(rows) < 2:
-        return "cannot tell", "the sweep has a single batch size"
-    if any(r["repeats_done"] < 2 or r["statistic"] is None for r in rows):
-        return "cannot tell", "fewer than 2 finished runs per setting"
-    stats = [r["statistic"] for r in rows]
-    evidence = ", ".join(f"batch {r['batch_size']}: {r['statistic']:.4f}" for r in rows)
-    return ("agree" if all(b > a for a, b in zip(stats, stats[1:])) else "disagree"), evidence
+def detectable(tests: stats.Family, i: int, j: int, pairs: int) -> str:
+    """The difference a pair's test detects with POWER at the Bonferroni level of its family."""
+    se, df = float(tests.se[i, j]), float(tests.df[i, j])
+    if not math.isfinite(se):
+        return "-"
+    return f"{stats.detectable(se, df, stats.ALPHA / pairs):.4f}"
+
+
+def trend_claim(sweep: SweepConfig, members: list[dict]) -> dict:
+    """"larger batch, larger loss": the per-seed slope of the statistic on the batch size."""
+    extra = runs_given(sweep, members, "batch")
+
+    def result(verdict: str, *evidence: str) -> dict:
+        return {"verdict": verdict, "evidence": "; ".join(e for e in (*evidence, extra) if e), "runs_label": ""}
+
+    if len(members) < 2:
+        return result("cannot tell", "nothing to compare with: a single batch size")
+    found = stats.trend(seed_matrix(members), np.array([r["batch_size"] for r in members], float))
+    if found is None:
+        return result("cannot tell", too_few(members, "batch") + " in every batch size")
+    means = ", ".join(f"batch {r['batch_size']}: {np.mean(list(r['statistic_by_seed'].values())):.4f}"
+                      for r in members)
+    text = (f"slope {found.difference:+.3g} per image of batch (95 % interval {found.low:+.3g} to "
+            f"{found.high:+.3g}; {found.method}, p = {found.p:.2g}; slope detectable at {stats.POWER * 100:g} % power: "
+            f"{stats.detectable(found.se, found.df, stats.ALPHA):.3g}); means {means}")
+    if found.p < stats.ALPHA:
+        return result("agree" if found.difference > 0 else "disagree", text)
+    return result("cannot tell", "not distinguishable", text)

@@ -1,9 +1,18 @@
 """Scoring models: a run's validation and test metrics with its threshold, and
 a saved run's model on a split (``engine evaluate``) or on image files
-(``engine predict``)."""
+(``engine predict``).
+
+A finished run also keeps its selected model's per-image scores beside
+``metrics.json``: ``scores-val.csv`` and ``scores-test.csv``, one row per
+image with the columns of ``SCORE_COLUMNS``. With them intervals, paired
+tests (DeLong on the same test images) and calibration can be computed
+across seeds and settings after the runs are gone (``engine.study.clinical``),
+without scoring any model again.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
 import weakref
 from dataclasses import dataclass
@@ -15,8 +24,9 @@ import tensorflow as tf
 
 from engine.config import TrainConfig, from_json
 from engine.data import images as images_lib, pipeline
-from engine.data.manifest import load_manifest
+from engine.data.manifest import load_manifest, shard_paths
 from engine.errors import UserError
+from engine.io import atomic_open, read_json
 from engine.training import metrics
 
 # One traced forward pass per network, reused by every run that reuses it.
@@ -61,16 +71,79 @@ def eval_batch_size(count: int, train_batch: int) -> int:
     return max(1, -(-count // batches))
 
 
+# A run folder's per-image scores of one split, and their columns: the
+# example's position in the split's scoring order, its id, its class label
+# (0/1 as in the records), 1 if it is of the positive class, and P(positive).
+SCORES_FILE = "scores-{}.csv"
+SCORE_COLUMNS = ("index", "id", "label", "positive", "score")
+ID_SOURCE = ("id: the record's image/source_id (the image's path in the source folder); where the records "
+             "carry none, the example's index in the split's scoring order (file order, never shuffled)")
+
+
+def example_ids(folder: Path, split: str, manifest: dict, labels: np.ndarray) -> tuple[list[str], str]:
+    """The ids of a split's examples in the order evaluation scores them, and where they come from.
+
+    The records are read again, interleaved as ``pipeline.dataset`` reads an
+    evaluation split (deterministic, up to 8 shards in turn), parsing only the
+    id and the label. The labels must equal ``labels``, the ones scored, in
+    order; otherwise (or without ids, or with repeated ones) the ids are the
+    indices in scoring order, which identify the same image in every run on
+    these records, since evaluation never shuffles.
+    """
+    files = shard_paths(folder, split, manifest)
+    spec = {"image/source_id": tf.io.FixedLenFeature([], tf.string, default_value=""),
+            "image/class/label": tf.io.FixedLenFeature([], tf.int64)}
+    # Sequential, so in the order the deterministic parallel interleave of the pipeline yields.
+    ds = tf.data.Dataset.from_tensor_slices(files).interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8))
+    ids, read = [], []
+    for batch in ds.map(lambda s: tf.io.parse_single_example(s, spec)).batch(1024):
+        ids += [v.decode() for v in batch["image/source_id"].numpy()]
+        read.append(batch["image/class/label"].numpy())
+    read = np.concatenate(read) if read else np.zeros(0, np.int64)
+    if (read.shape == labels.shape and np.array_equal(read, labels) and all(ids)
+            and len(set(ids)) == len(ids)):
+        return ids, "image/source_id"
+    return [str(i) for i in range(labels.size)], "index in scoring order"
+
+
+def save_scores(path: Path, ids: list[str], p_label1: np.ndarray, labels: np.ndarray, positive: int) -> None:
+    """Writes one split's per-image scores (``SCORE_COLUMNS``); scores in full float precision."""
+    scores, y = metrics.positive_scores(p_label1, labels, positive)
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(SCORE_COLUMNS)
+        for i, (example, label, is_positive, score) in enumerate(zip(ids, labels, y, scores)):
+            writer.writerow([i, example, int(label), int(is_positive), repr(float(score))])
+
+
+def read_scores(path: Path) -> dict[str, np.ndarray]:
+    """A ``scores-SPLIT.csv`` as arrays: ``id`` (str), ``label``, ``positive`` (int64), ``score`` (float64)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"id": np.array([r["id"] for r in rows], dtype=str),
+            "label": np.array([int(r["label"]) for r in rows], dtype=np.int64),
+            "positive": np.array([int(r["positive"]) for r in rows], dtype=np.int64),
+            "score": np.array([float(r["score"]) for r in rows], dtype=np.float64)}
+
+
 def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dict, positive: int,
-                 batch_size=None) -> dict:
-    """Validation and test metrics with bootstrap intervals; threshold chosen on
-    val. ``batch_size(split)`` gives each split's batch (default: training's)."""
+                 batch_size=None, scores_to: Path | None = None) -> dict:
+    """Validation and test metrics with their intervals; threshold chosen on
+    val. ``batch_size(split)`` gives each split's batch (default: training's).
+    With ``scores_to`` (the run folder) each split's per-image scores are saved
+    there as ``scores-SPLIT.csv`` and ``scores`` in the result names the files."""
     out = {}
+    saved = {}
 
     def split(name: str):
         batch = batch_size(name) if batch_size else cfg.batch_size
         ds = pipeline.dataset(folder, name, batch, training=False, config=cfg.data, manifest=manifest)
-        return predict_split(net, ds)
+        p, y = predict_split(net, ds)
+        if scores_to is not None:
+            ids, source = example_ids(folder, name, manifest, y)
+            save_scores(scores_to / SCORES_FILE.format(name), ids, p, y, positive)
+            saved[name] = {"file": SCORES_FILE.format(name), "id": source}
+        return p, y
 
     p_val, y_val = split("val")
     if cfg.threshold == "val-youden":
@@ -86,6 +159,8 @@ def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dic
         p_test, y_test = split("test")
         out["test"] = metrics.summary(p_test, y_test, positive, threshold, cfg.bootstrap, cfg.seed,
                                       label_map=manifest["label_map"])
+    if saved:
+        out["scores"] = {"columns": list(SCORE_COLUMNS), "about": ID_SOURCE, **saved}
     return out
 
 
@@ -120,10 +195,10 @@ def load_run(run: Path) -> SavedRun:
     path = run / "config.json"
     if not path.is_file():
         raise UserError(f"{run} is not a run folder (no config.json)")
-    cfg = from_json(TrainConfig, json.loads(path.read_text()))
-    data = json.loads((run / "data.json").read_text())
+    cfg = from_json(TrainConfig, read_json(path))
+    data = read_json(run / "data.json")
     metrics_path = run / "metrics.json"
-    scored = json.loads(metrics_path.read_text()).get("model_file") if metrics_path.is_file() else None
+    scored = read_json(metrics_path).get("model_file") if metrics_path.is_file() else None
     for name in (scored, "best.keras", "last.keras"):
         if name and (run / name).is_file():
             net = keras.models.load_model(run / name, safe_mode=True, compile=False)

@@ -1,4 +1,4 @@
-"""Metrics for the positive class, with stratified bootstrap intervals.
+"""Metrics for the positive class, with intervals that hold at the edges.
 
 Label convention (see ``engine.data.layouts``): labels are 0 and 1 in alphabetical
 order of the class names, so covid = 0 and normal = 1, and the model's sigmoid
@@ -18,7 +18,28 @@ chosen *positive* class instead (covid by default, which has label 0), so:
 ``binary_cross_entropy`` is the exception: it is the training loss, so it takes
 the raw labels and ``p``, whatever the positive class.
 
-All functions are pure and use numpy only.
+Intervals (``summary`` states each one's method in ``interval_methods``):
+
+* accuracy, sensitivity, specificity, precision and NPV are binomial
+  proportions: Clopper-Pearson (``clopper_pearson``), exact, so its coverage
+  is at least the level for every true rate, including at 0 and 1 where a
+  percentile bootstrap collapses to a point (100/100 correct: lower bound
+  0.964, not 1). ``wilson`` is the narrower alternative (0.963 there);
+* AUC: DeLong's variance of the Mann-Whitney statistic (``delong``), a normal
+  interval clipped to [0, 1]. When that variance is 0 (every positive above
+  every negative, or below) the DeLong interval would be a point, so the
+  score interval of Newcombe (2006, method 5) is used instead
+  (``auc_score_interval``). ``delong_test`` compares two score sets on the
+  same images (difference, interval, p-value);
+* balanced accuracy: MOVER (Zou & Donner 2008) from the Clopper-Pearson
+  intervals of sensitivity and specificity;
+* F1: percentile bootstrap, examples resampled within each class
+  (``bootstrap_intervals``); it can collapse when every example is right.
+
+Calibration: ``brier_score`` and ``expected_calibration_error`` over
+``CALIBRATION_BINS`` equal-width bins of P(positive) (``calibration_bins``).
+
+All functions are pure and use numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -26,11 +47,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from scipy import optimize, stats
 
-# The metrics of `binary_metrics` that are rates, in reporting order; these get
-# bootstrap intervals.
+# The metrics of `binary_metrics` that are rates, in reporting order; each gets
+# an interval.
 RATE_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "npv", "f1", "auc",
                 "balanced_accuracy")
+
+# Equal-width bins of P(positive) over [0, 1] for the calibration error and
+# the reliability diagram: 10 is the usual choice, and with 100 test images
+# it leaves about 10 images per bin where the scores spread.
+CALIBRATION_BINS = 10
+
+# How each metric's interval in `summary` is computed.
+INTERVAL_METHODS = {
+    "accuracy": "Clopper-Pearson", "sensitivity": "Clopper-Pearson", "specificity": "Clopper-Pearson",
+    "precision": "Clopper-Pearson", "npv": "Clopper-Pearson",
+    "f1": "percentile bootstrap, examples resampled within each class",
+    "auc": "DeLong",
+    "balanced_accuracy": "MOVER from the Clopper-Pearson intervals of sensitivity and specificity",
+}
+AUC_FALLBACK = "Newcombe score interval (the DeLong variance is 0, as when the classes are completely separated)"
 
 # Resamples drawn and evaluated together: bounds the memory of one step to
 # about _CHUNK x n integers whatever the number of resamples.
@@ -159,22 +196,29 @@ def roc_auc(y_true, scores) -> float:
 
 
 def youden_threshold(y_true, scores) -> float:
-    """The threshold that maximises Youden's J = sensitivity + specificity - 1.
+    """The threshold nearest 0.5 among those of best Youden's J = sensitivity + specificity - 1.
 
-    The candidates are the distinct scores, each used as ``score >= t``. J is
-    compared exactly (as the integer ``J * n_positive * n_negative`` up to a
-    constant), so thresholds with equal J are really tied. Ties go to the
-    threshold closest to 0.5 (the default threshold, so the choice moves away
-    from it only when that buys a strictly better J), then to the larger
-    threshold (the more specific one). Meant to be chosen on validation data
-    and applied unchanged to test data.
+    With ``score >= t`` predicting positive, every ``t`` in the half-open
+    interval ``(u_(i-1), u_i]`` between two consecutive distinct scores (and
+    below the lowest, above the highest) classifies the data alike, so J is
+    a function of these intervals. J is compared exactly (as the integer
+    ``(J + 1) * n_positive * n_negative``), so intervals with equal J are
+    really tied. Of the intervals with the best J, the point nearest 0.5 is
+    returned: 0.5 itself when it lies in one of them (so separable data,
+    positives >= 0.6 and negatives <= 0.05, keeps 0.5), else the interval end
+    nearest 0.5: an observed score ``u_i`` below 0.5, or above 0.5 the
+    smallest float above ``u_(i-1)`` (the interval excludes that score). The
+    choice thus moves away from the default threshold 0.5 only as far as a
+    strictly better J requires. Equally near ends go to the larger threshold
+    (the more specific). Meant to be chosen on validation data and applied
+    unchanged to test data.
 
     Args:
         y_true: 1 for the positive class, 0 otherwise; both classes needed.
         scores: P(positive).
 
     Returns:
-        The chosen threshold, one of the scores.
+        The chosen threshold.
 
     Raises:
         ValueError: If either class is missing, since J is then undefined.
@@ -184,13 +228,201 @@ def youden_threshold(y_true, scores) -> float:
     if pos.size == 0 or neg.size == 0:
         raise ValueError("the Youden threshold needs examples of both classes "
                          f"(got {pos.size} positive, {neg.size} negative)")
-    candidates = np.unique(s)
-    tp = pos.size - np.searchsorted(pos, candidates, side="left")  # positives >= t
-    tn = np.searchsorted(neg, candidates, side="left")  # negatives < t
+    distinct = np.unique(s)
+    # Interval i is (lower[i], upper[i]]; the last, above every score, classifies all as negative.
+    lower = np.concatenate([[-np.inf], distinct])
+    upper = np.concatenate([distinct, [np.inf]])
+    # Any t in interval i gives the classification of t = upper[i] (all negative for the last).
+    tp = np.append(pos.size - np.searchsorted(pos, distinct, side="left"), 0)  # positives >= t
+    tn = np.append(np.searchsorted(neg, distinct, side="left"), neg.size)  # negatives < t
     j = tp * neg.size + tn * pos.size  # (J + 1) * n_pos * n_neg
-    best = candidates[j == j.max()]
-    distance = np.abs(best - 0.5)
-    return float(best[distance == distance.min()].max())
+    best = j == j.max()
+    if np.any(best & (lower < 0.5) & (0.5 <= upper)):
+        return 0.5
+    # Each best interval's point nearest 0.5: its upper end below 0.5, just above its lower end above.
+    nearest = np.where(upper[best] < 0.5, upper[best], np.nextafter(lower[best], np.inf))
+    distance = np.abs(nearest - 0.5)
+    return float(nearest[distance == distance.min()].max())
+
+
+def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson ("exact") interval of a binomial proportion ``k / n``.
+
+    The bounds are the beta quantiles ``Beta(level_low; k, n - k + 1)`` and
+    ``Beta(level_high; k + 1, n - k)``, with 0 at ``k = 0`` and 1 at ``k = n``.
+    Coverage is at least ``level`` for every true proportion. 100 of 100
+    gives (0.964, 1); 49 of 50 gives (0.894, 0.9995).
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when ``n`` is 0.
+    """
+    k, n, alpha = _count(k, n), int(n), 1 - _level(level)
+    if n == 0:
+        return float("nan"), float("nan")
+    low = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    return low, high
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``k / n``.
+
+    The proportions whose score test at ``level`` accepts ``k / n``: centre
+    ``(k + z^2 / 2) / (n + z^2)``, half-width
+    ``z sqrt(k (n - k) / n + z^2 / 4) / (n + z^2)``. Narrower than
+    Clopper-Pearson, coverage near ``level`` on average. 100 of 100 gives
+    (0.963, 1).
+
+    Returns:
+        ``(low, high)``; ``(nan, nan)`` when ``n`` is 0.
+    """
+    k, n, z = _count(k, n), int(n), _z(level)
+    if n == 0:
+        return float("nan"), float("nan")
+    centre = (k + z * z / 2) / (n + z * z)
+    half = z * np.sqrt(k * (n - k) / n + z * z / 4) / (n + z * z)
+    # At k = 0 or n one bound is exactly 0 or 1; clipping removes rounding.
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def delong(y_true, scores) -> tuple[float, float]:
+    """AUC and its DeLong variance (DeLong, DeLong & Clarke-Pearson 1988).
+
+    Each positive's placement value is the share of negatives it beats (ties
+    count 1/2), each negative's the share of positives beating it; the AUC
+    is the mean of either, and its variance is
+    ``var(positive placements) / n_positive + var(negative placements) / n_negative``
+    (sample variances, ``n - 1`` in the denominator).
+
+    Returns:
+        ``(auc, variance)``; nan without positives or negatives, a nan
+        variance with a single positive and a single negative.
+    """
+    (auc,), ((variance,),) = _delong_moments(*_checked(y_true, scores))
+    return float(auc), float(variance)
+
+
+def auc_interval(y_true, scores, level: float = 0.95) -> tuple[float, float, str]:
+    """AUC interval: DeLong's, or Newcombe's score interval where DeLong's variance is 0.
+
+    Returns:
+        ``(low, high, method)``, the method one of ``INTERVAL_METHODS["auc"]``
+        and ``AUC_FALLBACK``; nan bounds without both classes.
+    """
+    y, s = _checked(y_true, scores)
+    auc, variance = delong(y, s)
+    if np.isnan(auc):
+        return float("nan"), float("nan"), INTERVAL_METHODS["auc"]
+    if not variance > 0:
+        low, high = auc_score_interval(auc, int(np.count_nonzero(y)), int(np.count_nonzero(y == 0)), level)
+        return low, high, AUC_FALLBACK
+    half = _z(level) * np.sqrt(variance)
+    return float(max(0.0, auc - half)), float(min(1.0, auc + half)), INTERVAL_METHODS["auc"]
+
+
+def auc_score_interval(auc: float, n_positive: int, n_negative: int,
+                       level: float = 0.95) -> tuple[float, float]:
+    """Newcombe's score interval for an AUC (Stat Med 2006;25:559, method 5).
+
+    The AUCs ``A`` with ``(A - auc)^2 <= z^2 V(A)``, where ``V`` is the
+    Hanley-McNeil variance with both group sizes set to their mean ``N``:
+    ``V(A) = A (1 - A) / (m n) [1 + (N - 1)((1 - A) / (2 - A) + A / (1 + A))]``.
+    Like Wilson's interval it stays an interval at AUC 0 and 1 (50 positives
+    and 50 negatives at AUC 1: lower bound 0.960).
+    """
+    m, n, z2 = int(n_positive), int(n_negative), _z(level) ** 2
+    if m == 0 or n == 0:
+        return float("nan"), float("nan")
+    extra = (m + n) / 2 - 1
+
+    def excess(a):  # > 0 outside the interval, < 0 strictly inside
+        v = a * (1 - a) / (m * n) * (1 + extra * ((1 - a) / (2 - a) + a / (1 + a)))
+        return (a - auc) ** 2 - z2 * v
+
+    # At auc = 0 or 1 the estimate itself is a root (V = 0 there): start just inside.
+    inner = min(max(auc, 1e-12), 1 - 1e-12)
+    low = 0.0 if auc == 0 or excess(0.0) <= 0 else optimize.brentq(excess, 0.0, inner, xtol=1e-12)
+    high = 1.0 if auc == 1 or excess(1.0) <= 0 else optimize.brentq(excess, inner, 1.0, xtol=1e-12)
+    return float(low), float(high)
+
+
+def delong_test(y_true, scores_a, scores_b, level: float = 0.95) -> dict:
+    """DeLong's paired test of two AUCs on the same examples.
+
+    The difference ``auc_a - auc_b`` has variance
+    ``var_a + var_b - 2 cov_ab`` from the two score sets' placement values
+    (covariances over the same positives and the same negatives), so the
+    images both sets share are accounted for. Normal interval and two-sided
+    p-value; when the variance is 0 (both sets rank the classes alike, e.g.
+    both perfect) the interval is the difference itself and p is 1 for no
+    difference, 0 otherwise.
+
+    Args:
+        y_true: 1 for the positive class, 0 otherwise; both classes needed.
+        scores_a, scores_b: P(positive) of the same examples, in the same order.
+        level: Coverage of the interval.
+
+    Returns:
+        ``{"auc_a", "auc_b", "difference", "se", "low", "high", "z", "p"}``;
+        ``se``, ``z`` and ``p`` are nan with one positive and one negative.
+    """
+    y, a = _checked(y_true, scores_a)
+    _, b = _checked(y, scores_b)
+    if not (np.any(y == 1) and np.any(y == 0)):
+        raise ValueError("DeLong's test needs examples of both classes")
+    (auc_a, auc_b), cov = _delong_moments(y, np.stack([a, b]))
+    difference = auc_a - auc_b
+    variance = max(0.0, cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if np.isnan(variance) or variance > 0:
+        se = float(np.sqrt(variance))
+        z = difference / se
+        half = _z(level) * se
+        p = float(2 * stats.norm.sf(abs(z)))
+        low, high = difference - half, difference + half
+    else:
+        se, low, high = 0.0, difference, difference
+        z = 0.0 if difference == 0 else float(np.copysign(np.inf, difference))
+        p = 1.0 if difference == 0 else 0.0
+    return {"auc_a": float(auc_a), "auc_b": float(auc_b), "difference": float(difference), "se": se,
+            "low": float(low), "high": float(high), "z": float(z), "p": p}
+
+
+def calibration_bins(y_true, scores, bins: int = CALIBRATION_BINS) -> dict[str, np.ndarray]:
+    """Examples per equal-width bin of P(positive) over [0, 1], with each bin's
+    mean score and share of positives (nan in an empty bin).
+
+    Bin ``b`` holds scores in ``[b / bins, (b + 1) / bins)``, the last bin
+    also 1.0.
+
+    Returns:
+        ``{"edges" (bins + 1,), "count", "mean_score", "positive_rate" (bins,)}``.
+    """
+    y, s = _checked(y_true, scores)
+    if np.any((s < 0) | (s > 1)):
+        raise ValueError("calibration needs probabilities in [0, 1]")
+    index = np.minimum((s * bins).astype(np.int64), bins - 1)
+    count = np.bincount(index, minlength=bins)
+    return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count,
+            "mean_score": _divide(np.bincount(index, weights=s, minlength=bins), count),
+            "positive_rate": _divide(np.bincount(index, weights=y, minlength=bins), count)}
+
+
+def expected_calibration_error(y_true, scores, bins: int = CALIBRATION_BINS) -> float:
+    """Expected calibration error: ``sum_b (n_b / n) |positive rate_b - mean score_b|``
+    over ``bins`` equal-width bins of P(positive) (``calibration_bins``); nan for no examples."""
+    binned = calibration_bins(y_true, scores, bins)
+    count = binned["count"]
+    if count.sum() == 0:
+        return float("nan")
+    used = count > 0
+    gap = np.abs(binned["positive_rate"][used] - binned["mean_score"][used])
+    return float(np.sum(count[used] * gap) / count.sum())
+
+
+def brier_score(y_true, scores) -> float:
+    """Brier score: the mean of ``(P(positive) - y)^2``; 0 is perfect, 0.25 a constant 0.5."""
+    y, s = _checked(y_true, scores)
+    return float(np.mean((s - y) ** 2)) if y.size else float("nan")
 
 
 class Intervals(dict):
@@ -263,18 +495,101 @@ def binary_cross_entropy(labels, p, eps: float = 1e-7) -> float:
     return float(-np.mean(y * np.log(clipped) + (1.0 - y) * np.log(1.0 - clipped)))
 
 
+def interval_table(y_true, scores, threshold: float, n_resamples: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> tuple[dict[str, tuple[float, float]], dict[str, str], Intervals]:
+    """Every rate metric's interval by the method of ``INTERVAL_METHODS``.
+
+    Returns:
+        ``(intervals, methods, bootstrap)``: metric name to ``(low, high)``,
+        metric name to its method (the AUC's says when the score interval
+        replaced DeLong's), and the bootstrap behind F1 with its undefined
+        counts.
+    """
+    y, s = _checked(y_true, scores)
+    counts = confusion(y, s, threshold)
+    tp, fp, tn, fn = (counts[k] for k in ("tp", "fp", "tn", "fn"))
+    intervals = {
+        "accuracy": clopper_pearson(tp + tn, y.size, level),
+        "sensitivity": clopper_pearson(tp, tp + fn, level),
+        "specificity": clopper_pearson(tn, tn + fp, level),
+        "precision": clopper_pearson(tp, tp + fp, level),
+        "npv": clopper_pearson(tn, tn + fn, level),
+    }
+    methods = dict(INTERVAL_METHODS)
+    low, high, methods["auc"] = auc_interval(y, s, level)
+    intervals["auc"] = (low, high)
+    point = binary_metrics(y, s, threshold)
+    intervals["balanced_accuracy"] = _mover_mean(
+        (point["sensitivity"], *intervals["sensitivity"]), (point["specificity"], *intervals["specificity"]))
+    boot = bootstrap_intervals(y, s, threshold, n_resamples, seed, level)
+    intervals["f1"] = boot["f1"]
+    return {name: intervals[name] for name in RATE_METRICS}, methods, boot
+
+
+def scores_summary(y_true, scores, threshold: float = 0.5, n_resamples: int = 2000, seed: int = 0,
+                   level: float = 0.95) -> dict:
+    """Metrics, intervals and calibration of scores already in positive-class form, ready for JSON.
+
+    Args:
+        y_true: 1 for the positive class, 0 otherwise.
+        scores: P(positive); predicted positive when ``score >= threshold``.
+        threshold: Decision threshold on the scores.
+        n_resamples: Bootstrap resamples (the F1 interval).
+        seed: Bootstrap seed.
+        level: Coverage of the intervals.
+
+    Returns:
+        ``metrics`` and ``intervals`` (``[low, high]``) per rate metric,
+        ``interval_level``, ``interval_methods``, ``auc_delong_se``,
+        ``brier``, ``ece``, ``calibration`` (the binning), ``threshold``,
+        ``n``, ``n_positive``, ``n_negative``, ``confusion`` counts and
+        ``bootstrap`` (its settings and undefined counts); undefined values
+        are None.
+    """
+    y, s = _checked(y_true, scores)
+    metrics = binary_metrics(y, s, threshold)
+    intervals, methods, boot = interval_table(y, s, threshold, n_resamples, seed, level)
+    _, auc_variance = delong(y, s)
+    return {
+        "threshold": float(threshold),
+        "n": metrics["n"],
+        "n_positive": metrics["n_positive"],
+        "n_negative": metrics["n"] - metrics["n_positive"],
+        "metrics": {name: _json_float(metrics[name]) for name in RATE_METRICS},
+        "intervals": {name: [_json_float(v) for v in intervals[name]] for name in RATE_METRICS},
+        "interval_level": float(level),
+        "interval_methods": methods,
+        "auc_delong_se": _json_float(np.sqrt(auc_variance) if auc_variance >= 0 else np.nan),
+        "brier": _json_float(brier_score(y, s)),
+        "ece": _json_float(expected_calibration_error(y, s)),
+        "calibration": {"score": "P(positive)", "bins": CALIBRATION_BINS,
+                        "binning": f"{CALIBRATION_BINS} equal-width bins of P(positive) over [0, 1]"},
+        "confusion": {k: metrics[k] for k in ("tp", "fp", "tn", "fn")},
+        "bootstrap": {
+            "method": "percentile, examples resampled within each class",
+            "used_for": ["f1"],
+            "n_resamples": int(n_resamples), "seed": int(seed), "level": float(level),
+            # How many resamples left F1 undefined: its interval rests on the others.
+            "undefined": {"f1": boot.undefined["f1"]},
+        },
+    }
+
+
 def summary(p_label1, labels, positive_label: int, threshold: float = 0.5, n_resamples: int = 2000,
             seed: int = 0, level: float = 0.95, label_map: Mapping[str, int] | None = None) -> dict:
-    """Metrics, intervals and confusion matrix of one split, ready for JSON.
+    """Metrics, intervals, calibration and confusion matrix of one split, ready for JSON.
 
     Undefined values are ``None`` (JSON null), because JSON has no NaN.
+    ``interval_methods`` names each interval's method (see the module
+    docstring); ``brier`` and ``ece`` measure the calibration of P(positive),
+    the ECE over ``CALIBRATION_BINS`` equal-width bins (``scores_summary``).
 
     Args:
         p_label1: Sigmoid outputs, P(label 1).
         labels: True labels, 0 or 1.
         positive_label: Label of the positive class.
         threshold: Decision threshold on P(positive) (not on ``p_label1``).
-        n_resamples: Bootstrap resamples.
+        n_resamples: Bootstrap resamples (the F1 interval).
         seed: Bootstrap seed.
         level: Coverage of the intervals.
         label_map: Optional class name to label, to name the classes.
@@ -283,13 +598,12 @@ def summary(p_label1, labels, positive_label: int, threshold: float = 0.5, n_res
         A dict of plain ints, floats, strings, lists and None.
     """
     scores, y = positive_scores(p_label1, labels, positive_label)
-    metrics = binary_metrics(y, scores, threshold)
-    intervals = bootstrap_intervals(y, scores, threshold, n_resamples, seed, level)
+    scored = scores_summary(y, scores, threshold, n_resamples, seed, level)
     names = {int(v): k for k, v in (label_map or {}).items()}
     positive_name, negative_name = names.get(positive_label), names.get(1 - positive_label)
     score = "p" if positive_label == 1 else "1 - p"
-    tp, fp, tn, fn = (metrics[k] for k in ("tp", "fp", "tn", "fn"))
-    return {
+    tp, fp, tn, fn = (scored["confusion"][k] for k in ("tp", "fp", "tn", "fn"))
+    out = {
         "positive_label": int(positive_label),
         "positive_class": positive_name,
         "negative_class": negative_name,
@@ -298,27 +612,16 @@ def summary(p_label1, labels, positive_label: int, threshold: float = 0.5, n_res
                        f"{positive_label}; score = P(positive) = {score}; predicted positive when "
                        f"score >= threshold"),
         "score": score,
-        "threshold": float(threshold),
-        "n": metrics["n"],
-        "n_positive": metrics["n_positive"],
-        "n_negative": metrics["n"] - metrics["n_positive"],
-        "metrics": {name: _json_float(metrics[name]) for name in RATE_METRICS},
-        "intervals": {name: [_json_float(v) for v in intervals[name]] for name in RATE_METRICS},
-        "confusion": {
-            "tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "matrix": [[tn, fp], [fn, tp]],
-            "rows": [_named("true negative", negative_name), _named("true positive", positive_name)],
-            "columns": [_named("predicted negative", negative_name),
-                        _named("predicted positive", positive_name)],
-        },
-        "binary_cross_entropy": _json_float(binary_cross_entropy(labels, p_label1)),
-        "bootstrap": {
-            "method": "percentile, examples resampled within each class",
-            "n_resamples": int(n_resamples), "seed": int(seed), "level": float(level),
-            # How many resamples left a metric undefined: its interval rests on the others.
-            "undefined": intervals.undefined,
-        },
     }
+    out.update(scored)
+    out["confusion"] = {
+        "tp": tp, "fp": fp, "tn": tn, "fn": fn,
+        "matrix": [[tn, fp], [fn, tp]],
+        "rows": [_named("true negative", negative_name), _named("true positive", positive_name)],
+        "columns": [_named("predicted negative", negative_name), _named("predicted positive", positive_name)],
+    }
+    out["binary_cross_entropy"] = _json_float(binary_cross_entropy(labels, p_label1))
+    return out
 
 
 # --- internals ---------------------------------------------------------------
@@ -472,6 +775,69 @@ def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float
         return float("nan"), float("nan")
     low, high = np.percentile(defined, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
+
+
+def _count(k: int, n: int) -> int:
+    if int(k) != k or int(n) != n or not 0 <= k <= n:
+        raise ValueError(f"need integer counts with 0 <= k <= n, got k={k!r}, n={n!r}")
+    return int(k)
+
+
+def _level(level: float) -> float:
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    return float(level)
+
+
+def _z(level: float) -> float:
+    """The two-sided normal quantile of ``level`` (1.96 at 0.95)."""
+    return float(stats.norm.ppf(0.5 + _level(level) / 2))
+
+
+def _delong_moments(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs ``(k,)`` and DeLong covariance ``(k, k)`` of ``k`` score rows on the same examples.
+
+    Placement values are read off sorted scores (ties count 1/2), so a row
+    costs O(n log n).
+    """
+    s = np.atleast_2d(s)
+    positive = y == 1
+    m, n = int(np.count_nonzero(positive)), int(np.count_nonzero(~positive))
+    k = s.shape[0]
+    if m == 0 or n == 0:
+        return np.full(k, np.nan), np.full((k, k), np.nan)
+    pos_place, neg_place = np.empty((k, m)), np.empty((k, n))
+    for row, scores in enumerate(s):
+        pos, neg = scores[positive], scores[~positive]
+        neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
+        # Negatives below a positive, plus half of those tied with it; and the mirror image.
+        pos_place[row] = (np.searchsorted(neg_sorted, pos, "left")
+                          + np.searchsorted(neg_sorted, pos, "right")) / (2 * n)
+        neg_place[row] = (2 * m - np.searchsorted(pos_sorted, neg, "left")
+                          - np.searchsorted(pos_sorted, neg, "right")) / (2 * m)
+    auc = pos_place.mean(axis=1)
+    return auc, _sample_cov(pos_place) / m + _sample_cov(neg_place) / n
+
+
+def _sample_cov(rows: np.ndarray) -> np.ndarray:
+    """Covariance of the rows over their columns (``n - 1`` denominator); nan for one column."""
+    count = rows.shape[1]
+    if count < 2:
+        return np.full((rows.shape[0],) * 2, np.nan)
+    centred = rows - rows.mean(axis=1, keepdims=True)
+    return centred @ centred.T / (count - 1)
+
+
+def _mover_mean(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float]:
+    """Interval of ``(a + b) / 2`` from the estimates and intervals ``(estimate, low, high)``
+    of ``a`` and ``b`` (MOVER, Zou & Donner 2008: each side recovers the variance from the
+    distance of each bound to its estimate)."""
+    (ea, la, ha), (eb, lb, hb) = a, b
+    if np.isnan([ea, la, ha, eb, lb, hb]).any():
+        return float("nan"), float("nan")
+    low = ea + eb - np.hypot(ea - la, eb - lb)
+    high = ea + eb + np.hypot(ha - ea, hb - eb)
+    return float(low / 2), float(high / 2)
 
 
 def _json_float(x: float) -> float | None:

@@ -1,0 +1,132 @@
+"""The report's clinical pieces from saved per-image scores: the seed-pooled test table with
+intervals and paired DeLong differences, and calibration.png. Trial folders are written by hand
+(metrics.json plus score files in the runs' format), so no model is trained."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.study.clinical import clinical_table, plot_calibration
+from engine.training.evaluation import read_scores, save_scores
+from engine.training.metrics import delong_test, scores_summary, youden_threshold
+
+# Six test images (3 positive) and six validation images; the positive class has label 1, so the
+# saved score P(positive) is p itself.
+LABELS = np.array([1, 1, 1, 0, 0, 0])
+IDS = [f"test/{'covid' if y else 'normal'}/{i}.png" for i, y in enumerate(LABELS)]
+
+
+def trial(folder, test_p, val_p=None, threshold=None, status="done", order=None):
+    """A finished trial folder as a run leaves it: metrics.json naming scores-val/test.csv."""
+    folder.mkdir(parents=True)
+    order = np.arange(LABELS.size) if order is None else np.asarray(order)
+    val_p = test_p if val_p is None else val_p
+    for split, p in (("test", test_p), ("val", val_p)):
+        ids = [IDS[i].replace("test/", f"{split}/") for i in order]
+        save_scores(folder / f"scores-{split}.csv", ids, np.asarray(p, np.float32)[order], LABELS[order], 1)
+    result = {"status": status,
+              "threshold": threshold or {"value": 0.5, "chosen_on": "fixed"},
+              "scores": {"columns": ["index", "id", "label", "positive", "score"],
+                         "val": {"file": "scores-val.csv", "id": "image/source_id"},
+                         "test": {"file": "scores-test.csv", "id": "image/source_id"}}}
+    if status != "done":
+        result = {"status": status}  # a diverged run names no scores (any files are stale)
+    (folder / "metrics.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_scores_file_round_trip(tmp_path):
+    path = tmp_path / "scores-test.csv"
+    # Positive label 0: the saved score is 1 - p, and "positive" marks label 0.
+    save_scores(path, ["a", "b", "c"], np.array([0.25, 0.9, 0.5], np.float32), np.array([0, 1, 0]), 0)
+    back = read_scores(path)
+    assert back["id"].tolist() == ["a", "b", "c"] and back["label"].tolist() == [0, 1, 0]
+    # Scores are written in full precision: float32 0.9 widened to float64, then 1 - p, exactly.
+    assert back["positive"].tolist() == [1, 0, 1] and back["score"].tolist() == [0.75, 1 - float(np.float32(0.9)), 0.5]
+    assert path.read_text().splitlines()[0] == "index,id,label,positive,score"
+
+
+def test_table_pools_seeds_and_compares_with_the_reference(tmp_path):
+    # Setting A, two seeds: averaged test scores 0.8 0.7 0.6 | 0.3 0.2 0.65 (one negative above two positives).
+    a1 = trial(tmp_path / "a1", [0.9, 0.6, 0.5, 0.2, 0.3, 0.6])
+    a2 = trial(tmp_path / "a2", [0.7, 0.8, 0.7, 0.4, 0.1, 0.7])
+    # Setting B, one seed finished and one diverged (its stale score files must not count).
+    b1 = trial(tmp_path / "b1", [0.6, 0.4, 0.9, 0.5, 0.7, 0.1])
+    b2 = tmp_path / "b2"
+    b2.mkdir()
+    save_scores(b2 / "scores-test.csv", IDS, np.ones(6, np.float32), LABELS, 1)
+    (b2 / "metrics.json").write_text(json.dumps({"status": "diverged"}))
+    table = clinical_table({"A": [a1, a2], "B": [b1, b2], "C": [tmp_path / "never-ran"]}, reference="A")
+    rows = {r["setting"]: r for r in table["rows"]}
+    assert [r["setting"] for r in table["rows"]] == ["A", "B", "C"]
+    assert rows["A"]["runs"] == 2 and rows["B"]["runs"] == 1 and rows["B"]["seeds"] == ["b1"]
+    assert rows["C"]["runs"] == 0 and "metrics" not in rows["C"] and rows["C"]["auc_difference"] is None
+    pooled_a = np.array([0.8, 0.7, 0.6, 0.3, 0.2, 0.65])
+    # AUC of A by hand: positives 0.8 0.7 beat all three negatives, 0.6 beats 0.3 and 0.2: 8 of 9.
+    assert rows["A"]["metrics"]["auc"] == pytest.approx(8 / 9)
+    # At 0.5: positives all found, negative 0.65 a false positive: accuracy 5/6.
+    assert rows["A"]["metrics"]["accuracy"] == pytest.approx(5 / 6) and rows["A"]["threshold"] == 0.5
+    expected = scores_summary(LABELS, pooled_a, 0.5, seed=0)
+    for name, interval in expected["intervals"].items():
+        assert rows["A"]["intervals"][name] == pytest.approx(interval), name
+    assert rows["A"]["interval_methods"]["accuracy"] == "Clopper-Pearson"
+    assert rows["A"]["brier"] == pytest.approx(expected["brier"]) and "ece" in rows["A"]
+    # The reference has no difference; B's is DeLong's paired test of A's pooled scores against B's.
+    assert rows["A"]["auc_difference"] is None
+    found = delong_test(LABELS, pooled_a, [0.6, 0.4, 0.9, 0.5, 0.7, 0.1])
+    difference = rows["B"]["auc_difference"]
+    assert difference["n"] == 6
+    assert difference["difference"] == pytest.approx(found["difference"], abs=1e-6)
+    assert difference["p"] == pytest.approx(found["p"], abs=1e-5)
+    assert difference["low"] < difference["difference"] < difference["high"]
+    # B's AUC by hand: positives 0.6 (beats 0.5 0.1), 0.4 (beats 0.1), 0.9 (beats all): 6 of 9.
+    assert difference["difference"] == pytest.approx(8 / 9 - 6 / 9, abs=1e-6)
+    assert table["reference"] == "A" and "averaged" in table["pooling"]
+
+
+def test_table_aligns_images_by_id(tmp_path):
+    # The same scores saved in another row order give the same pooled result.
+    scores = [0.9, 0.6, 0.5, 0.2, 0.3, 0.6]
+    plain = clinical_table({"A": [trial(tmp_path / "plain", scores)]}, "A")
+    shuffled = clinical_table({"A": [trial(tmp_path / "shuffled", scores, order=[5, 2, 0, 4, 1, 3])]}, "A")
+    assert plain["rows"][0]["metrics"] == shuffled["rows"][0]["metrics"]
+
+
+def test_table_threshold_chosen_on_pooled_validation(tmp_path):
+    youden = {"value": 0.33, "chosen_on": "val", "rule": "Youden's J"}
+    # Validation of the two seeds averages to positives 0.7 0.65 0.6, negatives 0.1 0.05 0.2: separable,
+    # so Youden's threshold is 0.5 whatever each seed's own was.
+    r1 = trial(tmp_path / "s1", [0.9] * 3 + [0.1] * 3, val_p=[0.8, 0.6, 0.7, 0.1, 0.0, 0.3], threshold=youden)
+    r2 = trial(tmp_path / "s2", [0.9] * 3 + [0.1] * 3, val_p=[0.6, 0.7, 0.5, 0.1, 0.1, 0.1], threshold=youden)
+    row = clinical_table({"A": [r1, r2]}, "A")["rows"][0]
+    assert row["threshold"] == 0.5 and "Youden" in row["threshold_rule"]
+    pooled_val = np.array([0.7, 0.65, 0.6, 0.1, 0.05, 0.2])
+    assert youden_threshold(LABELS, pooled_val) == 0.5
+
+
+def test_table_refuses_runs_that_disagree_on_labels(tmp_path):
+    good = trial(tmp_path / "good", [0.9, 0.6, 0.5, 0.2, 0.3, 0.6])
+    bad = trial(tmp_path / "bad", [0.9, 0.6, 0.5, 0.2, 0.3, 0.6])
+    rows = (bad / "scores-test.csv").read_text().splitlines()
+    rows[1] = rows[1].replace(",1,1,", ",0,0,")  # first image relabelled negative
+    (bad / "scores-test.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match="disagree on the labels"):
+        clinical_table({"A": [good, bad]}, "A")
+
+
+def test_calibration_png(tmp_path):
+    settings = {"lr=1e-3": [trial(tmp_path / "a1", [0.9, 0.6, 0.5, 0.2, 0.3, 0.6]),
+                            trial(tmp_path / "a2", [0.7, 0.8, 0.7, 0.4, 0.1, 0.7])],
+                "lr=1e-4": [trial(tmp_path / "b1", [0.6, 0.4, 0.9, 0.5, 0.7, 0.1])],
+                "lr=1e-5": [tmp_path / "never-ran"]}
+    path = tmp_path / "calibration.png"
+    assert plot_calibration(settings, {"lr=1e-3"}, path) is True
+    with Image.open(path) as image:
+        width, height = image.size
+    # One paper column (3.4 in at 300 dpi), two panels stacked.
+    assert 900 <= width <= 1100 and height > width
+    # No run with scores: nothing is drawn and nothing written.
+    assert plot_calibration({"x": [tmp_path / "never-ran"]}, {"x"}, tmp_path / "none.png") is False
+    assert not (tmp_path / "none.png").exists()
