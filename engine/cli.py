@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import shlex
+import signal
 import sys
 import typing
 from pathlib import Path
@@ -24,9 +25,21 @@ from rich.table import Table
 
 from engine import options
 from engine.config import BENCH_MODES, STUDY_MODE, BenchConfig, RecordsConfig, TrainConfig
-from engine.errors import UserError
+from engine.errors import RuntimeFailure, Terminated, UserError, exit_status, one_line
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+RESUME = "rerun the same command to resume"
+
+
+class Commands(typer.core.TyperGroup):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # Typer would exit 130 without a word
+            print(f"interrupted: {RESUME}", file=sys.stderr)
+            raise typer.Exit(130) from None
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, cls=Commands,
                   help="Adam learning rate x batch size studies of InceptionV3 on chest X-rays.")
 out_console = Console()
 RecordsArg = Annotated[Optional[Path], typer.Argument(help="Records folder (omit: the embedded synthetic set).")]
@@ -132,9 +145,9 @@ def train(records: RecordsArg = None,
     """Train one model (one trial of the study) and evaluate it with clinical metrics."""
     from engine import training
 
-    cfg = options.assemble(TrainConfig(records=records, out=out), options.from_command_line(given, options.TRAIN),
-                           options.TRAIN)
-    result = training.train(cfg, quiet=quiet, force=force)
+    values = options.from_command_line(given, options.TRAIN)
+    cfg = options.assemble(TrainConfig(records=records, out=out), values, options.TRAIN)
+    result = training.train(cfg, quiet=quiet, force=force, size_given="image_size" in values)
     out_console.print(f"{out}: {result['status']} after {result['epochs_done']} epochs "
                       f"(precision {result['precision']['value']}, XLA {result['xla']['value']})")
     for split in ("val", "test"):
@@ -152,7 +165,7 @@ def evaluate(
     """Metrics of a trained run's model on a split, with bootstrap intervals."""
     from engine import training
 
-    print_metrics(split, training.evaluate_saved(run, split, records, threshold))
+    print_metrics(split, training.evaluate_folder(run, split, records, threshold))
 
 
 @app.command()
@@ -164,8 +177,13 @@ def predict(
     """Predicted class and its probability for each image, e.g. `normal 0.996`."""
     from engine import training
 
-    for path, name, probability in training.predict_images(run, images, gradcam):
+    scored, unreadable = training.predict_files(run, images, gradcam)
+    for path, name, probability in scored:
         out_console.print(f"{path}: {name} {probability:.3g}", highlight=False, soft_wrap=True)
+    for path, reason in unreadable:
+        print(f"{path}: unreadable ({reason})", file=sys.stderr)
+    if unreadable:
+        raise RuntimeFailure(f"{len(unreadable)} of {len(images)} images could not be read (listed above)")
 
 
 @app.command()
@@ -190,7 +208,8 @@ def compare(
     from engine.study import launch, report, sweep as sweep_lib
 
     from_file = options.from_toml(config, options.SWEEP) if config else {}
-    sweep = options.sweep_config(options.from_command_line(given, options.SWEEP), from_file, records, out)
+    values = options.from_command_line(given, options.SWEEP)
+    sweep = options.sweep_config(values, from_file, records, out)
     launch.check_parallel(parallel, sweep)  # a bad value fails before any records are built
     if dry_run:
         plan = sweep_lib.plan_summary(sweep, parallel)
@@ -204,11 +223,12 @@ def compare(
         out_console.print(table)
         at_once = f" in {plan['processes']} processes ({plan['processes_why']})" if plan["processes"] > 1 else ""
         out_console.print(f"{len(plan['trials'])} trials{at_once}; roughly {plan['seconds'] / 60:.0f} min "
-                          f"(rates: {plan['basis']})", highlight=False, soft_wrap=True)
+                          f"(rates: {plan['basis']}); disk: {plan['disk']['text']}", highlight=False, soft_wrap=True)
+        out_console.print(plan["repeats"]["text"], highlight=False, soft_wrap=True)
         return
     if (sweep := launch.resolve_trial(sweep)) is None:
         return
-    sweep = sweep_lib.with_records(sweep, quiet)
+    sweep = sweep_lib.with_records(sweep, quiet, size_given="image_size" in {**from_file, **values})
     counts = sweep_lib.split_counts(sweep)
     results = []
     child = bool(os.environ.get(launch.EVENTS_ENV))  # a process of a parent's --parallel run
@@ -223,6 +243,8 @@ def compare(
     else:
         with Dashboard(sweep_lib.total_steps(plan, counts["train"]), quiet=quiet) as dashboard:
             if count > 1:
+                sweep_lib.check_existing(out, sweep, force)  # damaged or changed: one line here, not one per child
+
                 def on_event(kind, trial, info):
                     dashboard(kind, trial, info)
                     if kind == "end":
@@ -241,9 +263,8 @@ def compare(
                           f"TensorBoard: tensorboard --logdir {out / 'trials'}", highlight=False, soft_wrap=True)
     failed = [r for r in results if r.get("status") == "failed"]
     if failed:  # exit status 1: worth retrying (a job array's task, a scheduler's retry)
-        print(f"error: {len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({failed[0]['reason']}); "
-              f"rerun the same command to retry", file=sys.stderr)
-        sys.exit(1)
+        raise RuntimeFailure(f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({failed[0]['reason']})"
+                             + ("" if "rerun" in failed[0]["reason"] else "; rerun the same command to retry"))
 
 
 @app.command("lr-find")
@@ -266,7 +287,7 @@ def lr_find(
     result = lrfind.run(cfg, out, start=start, end=end, steps=steps, quiet=quiet)
     suggested = "none (too few steps)" if result["suggested"] is None else f"{result['suggested']:.3g}"
     out_console.print(f"{result['steps_run']} steps; suggested learning rate {suggested} ({result['rule']}); "
-                      f"plot: {out / 'lr_find.png'}", highlight=False, soft_wrap=True)
+                      f"{result['verdict']}plot: {out / 'lr_find.png'}", highlight=False, soft_wrap=True)
 
 
 @app.command("report")
@@ -367,19 +388,25 @@ def print_metrics(split: str, summary: dict) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 2.
-
-    Typer (standalone) prints usage errors itself and exits 2; anything else
-    escaping is a bug and keeps its traceback.
-    """
+    """Entry point: every failure the engine expects is one line on stderr and
+    an exit status: 2 a user error (bad option or input, a folder it cannot
+    write), 1 a runtime failure (a full disk, damaged state, a failed trial),
+    130 Ctrl-C, 143 SIGTERM. Typer prints usage errors itself and exits 2;
+    anything else escaping is a bug and keeps its traceback."""
+    signal.signal(signal.SIGTERM, terminate)
     try:
         app()
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (UserError, RuntimeFailure, OSError) as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(exit_status(err))
+    except Terminated:
+        print(f"terminated: {RESUME}", file=sys.stderr)
+        sys.exit(143)
+
+
+def terminate(*_) -> None:
+    """SIGTERM unwinds the stack as Ctrl-C does (checkpoint whole, locks released)."""
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ to every output so any result can be re-run exactly."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +179,7 @@ SCHEDULES = ("constant", "cosine", "step")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SWITCHES = ("auto", "on", "off")
 SELECTS = ("best", "last")
+BN_STATS = ("moving", "precise")
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,11 @@ class TrainConfig:
         threshold: a number, or ``val-youden`` (chosen on validation, applied to test).
         bn_momentum: ``auto`` (Keras' 0.99 with ImageNet or file weights; from
             scratch tied to the steps per epoch, once per sweep), ``keras`` (0.99) or a number.
+        bn_stats: the BatchNorm statistics validation and scoring use:
+            ``moving`` (the moving averages training kept, as the paper) or
+            ``precise`` (re-estimated before each validation from up to 1,000
+            un-augmented training images, so they do not depend on the step
+            count; engine.training.precise_bn).
         select: the model a finished run is scored and used with: ``best``
             (lowest val loss, the default: for one's own data the least
             overfit of the epochs seen) or ``last`` (the paper's "model
@@ -218,6 +225,9 @@ class TrainConfig:
         seed: seed of order, augmentation and initialisation.
         deterministic: also make TensorFlow's kernels deterministic (slower).
         bootstrap: resamples for the test metrics' 95 % intervals.
+        keep_checkpoints: keep a finished run's resume checkpoint (``ckpt/``,
+            ~350 MB for InceptionV3 with Adam's state); by default it is
+            removed once the run is done or diverged.
     """
 
     records: Path | None = None
@@ -239,10 +249,13 @@ class TrainConfig:
     positive_class: str = "auto"
     threshold: str = "0.5"
     bn_momentum: str = "auto"
+    bn_stats: str = "moving"
     select: str = "best"
     seed: int = 0
     deterministic: bool = False
     bootstrap: int = 2000
+    # Not compared on resume: keeping the checkpoint changes no result.
+    keep_checkpoints: bool = field(default=False, metadata={"resumes": True})
 
     def validate(self) -> "TrainConfig":
         """Checks every field; raises UserError with a one-line message."""
@@ -259,7 +272,8 @@ class TrainConfig:
                                      ("--class-weight", self.class_weight, ("none", "auto")),
                                      ("--augment", self.augment, ("none", "paper", "randaugment", "augmix")),
                                      ("--augment-placement", self.augment_placement, ("auto", "data", "step")),
-                                     ("--select", self.select, SELECTS)):
+                                     ("--select", self.select, SELECTS),
+                                     ("--bn-stats", self.bn_stats, BN_STATS)):
             if value not in choices:
                 raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
         if self.threshold != "val-youden":
@@ -409,21 +423,37 @@ PRESETS = {
                     values={"epochs": 20, "repeats": 1, "image_size": 299, "weights": "imagenet",
                             "augment": "paper", "model": "InceptionV3", "xla": "auto", "precision": "float32",
                             "bn_momentum": "keras", "select": "last"}),
-    # Under 5 minutes on a 2-core CPU of either kind, from an empty cache
-    # (generation and records included): `engine compare --axis batch
-    # --preset quick`. A 160/40/40 subset of the embedded synthetic set at
-    # 75 px (InceptionV3's smallest input), InceptionV3 from scratch, 3
-    # learning rates or batch sizes, 3 epochs, 2 repeats (so a noise verdict
-    # is possible), the paper's augmentation. Expected: on the batch axis the
-    # larger batches make fewer updates in 3 epochs and end with the higher
-    # validation loss; on the lr axis 1e-4 learns least. Measured times per
-    # CPU kind in benchmarks/RESULTS.md.
+    # README command 1: `engine compare --axis batch --preset quick`, sized
+    # for a 2-core CPU: 2.4 min measured from an empty cache (generation and
+    # records included) on the AVX2-only kind (AMD Zen 3), two trial
+    # processes; other kinds estimated faster (benchmarks/RESULTS.md,
+    # 2026-12-03). A 160/40/40 subset of the embedded synthetic set at 75 px
+    # (InceptionV3's smallest input), InceptionV3 from scratch, Adam, 3
+    # learning rates or batch sizes (lr 1e-3 on the batch axis), 3 epochs,
+    # 2 repeats (so a noise verdict is possible). Chosen so that the study
+    # learns within that time, each choice measured on the batch axis:
+    # * `bn_stats = "precise"`: the BatchNorm statistics are estimated again
+    #   before each validation (engine.training.precise_bn); with the moving
+    #   averages at momentum 0.9, 12-59 % of their start remains after epoch 1
+    #   at 20-5 steps an epoch, and validation read that residue.
+    # * `augment = "none"`: in 60 or fewer updates the paper's augmentation
+    #   kept training accuracy near 0.6 (val AUC 0.67 at batch 8); without it
+    #   0.80 (val AUC 0.88). The paper preset keeps the augmentation.
+    # * the embedded set's opacities are denser since version 2 of the set
+    #   (engine.data.synthetic); with version 1 nothing learned in 3 epochs.
+    # * lr 1e-3: 5e-4 learned less (best mean val AUC 0.87); 4 epochs
+    #   reached 0.93-0.94 but took 3 min warm and all settings then met at
+    #   the ceiling (spread 0.013).
+    # Expected (measured, AVX2 kind, 2 processes): final val AUC, mean of 2
+    # seeds, 0.87-0.90 per batch size, training accuracy 0.7-0.8, validation
+    # loss falling over the epochs; the batch sizes are not distinguishable
+    # with 2 seeds. The lr axis was not measured with these settings.
     # XLA stays off: it measured slower for InceptionV3 on CPUs
     # (benchmarks/RESULTS.md), and probing it would cost a minute of the budget.
     "quick": Preset(lrs=(1e-2, 1e-3, 1e-4), batch_sizes=(8, 16, 32), lr_for_batch_axis=1e-3,
                     batch_for_lr_axis=16, values={"epochs": 3, "repeats": 2, "image_size": 75, "weights": "none",
-                                                  "augment": "paper", "model": "InceptionV3", "xla": "off",
-                                                  "subset": (160, 40, 40)}),
+                                                  "augment": "none", "model": "InceptionV3", "xla": "off",
+                                                  "subset": (160, 40, 40), "bn_stats": "precise"}),
 }
 
 
@@ -533,10 +563,26 @@ def plain(value):
     if dataclasses.is_dataclass(value):
         return to_json(value)
     if isinstance(value, Path):
-        return str(value)
+        # Absolute, so that a stored config means the same from any folder;
+        # symlinks are kept (a shared folder may be mounted through another
+        # link on another machine).
+        return os.path.abspath(value)
     if isinstance(value, tuple):
         return [plain(v) for v in value]
     return value
+
+
+def same_path(stored, path: Path | None) -> bool:
+    """Whether a stored path names ``path``: the same absolute, normalised
+    spelling, or the same file where both exist (another mount, another link)."""
+    if stored is None or path is None:
+        return stored is None and path is None
+    if os.path.abspath(stored) == os.path.abspath(path):
+        return True
+    try:
+        return os.path.samefile(stored, path)
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def to_json(config) -> dict:
@@ -570,12 +616,19 @@ def differences(old: dict, config) -> list[str]:
     out = []
     defaults = type(config)()
     for f in dataclasses.fields(config):
-        if not f.compare:
+        if not f.compare or f.metadata.get("resumes"):  # a field any value of which resumes the run
             continue
         value, default = getattr(config, f.name), getattr(defaults, f.name)
         stored = old.get(f.name, plain(default))
         if dataclasses.is_dataclass(value):
             out += [f"{f.name}.{name}" for name in differences(stored, value)]
+        elif isinstance(value, Path) or (value is None and f.name in ("records", "out", "src")):
+            if not same_path(stored, value):
+                out.append(f.name)
+        elif isinstance(value, tuple) and value and all(isinstance(v, Path) for v in value):
+            if not isinstance(stored, list) or len(stored) != len(value) or \
+                    not all(same_path(a, b) for a, b in zip(stored, value)):
+                out.append(f.name)
         elif stored != plain(value):
             out.append(f.name)
     return out + sorted(set(old) - {f.name for f in dataclasses.fields(config)})

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from engine.errors import DamagedState
+
 
 def cache_dir() -> Path:
     """``$ENGINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/engine``, else ``~/.cache/engine``."""
@@ -63,6 +65,64 @@ def atomic_json(path: Path, value: Any, indent: int | None = 1, default=float) -
     """Replaces ``path`` with ``value`` as JSON; ``default`` converts what JSON
     cannot hold (numpy scalars, by default, as floats)."""
     atomic_write(path, json.dumps(value, indent=indent, default=default) + "\n")
+
+
+@contextlib.contextmanager
+def needing(mb: float) -> Iterator[None]:
+    """Tags an OS error raised inside the block with the space the write
+    needed (``needs_mb``), so that its one line can say it."""
+    try:
+        yield
+    except OSError as err:
+        if getattr(err, "needs_mb", None) is None:
+            err.needs_mb = mb
+        raise
+
+
+# Names of the files an interrupted atomic write leaves behind: ``atomic_open``'s
+# and ``create_once``'s temporaries and the ``.keras`` ones of ``save_model``.
+TEMP_PATTERNS = (".*.tmp", ".*.new", "*.tmp.keras", ".*.copy.keras")
+
+
+def remove_temp_files(*folders: Path) -> list[Path]:
+    """Removes what interrupted writes left in ``folders`` (not recursive):
+    nothing else writes there while the caller holds the folder."""
+    removed = []
+    for folder in folders:
+        for pattern in TEMP_PATTERNS:
+            for path in Path(folder).glob(pattern):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
+
+
+def read_json(path: Path, todo: str = "", kind: type = dict) -> Any:
+    """A state file's JSON, validated: a file that is empty, cut short or not
+    a JSON ``kind`` raises ``DamagedState`` naming it and ``todo``."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text())
+    except UnicodeDecodeError:
+        raise DamagedState(path, "not text", todo) from None
+    except json.JSONDecodeError as err:
+        what = "empty" if not path.stat().st_size else f"not valid JSON: {err.msg} at byte {err.pos}"
+        raise DamagedState(path, what, todo) from None
+    if not isinstance(value, kind):
+        raise DamagedState(path, f"a JSON {type(value).__name__}, not a {kind.__name__}", todo)
+    return value
+
+
+def move_aside(path: Path) -> Path:
+    """Renames a damaged file or folder to ``NAME.damaged`` (``.damaged-2``, ...
+    when taken) so that nothing reads it again and nothing is lost."""
+    path = Path(path)
+    target, n = path.with_name(path.name + ".damaged"), 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged-{n}")
+    os.replace(path, target)
+    return target
 
 
 def create_once(path: Path, data: str) -> bool:

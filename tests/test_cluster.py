@@ -63,6 +63,27 @@ def engine(command: list[str], env: dict) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def engine_here(command: list[str], env: dict) -> tuple[int, str, str]:
+    """A command that trains nothing, run in this process with ``env`` as its
+    environment: (exit status, stdout, stdout and stderr). Each process the
+    test spares saves TensorFlow's start-up (8-10 s on a 2-core CPU)."""
+    from unittest import mock
+
+    from typer.testing import CliRunner
+
+    from engine import io
+    from engine.cli import app
+
+    assert command[0] == "engine"
+    unset = {k: None for k in os.environ if k not in env}
+    # The lock timings are read from the environment once, at import.
+    with mock.patch.object(io, "STALE_SECONDS", float(env.get("ENGINE_LOCK_STALE_SECONDS", io.STALE_SECONDS))), \
+            mock.patch.object(io, "HEARTBEAT_SECONDS",
+                              float(env.get("ENGINE_LOCK_HEARTBEAT_SECONDS", io.HEARTBEAT_SECONDS))):
+        done = CliRunner().invoke(app, command[1:], env={**unset, **env}, catch_exceptions=False)
+    return done.exit_code, done.stdout, done.output
+
+
 def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     output, _ = proc.communicate(timeout=timeout)
     return proc.returncode, output
@@ -82,17 +103,17 @@ def test_job_array_from_the_shipped_examples(tiny_records, tmp_path):
     slurm = slurm_command(tiny_records, out)
     assert slurm[:2] == ["engine", "compare"] and "--trial" in slurm and "auto" in slurm
     task = lambda index: dict(env, SLURM_ARRAY_TASK_ID=str(index + 4), SLURM_ARRAY_TASK_MIN="4")  # noqa: E731
-    listing = subprocess.run([sys.executable, "-m", "engine.cli", *slurm[1:], "--dry-run", "--json"], env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert listing.returncode == 0, listing.stderr
-    plan = json.loads(listing.stdout)
+    # Task 0 starts first (its process' start-up overlaps the listing).
+    holder = engine(slurm, task(0))
+    code, listed, output = engine_here([*slurm, "--dry-run", "--json"], env)
+    assert code == 0, output
+    plan = json.loads(listed)
     assert plan["count"] == 3 and [t["index"] for t in plan["trials"]] == [0, 1, 2]
     first = out / "trials" / plan["trials"][0]["name"]
 
     # Task 0 holds its trial's lock; a second runner of the same task starts then and skips it.
     # (The holder is paused meanwhile, so it cannot finish first, whatever the machine's speed;
     # the second runner allows a minute of missed heartbeats.)
-    holder = engine(slurm, task(0))
     wait_for(first / ".lock" / "heartbeat")
     holder.send_signal(signal.SIGSTOP)
     duplicate = engine(slurm, dict(task(0), ENGINE_LOCK_STALE_SECONDS="60"))
@@ -109,7 +130,7 @@ def test_job_array_from_the_shipped_examples(tiny_records, tmp_path):
     assert code == 0 and "lr0.01_seed0: done" in output, output
     time.sleep(3.5)  # the dead holder's lock goes stale
 
-    code, output = finish(engine(report_command(out), env))
+    code, _, output = engine_here(report_command(out), env)
     assert code == 0, output
     assert "3 trials: 1 finished, 2 missing." in output, output
     rerun = next(line for line in output.splitlines() if line.startswith(f"- {first.name}: missing"))
@@ -118,15 +139,14 @@ def test_job_array_from_the_shipped_examples(tiny_records, tmp_path):
     assert command[-2:] == ["--trial", first.name] and str(out) in command
     resumed = engine(command, env)
     last = engine(slurm, task(2))
-    past = subprocess.run([sys.executable, "-m", "engine.cli", *slurm[1:]], env=task(3), capture_output=True,
-                          text=True, timeout=300)
-    assert past.returncode == 0 and "array index 3: the sweep has 3 trials (0-2); nothing to run here" in past.stdout
+    code, past, output = engine_here(slurm, task(3))
+    assert code == 0 and "array index 3: the sweep has 3 trials (0-2); nothing to run here" in past, output
     code, output = finish(resumed)
     assert code == 0 and "took over its lock (no heartbeat for" in output and f"{first.name}: done" in output, output
     history = (first / "history.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in history] == list(range(1, 7))  # resumed, not restarted
     assert finish(last)[0] == 0
-    code, output = finish(engine(report_command(out), env))
+    code, _, output = engine_here(report_command(out), env)
     assert code == 0 and "3 trials: 3 finished." in output, output
     sweep = json.loads((out / "sweep.json").read_text())
     assert sweep["command"][:4] == ["compare", str(tiny_records.resolve()), "--out", str(out.resolve())]

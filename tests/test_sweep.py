@@ -78,21 +78,22 @@ def test_ranking_on_hand_made_rows():
             row("c", {0: 0.05, 1: 0.45, 2: 0.25}), row("d", {}, "2 of 2 diverged"),
             row("e", {9: 0.3}, "1 of 2 failed (MemoryError)")]
     ranking = report.rank(rows)
-    assert ranking["best"] == "a"
+    # a beats b, nothing beats c (too spread) or e (one run): a set of three, no single best.
+    assert ranking["best"] is None and ranking["best_set"] == ["a", "c", "e"] and ranking["leader"] == "a"
     verdicts = {c["setting"]: c for c in ranking["comparisons"]}
-    assert verdicts["b"]["verdict"] == "worse" and verdicts["b"]["method"] == "paired t over 3 shared seeds"
-    assert verdicts["c"]["verdict"] == "not distinguishable from noise"
+    assert verdicts["b"]["verdict"] == "worse (than a)" and verdicts["b"]["method"] == "paired t over 3 shared seeds"
+    assert verdicts["c"]["verdict"].startswith("in the set of best settings")
     assert verdicts["e"]["verdict"] == "no noise verdict possible (fewer than 2 finished runs)"
-    # Holm over the two tested comparisons: each p at least the raw one, in the right order.
-    assert verdicts["b"]["p_holm"] == pytest.approx(2 * verdicts["b"]["p"])
-    assert verdicts["c"]["p_holm"] == pytest.approx(max(verdicts["c"]["p"], 2 * verdicts["b"]["p"]))
+    # Holm over the three tested pairs (a-b, a-c, b-c): a-b's p is the smallest, so it is tripled.
+    assert verdicts["b"]["p_holm"] == pytest.approx(3 * verdicts["b"]["p"])
+    assert verdicts["c"]["p_holm"] >= max(verdicts["c"]["p"], 3 * verdicts["b"]["p"])
     assert "- d: 2 of 2 diverged: not ranked (no finished run)." in ranking["text"]
     assert "[1 of 2 failed (MemoryError)]" in ranking["text"] and "unadjusted; Holm-adjusted p" in ranking["text"]
     empty = report.rank([row("x", {}, "1 of 1 diverged")])
     assert empty["best"] is None and "x: 1 of 1 diverged: not ranked" in empty["text"]
 
 
-def test_non_finite_val_loss_is_flagged_not_ranked():
+def test_non_finite_val_loss_counts_as_the_worst_run():
     def run(seed, val_losses, status="done"):
         return {"name": f"s{seed}", "seed": seed, "config": None, "metrics": {"status": status, "bn_momentum": 0.99},
                 "history": [{"epoch": i + 1, "val_loss": v, "loss": 0.5, "accuracy": 0.5, "val_accuracy": 0.5,
@@ -104,11 +105,12 @@ def test_non_finite_val_loss_is_flagged_not_ranked():
         for r in runs:
             r["config"] = TrainConfig(lr=0.1 if r in data["settings"]["lr=0.1"] else 0.01)
     rows = report.summarise(data)
-    assert rows[0]["statistic"] is None and rows[0]["repeats_done"] == 0
+    # Both runs of lr=0.1 diverged (one with a non-finite val loss): each counts as the sweep's worst, 0.5.
+    assert rows[0]["statistic_by_seed"] == {0: 0.5, 1: 0.5} and rows[0]["repeats_done"] == 0
     assert rows[0]["flags"] == "1 of 2 diverged, 1 of 2 ended with a non-finite val loss"
     assert rows[1]["statistic"] == pytest.approx((0.5 + 0.475) / 2)
     ranking = report.rank(rows)
-    assert ranking["best"] == "lr=0.01" and "lr=0.1: 1 of 2 diverged" in ranking["text"]
+    assert ranking["leader"] == "lr=0.01" and "[1 of 2 diverged" in ranking["text"]
 
 
 def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, monkeypatch):

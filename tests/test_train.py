@@ -69,6 +69,20 @@ def test_short_training_learns(synthetic_records, tmp_path):
     assert low <= test["metrics"]["sensitivity"] <= high
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["lr"] == 1e-3 and saved["model"]["name"] == "TinyCNN" and saved["seed"] == 0
+    # Per-image scores of the scored model beside metrics.json: one row per image, ids from the
+    # records (the source path, whose class folder must match the row's label), and the same metrics.
+    from engine.training.evaluation import read_scores
+    from engine.training.metrics import binary_metrics
+    for split in ("val", "test"):
+        assert result["scores"][split] == {"file": f"scores-{split}.csv", "id": "image/source_id"}
+        scores = read_scores(tmp_path / "run" / f"scores-{split}.csv")
+        assert scores["id"].size == len(set(scores["id"].tolist())) == 60
+        classes = {"covid": 0, "normal": 1}
+        assert [classes[i.split("/")[-2]] for i in scores["id"]] == scores["label"].tolist()
+        assert scores["positive"].tolist() == (scores["label"] == 0).astype(int).tolist()  # covid positive
+        again = binary_metrics(scores["positive"], scores["score"], result["threshold"]["value"])
+        for name, value in result[split]["metrics"].items():
+            assert again[name] == pytest.approx(value, abs=1e-12), (split, name)
 
 
 class Killed(Exception):

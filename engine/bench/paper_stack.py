@@ -28,12 +28,35 @@ def baseline_available() -> bool:
     return True
 
 
-def paper_model(name: str, size: int, lr: float = 1e-4):
-    """The paper's network: tf_keras InceptionV3 (or ``name`` from tf_keras'
-    applications), float32, no XLA, GAP -> 256 relu -> sigmoid, Adam at ``lr``."""
+def has_model(name: str) -> bool:
+    """Whether the paper's stack can build ``name``: a tf_keras application or TinyCNN."""
     import tf_keras
 
-    base = getattr(tf_keras.applications, name)(include_top=False, weights=None, input_shape=(size, size, 3))
+    return name == "TinyCNN" or hasattr(tf_keras.applications, name)
+
+
+def tiny_cnn(size: int):
+    """The engine's TinyCNN (engine.model.networks) in tf_keras: both stacks
+    timed on a network that traces in a second or two, for quick checks on a CPU."""
+    import tf_keras
+
+    inputs = tf_keras.Input((size, size, 3))
+    x = inputs
+    for i, filters in enumerate((16, 32, 48, 64)):
+        x = tf_keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = tf_keras.layers.BatchNormalization(name=f"bn{i}")(x)
+        x = tf_keras.layers.Activation("relu", name=f"relu{i}")(x)
+        x = tf_keras.layers.MaxPooling2D(name=f"pool{i}")(x)
+    return tf_keras.Model(inputs, x, name="tiny_cnn")
+
+
+def paper_model(name: str, size: int, lr: float = 1e-4):
+    """The paper's network: tf_keras InceptionV3 (or ``name`` from tf_keras'
+    applications, or TinyCNN), float32, no XLA, GAP -> 256 relu -> sigmoid, Adam at ``lr``."""
+    import tf_keras
+
+    base = tiny_cnn(size) if name == "TinyCNN" else \
+        getattr(tf_keras.applications, name)(include_top=False, weights=None, input_shape=(size, size, 3))
     x = tf_keras.layers.GlobalAveragePooling2D()(base.output)
     x = tf_keras.layers.Dense(256, activation="relu")(x)
     out = tf_keras.layers.Dense(1, activation="sigmoid")(x)
@@ -108,7 +131,7 @@ def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], N
 
     size = cfg.image_size
     modes = set(cfg.modes)
-    if {"step", "e2e"} & modes and not hasattr(tf_keras.applications, cfg.model):
+    if {"step", "e2e"} & modes and not has_model(cfg.model):
         on_note(f"the paper's stack has no {cfg.model}: its training rows are left out")
         modes -= {"step", "e2e"}
     model = paper_model(cfg.model, size) if {"step", "e2e"} & modes else None

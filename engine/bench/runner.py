@@ -189,8 +189,7 @@ def estimate_seconds(cfg: BenchConfig) -> tuple[float, int]:
             seconds += pace.first_step_s if step_modes else 0  # step and e2e share one trace
             count += len(step_modes)
     if cfg.baseline is not False and paper_stack.baseline_available():
-        import tf_keras
-        paper_modes = step_modes if hasattr(tf_keras.applications, cfg.model) else []
+        paper_modes = step_modes if paper_stack.has_model(cfg.model) else []
         for batch in cfg.batch_sizes:
             pace = training.estimate_pace(paper_shape(cfg, batch))
             seconds += len(paper_modes) * rounds * steps_for(cfg.step_images, batch) * batch / pace.train_img_s

@@ -38,6 +38,7 @@ class Candidate:
     split: str | None = None  # the split the source assigns, if any
     patient: str | None = None
     source: str | None = None
+    skipped: str | None = None  # why this path is no example (a link not followed), for rejects.csv
 
 
 @dataclass(frozen=True)
@@ -98,14 +99,56 @@ def visible_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and not is_hidden(p.name))
 
 
-def walk_files(folder: Path) -> list[Path]:
+def walk_files(folder: Path, tree: Path | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every visible file below ``folder``, recursively (as ``flow_from_directory``
-    follows sub-folders), skipping hidden folders and mask folders."""
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not is_hidden(d))
-        found.extend(Path(root) / f for f in sorted(files) if not is_hidden(f))
-    return found
+    follows sub-folders), skipping hidden folders and mask folders; and the
+    folder links not followed, with why.
+
+    A link to a folder is followed once: not when it leads to a folder of the
+    source ``tree`` (its files are found under their own class folder, so a
+    link such as ``normal/loop -> ..`` cannot relabel covid images), to an
+    ancestor (a loop), or to a folder already visited by its real path. Links
+    to folders elsewhere (another disk) are followed.
+    """
+    tree_real = os.path.realpath(tree or folder)
+    visited = {os.path.realpath(folder)}
+    found, skipped = [], []
+
+    def walk(directory: str) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as err:
+            skipped.append((Path(directory), f"folder cannot be read: {err.strerror}"))
+            return
+        for entry in entries:
+            if is_hidden(entry.name):
+                continue
+            path = Path(entry.path)
+            if not entry.is_dir():  # follows links: a link to a file is that file
+                found.append(path)
+                continue
+            if entry.is_symlink():
+                real = os.path.realpath(entry.path)
+                why = link_skip_reason(real, os.path.realpath(directory), tree_real, visited)
+                if why:
+                    skipped.append((path, why))
+                    continue
+                visited.add(real)
+            walk(entry.path)
+
+    walk(str(folder))
+    return found, skipped
+
+
+def link_skip_reason(real: str, parent_real: str, tree_real: str, visited: set[str]) -> str | None:
+    """Why a link to the folder ``real`` is not followed; None to follow it."""
+    if parent_real == real or parent_real.startswith(real.rstrip(os.sep) + os.sep):
+        return f"link to an ancestor folder ({real}): a loop"
+    if real == tree_real or real.startswith(tree_real.rstrip(os.sep) + os.sep):
+        return f"link into the source folder ({real}): its files are found there"
+    if real in visited:
+        return f"link to a folder already visited ({real})"
+    return None
 
 
 def find_root(src: Path) -> Path:
@@ -176,11 +219,13 @@ def scan_class_folders(folder: Path, root: Path, split: str | None,
     """Candidates of ``folder/<class>/**``."""
     candidates = []
     for class_dir in visible_dirs(folder):
-        files = walk_files(class_dir)
+        files, skipped = walk_files(class_dir, root)
         for path in files:
             patient, source = names(path.name)
             candidates.append(Candidate(path, path.relative_to(root).as_posix(), class_dir.name,
                                         split, patient, source))
+        candidates += [Candidate(path, path.relative_to(root).as_posix(), class_dir.name, split, skipped=why)
+                       for path, why in skipped]
         if not files:
             candidates.append(Candidate(class_dir, class_dir.relative_to(root).as_posix(),
                                         class_dir.name, split, None, "<empty>"))

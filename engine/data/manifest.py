@@ -3,11 +3,11 @@ one ``tf.train.Example`` (writing them is ``engine.data.records``)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.errors import DamagedState, UserError
+from engine.io import read_json
 
 FORMAT = "engine-records/1"
 MANIFEST = "manifest.json"
@@ -19,13 +19,24 @@ def load_manifest(folder: Path) -> dict:
     if not path.is_file():
         raise UserError(f"{folder} is not a records folder (no {MANIFEST}); "
                         f"build one with `engine build-records SRC OUT`")
+    todo = "rebuild the records with `engine build-records SRC OUT --overwrite`"
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON: {err}") from None
+        manifest = read_json(path, todo)
+    except DamagedState as err:  # the records are the user's input: a user error
+        raise UserError(str(err)) from None
     if manifest.get("format") != FORMAT:
         raise UserError(f"{path} has format {manifest.get('format')!r}, expected {FORMAT!r}")
+    missing = [key for key in REQUIRED if key not in manifest]
+    splits = manifest.get("splits")
+    if missing or not isinstance(splits, dict) or \
+            any(not isinstance(v, dict) or not {"count", "shards"} <= set(v) for v in splits.values()):
+        what = f"{', '.join(missing)} missing" if missing else "its splits lack counts or shards"
+        raise UserError(f"{path} is damaged ({what}); {todo}")
     return manifest
+
+
+# What every reader of a manifest relies on.
+REQUIRED = ("splits", "label_map", "image_size", "channels", "encoding", "resize")
 
 
 def shard_paths(folder: Path, split: str, manifest: dict | None = None) -> list[str]:

@@ -40,7 +40,7 @@ from engine.data.layouts import Candidate, apply_classes, load_recipe, scan
 from engine.data.manifest import FORMAT, MANIFEST
 from engine.data.splits import assign_splits, draw_order, patient_overlap, stable_rng
 from engine.errors import UserError
-from engine.io import atomic_json, atomic_write
+from engine.io import atomic_json, atomic_write, needing
 from engine.progress import progress
 
 REJECTS = "rejects.csv"
@@ -263,7 +263,8 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
         raise UserError(f"the parent folder of OUT, {out.parent}, does not exist")
     layout, root, found = scan(cfg.src, cfg.layout, cfg.list_files, cfg.patient_pattern,
                                cfg.source_pattern)
-    candidates, labels = apply_classes(found, cfg.classes)
+    links = [c for c in found if c.skipped]  # folder links not followed: listed in rejects.csv
+    candidates, labels = apply_classes([c for c in found if not c.skipped], cfg.classes)
     candidates, notes = assign_splits(candidates, cfg.fractions, cfg.seed, cfg.split_by,
                                       cfg.test_source, cfg.resplit)
     order = draw_order(candidates, cfg.subset, cfg.seed)
@@ -280,7 +281,9 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
     spool = Spool(tmp / "spool.bin")
     try:
         start = time.perf_counter()
-        accepted, rejected = process_all(cfg, order, spool, quiet)
+        with needing(build_mb(cfg, len(candidates))):
+            accepted, rejected = process_all(cfg, order, spool, quiet)
+        rejected += [(c, c.skipped) for c in links]
         if not accepted:
             raise UserError(f"none of the {len(rejected)} files could be read as an image "
                             f"(first: {rejected[0][0].rel}: {rejected[0][1]})")
@@ -294,7 +297,10 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
             listing = out.parent / f"{out.name}.duplicates.txt"
             atomic_write(listing, "".join(" = ".join(f"{c.split}:{c.rel}" for c in g) + "\n"
                                        for g in duplicates))
-            example = " = ".join(c.rel for c in duplicates[0])
+            # One line of bounded length: the first few, the whole list in the file.
+            first = duplicates[0]
+            example = " = ".join(c.rel[-80:] for c in first[:3]) + (f" and {len(first) - 3} more copies"
+                                                                   if len(first) > 3 else "")
             raise UserError(f"{len(duplicates)} identical files are in more than one split "
                             f"(e.g. {example}; all in {listing}); use --dedupe to drop the later "
                             f"copies or --allow-duplicates to keep them")
@@ -305,7 +311,8 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
                          f"listed in the manifest")
         channels = int(cfg.channels) if cfg.channels != "auto" else \
             (1 if all(r.channels == 1 for _, r in accepted) else 3)
-        with progress(len(accepted), "Writing shards", "records", quiet=quiet) as advance:
+        with progress(len(accepted), "Writing shards", "records", quiet=quiet) as advance, \
+                needing(build_mb(cfg, len(accepted))):
             shards, shard_of = write_shards(tmp, cfg, accepted, spool, labels, channels, advance)
         seconds = time.perf_counter() - start
         spool.close()
@@ -320,6 +327,13 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
         spool.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def build_mb(cfg: RecordsConfig, images: int) -> float:
+    """Roughly the space a build of ``images`` needs at its peak: the encoded
+    images twice (parked while splits are drawn, then in the shards), at the
+    size of raw uint8 (PNG of an X-ray is seldom smaller than half of it)."""
+    return 2 * images * cfg.image_size ** 2 * (1 if cfg.channels in ("auto", "1") else 3) / 2 ** 20
 
 
 def publish(tmp: Path, out: Path) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,7 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine import machine
-from engine.errors import UserError
+from engine.errors import RuntimeFailure, UserError
+
+# A child's line for failed trials (engine compare's own): the parent reports them.
+TRIALS_FAILED = re.compile(r"\d+ trials? failed ")
 
 # Options the parent sets for each child itself.
 OWN_OPTIONS = ("--parallel", "--shard")
@@ -287,6 +291,7 @@ def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool,
     by_name = {trial.name: trial for trial in plan}
     show = show or (lambda text: print(text, flush=True))
     lock = threading.Lock()  # one relay thread per child; the dashboard is not thread-safe
+    errors: dict[int, str] = {}  # each child's last error line, kept under --quiet too
     procs = []
     for i in range(count):
         env = {**os.environ, **child_env(i, count, inherited, gpus, cpus)}
@@ -303,6 +308,10 @@ def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool,
                     kind, name, info = event
                     if on_event is not None and name in by_name:
                         on_event(kind, by_name[name], info)
+                elif line.startswith("error: "):
+                    errors[i] = line.rstrip()[len("error: "):]
+                    if not quiet:
+                        show(f"[{i}] {line.rstrip()}")
                 elif not quiet and not line.startswith(NOISE):
                     show(f"[{i}] {line.rstrip()}")
 
@@ -311,7 +320,18 @@ def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool,
         t.start()
     for t in threads:
         t.join()
-    failed = [i for i, p in enumerate(procs) if p.wait() != 0]
-    if failed:
-        raise UserError(f"shard process{'es' if len(failed) > 1 else ''} {', '.join(map(str, failed))} of "
-                        f"{count} failed (see their lines above); rerun the same command to resume")
+    check_children([p.wait() for p in procs], errors)
+
+
+def check_children(codes: list[int], errors: dict[int, str]) -> None:
+    """Raises for the first child that failed other than by failed trials
+    (those the parent reports itself, from their events, with exit status 1):
+    its own error line, as a user error when it exited 2."""
+    for i, code in enumerate(codes):
+        line = errors.get(i, "")
+        if code == 0 or (code == 1 and TRIALS_FAILED.match(line)):
+            continue
+        message = f"shard process {i} of {len(codes)} failed: {line or f'exit status {code}'}"
+        if code == 2:
+            raise UserError(message)
+        raise RuntimeFailure(message if "rerun" in message else f"{message}; rerun the same command to resume")

@@ -32,13 +32,19 @@ RULE = ("steepest descent of the smoothed loss against log10(lr), before its min
 def suggest(lrs: list[float], smoothed: list[float]) -> dict:
     """The suggested learning rate from a range test's curve (see RULE)."""
     if len(lrs) < 3:
-        return {"suggested": None, "min_over_10": None, "rule": RULE}
+        return {"suggested": None, "min_over_10": None, "rule": RULE, "inconclusive": True,
+                "verdict": "inconclusive: too few steps; "}
     best = int(np.argmin(smoothed))
     logs = np.log10(lrs)
     slopes = np.gradient(np.asarray(smoothed), logs)
     window = slopes[: max(best, 1) + 1]
     steepest = int(np.argmin(window))
-    return {"suggested": float(lrs[steepest]), "min_over_10": float(lrs[best]) / 10, "rule": RULE}
+    # At either end of the range the descent may go on beyond it: no rate to trust.
+    inconclusive = steepest in (0, len(lrs) - 1)
+    verdict = (f"inconclusive: the steepest descent is at the {'first' if steepest == 0 else 'last'} rate of the "
+               f"range; widen it (--start / --end) or take more --steps; ") if inconclusive else ""
+    return {"suggested": float(lrs[steepest]), "min_over_10": float(lrs[best]) / 10, "rule": RULE,
+            "inconclusive": inconclusive, "verdict": verdict}
 
 
 def run(cfg: TrainConfig, out: Path, start: float = 1e-7, end: float = 1.0, steps: int = 100,

@@ -1,10 +1,12 @@
 """A sweep's summary, ranking, plots and report (``engine compare``, ``engine report DIR``).
 
 Ranking uses validation only; test metrics are reported and never used to
-choose. The ranking statistic and the comparisons are ``engine.study.stats``;
-a setting whose runs diverged or failed is ranked on its finished runs with
-that said, and listed, never dropped, when none finished. The report also
-checks the paper's claims and lists the deviations from its setup
+choose. The ranking statistic and the comparisons are ``engine.study.stats``.
+One failure policy: a run that diverged numerically counts against its
+setting (intention to treat: it takes the sweep's worst statistic, so a
+setting cannot lead by losing its bad runs); a run that failed for any other
+reason is missing, listed with its reason and rerun command, never ranked. The
+report also checks the paper's claims and lists the deviations from its setup
 (``engine.study.paper``).
 """
 
@@ -20,10 +22,12 @@ from pathlib import Path
 import numpy as np
 
 from engine.config import SweepConfig, from_json
-from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, save_figure
-from engine.study import paper
-from engine.study.stats import ALPHA, TAIL, compare, holm, tail_mean
-from engine.study.sweep import FINISHED, LOCK, trials
+from engine.errors import DamagedState, UserError
+from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, read_json, save_figure
+from engine.study import clinical, paper, stats
+from engine.training import bn_residual
+from engine.study.stats import ALPHA, POWER, TAIL, tail_mean
+from engine.study.sweep import FINISHED, LOCK, lr_scale, trials
 
 # The paper's colours: train acc yellow, val acc blue, train loss red, val loss green.
 COLOURS = {"accuracy": "gold", "val_accuracy": "tab:blue", "loss": "tab:red", "val_loss": "tab:green"}
@@ -32,8 +36,12 @@ COLOURS = {"accuracy": "gold", "val_accuracy": "tab:blue", "loss": "tab:red", "v
 def read_history(path: Path) -> list[dict]:
     if not path.is_file():
         return []
-    with open(path) as f:
-        rows = [{k: (float(v) if v not in ("", "None") else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    try:
+        with open(path) as f:
+            rows = [{k: (float(v) if v not in ("", "None") else None) for k, v in row.items()}
+                    for row in csv.DictReader(f)]
+    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as err:
+        raise DamagedState(path, f"not a history table: {err}") from None
     # A non-finite value (a diverging epoch) is no number to rank or plot.
     return [{k: (v if v is None or math.isfinite(v) else None) for k, v in row.items()} for row in rows]
 
@@ -46,10 +54,18 @@ def collect(folder: Path) -> dict:
     settings: dict[str, list[dict]] = {}
     for trial in trials(cfg, every_shard=True):
         run = trial.config.out
-        metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else None
+        metrics, history = None, []
+        try:
+            if (run / "metrics.json").is_file():
+                metrics = read_json(run / "metrics.json")
+            history = read_history(run / "history.csv")
+        except DamagedState as err:
+            # Missing, not ranked: the failure policy for anything but numerical divergence.
+            metrics, history = {"status": "failed", "reason": str(err)}, []
         settings.setdefault(trial.setting, []).append(
-            {"name": trial.name, "seed": trial.config.seed, "history": read_history(run / "history.csv"),
-             "metrics": metrics, "config": trial.config})
+            {"name": trial.name, "seed": trial.config.seed, "history": history,
+             "metrics": metrics, "config": trial.config,
+             "sweep_lr": trial.config.lr / lr_scale(cfg, trial.config.batch_size)})
     return {"sweep": cfg, "settings": settings, "machine": sweep.get("machine", {}),
             "choice": sweep.get("choice", {}), "deviations": sweep.get("deviations"),
             "command": sweep.get("command")}
@@ -66,10 +82,26 @@ def status_of(run: dict) -> str:
     return run["metrics"]["status"] if run["metrics"] else "queued" if not run["history"] else "running"
 
 
+def run_statistic(run: dict) -> float | None:
+    return tail_mean([h.get("val_loss") for h in run["history"]])
+
+
 def finished(runs: list[dict]) -> list[dict]:
     """The runs that finished with a finite ranking statistic."""
-    return [r for r in runs if status_of(r) == "done" and r["history"]
-            and tail_mean([h.get("val_loss") for h in r["history"]]) is not None]
+    return [r for r in runs if status_of(r) == "done" and r["history"] and run_statistic(r) is not None]
+
+
+def diverged(runs: list[dict]) -> list[dict]:
+    """The runs that diverged numerically: status diverged, or done with a
+    non-finite val loss among the epochs the statistic averages."""
+    return [r for r in runs if status_of(r) == "diverged"
+            or status_of(r) == "done" and r["history"] and run_statistic(r) is None]
+
+
+def worst_statistic(data: dict) -> float | None:
+    """The largest statistic any finished run of the sweep reached: what a diverged run counts as."""
+    values = [run_statistic(r) for runs in data["settings"].values() for r in finished(runs)]
+    return max(values, default=None)
 
 
 def flags(runs: list[dict]) -> str:
@@ -90,17 +122,21 @@ def flags(runs: list[dict]) -> str:
 def summarise(data: dict) -> list[dict]:
     """One row per setting: the ranking statistic and the final metrics, means
     and std over its finished repeats, and what happened to the others."""
-    rows = []
+    rows, worst = [], worst_statistic(data)
     for setting, runs in data["settings"].items():
         done = finished(runs)
         row = {"setting": setting, "lr": runs[0]["config"].lr, "batch_size": runs[0]["config"].batch_size,
+               "sweep_lr": runs[0].get("sweep_lr", runs[0]["config"].lr), "epochs": runs[0]["config"].epochs,
                "repeats_done": len(done), "repeats": len(runs), "statuses": [status_of(r) for r in runs],
                "flags": flags(runs),
                "bn_momentum": sorted({r["metrics"]["bn_momentum"] for r in runs
                                       if r["metrics"] and r["metrics"].get("bn_momentum") is not None})}
-        by_seed = {r["seed"]: tail_mean([h.get("val_loss") for h in r["history"]]) for r in done}
+        # Intention to treat: a diverged run ranks last at its seed; a failed one is missing.
+        by_seed = {r["seed"]: worst for r in diverged(runs) if worst is not None}
+        by_seed.update({r["seed"]: run_statistic(r) for r in done})
         row["statistic"], row["statistic_std"] = mean_std(list(by_seed.values()))
         row["statistic_by_seed"] = by_seed
+        row["diverged_counted"] = len(by_seed) - len(done)
         final = {k: [r["history"][-1].get(k) for r in done] for k in ("val_loss", "val_accuracy", "loss", "accuracy",
                                                                      "val_auc", "val_sensitivity",
                                                                      "val_specificity")}
@@ -161,51 +197,113 @@ def states_text(states: list[dict]) -> list[str]:
     return lines
 
 
-STATISTIC = (f"the mean validation loss of each run's last {TAIL} epochs (of all epochs when fewer), "
-             f"averaged over a setting's finished runs; the best setting against each other by the difference "
-             f"of the statistic (other - best): a paired t interval over the seeds both finished where they "
-             f"share at least 2 (the sweep gives every setting the same seeds), Welch's t otherwise; 95 % "
-             f"intervals unadjusted; verdicts from Holm-adjusted p-values at {ALPHA}")
+STATISTIC = (f"the mean validation loss of each run's last {TAIL} epochs (of all epochs when fewer), averaged over "
+             f"a setting's runs; a run that diverged (a non-finite loss or weights, a training loss above the bound, "
+             f"or a non-finite val loss in those epochs) counts as the sweep's worst finished run, so it ranks last "
+             f"at its seed (intention to treat); a run that failed otherwise is missing, never ranked. Every setting "
+             f"against every other by the difference of the statistic: a paired t over the seeds both have where "
+             f"they share at least 2 (the sweep gives every setting the same seeds), Welch's t otherwise; 95 % "
+             f"intervals unadjusted; Holm-adjusted p-values over all pairs, so the chance of calling any setting "
+             f"worse when all are equal is at most {ALPHA}. worse = another setting is better with Holm p < "
+             f"{ALPHA}; the set of best settings = those no other setting is better than; detectable = the "
+             f"smallest true difference the comparison finds with {POWER * 100:g} % power at its observed spread and "
+             f"seed count (two-sided, at the Bonferroni level {ALPHA} / pairs, which Holm's first step uses)")
+
+
+def seeds_text(row: dict) -> str:
+    n = len(row["statistic_by_seed"])
+    return f"{n} run{'s' if n != 1 else ''}" + (f"; {row['flags']}" if row["flags"] else "")
+
+
+def best_line(ready: list[dict], tests: stats.Family, leader: int, members: list[int]) -> str:
+    """The ranking's first line: one best setting only when the tests single it out."""
+    top = ready[leader]
+    lowest = (f"{top['setting']} (val loss of the last {TAIL} epochs {top['statistic']:.4f}, final epoch "
+              f"{fmt(top.get('final_val_loss'))}, over {seeds_text(top)})")
+    if len(ready) == 1:
+        return f"Best on validation: **{top['setting']}**, the only ranked setting: {lowest[len(top['setting']) + 1:]}."
+    if int(tests.tested_pairs) == 0:
+        return (f"Best on validation: cannot tell (no two settings have 2 runs each: no setting can be shown "
+                f"worse); lowest statistic: {lowest}.")
+    if len(members) == 1:
+        return (f"Best on validation: **{ready[members[0]]['setting']}**, significantly better than every other "
+                f"setting; {lowest}.")
+    names = ", ".join(ready[i]["setting"] for i in members)
+    return (f"Best on validation: cannot tell which of {len(members)} settings ({names}): none of them is "
+            f"significantly worse than another (the set of best settings); lowest statistic: {lowest}.")
+
+
+def power_sentence(ready: list[dict], tests: stats.Family, leader: int) -> str:
+    """How many repeats would resolve the largest observed difference from the lowest setting."""
+    pairs = int(tests.tested_pairs)
+    paired = [j for j in range(len(ready)) if j != leader and tests.paired[leader, j]]
+    if not paired:
+        return ""
+    j = max(paired, key=lambda k: abs(tests.difference[leader, k]))
+    difference = float(tests.difference[leader, j])
+    if tests.p_holm[leader, j] < ALPHA:
+        return (f"The largest observed difference ({ready[j]['setting']} {difference:+.4f} against "
+                f"{ready[leader]['setting']}) is resolved (Holm p = {tests.p_holm[leader, j]:.2g}).")
+    seeds = float(tests.df[leader, j]) + 1
+    needed = stats.repeats_needed(difference, float(tests.se[leader, j]) * math.sqrt(seeds), pairs)
+    return (f"Resolving the largest observed difference ({ready[j]['setting']} {difference:+.4f} against "
+            f"{ready[leader]['setting']}) with {POWER * 100:g} % power among these {pairs} pairs would take "
+            + (f"about {needed} seeds per setting" if needed else "more than 1000 seeds per setting")
+            + f" at the observed spread (now {seeds:.0f}).")
 
 
 def rank(rows: list[dict]) -> dict:
-    """Best setting by the ranking statistic, and the evidence against each other one."""
-    ready = [r for r in rows if r["statistic"] is not None]
-    unranked = [r for r in rows if r["statistic"] is None and r["flags"]]
+    """The set of best settings by the all-pairs tests, and each other setting's evidence."""
+    ready = [r for r in rows if r["statistic_by_seed"]]
+    unranked = [r for r in rows if not r["statistic_by_seed"]]
     lines = []
     if not ready:
         lines = ["No setting has a finished run yet."]
         lines += [f"- {r['setting']}: {r['flags']}: not ranked." for r in unranked]
-        return {"best": None, "statistic": STATISTIC, "comparisons": [], "text": "\n".join(lines)}
-    best = min(ready, key=lambda r: r["statistic"])
-    others = [r for r in ready if r is not best]
-    found = [compare(best["statistic_by_seed"], r["statistic_by_seed"]) for r in others]
-    adjusted = iter(holm([c.p for c in found if c is not None]))
+        return {"best": None, "best_set": [], "leader": None, "statistic": STATISTIC, "comparisons": [],
+                "text": "\n".join(lines)}
+    tests = stats.family(paper.seed_matrix(ready))
+    means = [r["statistic"] for r in ready]
+    leader = min(range(len(ready)), key=lambda i: means[i])
+    members = [i for i in range(len(ready)) if tests.best_set[i]] or [leader]
+    pairs = max(int(tests.tested_pairs), 1)
     comparisons = []
-    for row, c in zip(others, found):
+    for j in sorted((j for j in range(len(ready)) if j != leader), key=lambda j: means[j]):
+        row = ready[j]
         entry = {"setting": row["setting"], "flags": row["flags"], "difference": None, "interval": None,
-                 "p": None, "p_holm": None, "method": None}
-        if c is None:
+                 "p": None, "p_holm": None, "method": None, "detectable": None}
+        if math.isnan(tests.p[leader, j]):
             entry["verdict"] = "no noise verdict possible (fewer than 2 finished runs)"
         else:
-            q = next(adjusted)
-            entry.update(difference=c.difference, interval=[c.low, c.high], p=c.p, p_holm=q, method=c.method,
-                         verdict="not distinguishable from noise" if q >= ALPHA else
-                         "worse" if c.difference > 0 else "better")
+            difference, half = float(tests.difference[leader, j]), float(tests.half[leader, j])
+            seeds = int(tests.df[leader, j]) + 1
+            beaten_by = [ready[i]["setting"] for i in range(len(ready)) if tests.beats[i, j]]
+            entry.update(difference=difference, interval=[difference - half, difference + half],
+                         p=float(tests.p[leader, j]), p_holm=float(tests.p_holm[leader, j]),
+                         method=(f"paired t over {seeds} shared seeds" if tests.paired[leader, j] else "Welch t"),
+                         detectable=stats.detectable(float(tests.se[leader, j]), float(tests.df[leader, j]),
+                                                     ALPHA / pairs),
+                         verdict=f"worse (than {', '.join(beaten_by)})" if beaten_by else
+                         "in the set of best settings (no setting significantly better)")
         comparisons.append(entry)
-    lines.append(f"Best on validation: **{best['setting']}** (val loss of the last {TAIL} epochs "
-                 f"{best['statistic']:.4f}, final epoch {fmt(best['final_val_loss'])}, over {best['repeats_done']} "
-                 f"run{'s' if best['repeats_done'] != 1 else ''}{'; ' + best['flags'] if best['flags'] else ''}).")
+    lines.append(best_line(ready, tests, leader, members))
     for c in comparisons:
         note = f" [{c['flags']}]" if c["flags"] else ""
         if c["interval"] is None:
             lines.append(f"- {c['setting']}: {c['verdict']}.{note}")
         else:
-            lines.append(f"- {c['setting']}: val loss {c['difference']:+.4f} (95 % {c['method']} interval "
-                         f"{c['interval'][0]:+.4f} to {c['interval'][1]:+.4f}, unadjusted; Holm-adjusted "
-                         f"p = {c['p_holm']:.3g}): {c['verdict']}.{note}")
+            lines.append(f"- {c['setting']}: val loss {c['difference']:+.4f} against {ready[leader]['setting']} "
+                         f"(95 % {c['method']} interval {c['interval'][0]:+.4f} to {c['interval'][1]:+.4f}, "
+                         f"unadjusted; Holm-adjusted p = {c['p_holm']:.3g} over {pairs} pairs; detectable at "
+                         f"{POWER * 100:g} % power: {c['detectable']:.4f}): {c['verdict']}.{note}")
     lines += [f"- {r['setting']}: {r['flags']}: not ranked (no finished run)." for r in unranked]
-    return {"best": best["setting"], "comparisons": comparisons, "text": "\n".join(lines), "statistic": STATISTIC,
+    sentence = power_sentence(ready, tests, leader)
+    if sentence:
+        lines += ["", sentence]
+    best_set = [ready[i]["setting"] for i in members]
+    return {"best": best_set[0] if len(best_set) == 1 and (len(ready) == 1 or tests.tested_pairs) else None,
+            "best_set": best_set, "leader": ready[leader]["setting"], "comparisons": comparisons,
+            "text": "\n".join(lines), "statistic": STATISTIC,
             "not_ranked": [{"setting": r["setting"], "flags": r["flags"]} for r in unranked]}
 
 
@@ -293,49 +391,102 @@ def fmt(value, digits=4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def momentum_text(rows: list[dict]) -> str:
-    """Says whether the BatchNorm momentum is one value in every trial."""
+def momentum_text(rows: list[dict], train_count: int | None, bn_stats: str) -> str:
+    """What the BatchNorm statistics validation used carry of their start, per setting.
+
+    ``precise``: re-estimated before every validation, nothing of the start is
+    left. ``moving``: a moving average keeps ``momentum ** steps`` of its start
+    (mean 0 / variance 1 from scratch, ImageNet's with pretrained weights)
+    after one epoch of ``steps``; a share that differs by batch size is a
+    confound of the batch axis."""
     values = sorted({m for r in rows for m in r["bn_momentum"]})
-    if not values:
+    if bn_stats == "precise":
+        return ("BatchNorm statistics re-estimated over training images before every validation and the final "
+                "scoring (`--bn-stats precise`): nothing of their starting values is left, whatever the step count"
+                + (f" (momentum {', '.join(f'{v:g}' for v in values)} only drives training)." if values else "."))
+    if not values or not train_count:
         return ""
-    if len(values) == 1:
-        return f"BatchNorm momentum {values[0]:g} in every trial."
-    return (f"**BatchNorm momentum varies across the trials ({', '.join(f'{v:g}' for v in values)})**: it sets the "
-            f"moving statistics validation uses, so the validation curves are confounded with it along the axis.")
+    shares = []
+    for r in rows:
+        steps = train_count // r["batch_size"]
+        for m in r["bn_momentum"]:
+            shares.append((r["setting"], m, steps, bn_residual(m, steps)))
+    text = ("BatchNorm moving statistics (`--bn-stats moving`): share of their starting values (mean 0 / variance "
+            "1 from scratch, ImageNet's with pretrained weights) left after epoch 1: "
+            + "; ".join(f"{name} {share:.1%} (momentum {m:g}, {steps} steps)" for name, m, steps, share in shares)
+            + ".")
+    spread = max(share for *_, share in shares) - min(share for *_, share in shares)
+    if spread > 0.01:
+        text += (" **The share differs across the settings**: the validation curves along the axis are "
+                 "confounded with it; `--bn-stats precise` removes it.")
+    return text
 
 
 def table_lines(rows: list[dict]) -> list[str]:
+    """The validation table: every number a mean ± SD over the setting's finished runs. Test metrics have
+    their own section (``clinical_lines``), with intervals."""
     lines = [f"| setting | runs | not finished | BN momentum | val loss (last {TAIL}) | final val loss | "
-             "final val acc | best val loss (epoch) | val AUC | test acc | test sens | test spec | s/run | img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "final val acc | best val loss (epoch) | val AUC | s/run | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pm = lambda k, d=3: "-" if r[k] is None else f"{r[k]:.{d}f} ± {r[k + '_std']:.{d}f}"  # noqa: E731
         momentum = ", ".join(f"{m:g}" for m in r["bn_momentum"]) or "-"
         lines.append(f"| {r['setting']} | {r['repeats_done']}/{r['repeats']} | {r['flags'] or '-'} | {momentum} | "
                      f"{pm('statistic', 4)} | {pm('final_val_loss')} | {pm('final_val_accuracy')} | "
                      f"{fmt(r['best_val_loss'], 3)} ({fmt(r['best_epoch'], 1)}) | {fmt(r['final_val_auc'], 3)} | "
-                     f"{fmt(r['test_accuracy'], 3)} | {fmt(r['test_sensitivity'], 3)} | "
-                     f"{fmt(r['test_specificity'], 3)} | {fmt(r['train_seconds'], 0)} | "
-                     f"{fmt(r['images_per_second'], 1)} |")
+                     f"{fmt(r['train_seconds'], 0)} | {fmt(r['images_per_second'], 1)} |")
     return lines
 
 
+def clinical_lines(table: dict | None) -> list[str]:
+    """The report's test-metrics section: each setting's seed ensemble scored on
+    the test images with intervals, calibration, and the paired DeLong
+    difference in test AUC of the reference setting against it."""
+    if not table or not any(row["runs"] for row in table["rows"]):
+        return []
+    shown = ("accuracy", "sensitivity", "specificity", "auc")
+    methods = sorted({row["interval_methods"][m] for row in table["rows"] if row["runs"] for m in shown
+                      if m in row["interval_methods"]})
+    lines = ["## Test metrics (reported, never used to choose)", "",
+             f"Per setting: {table['pooling']}. Intervals are 95 % ({', '.join(methods)}). "
+             f"AUC difference: {table['difference']}, reference {table['reference']} (the lowest validation "
+             f"statistic; not a claim that it is best unless the ranking says so).", "",
+             "| setting | runs | test acc | test sens | test spec | test AUC | Brier | ECE | AUC difference (p) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in table["rows"]:
+        if not row["runs"]:
+            lines.append(f"| {row['setting']} | 0 | - | - | - | - | - | - | - |")
+            continue
+
+        def cell(metric: str) -> str:
+            value, (low, high) = row["metrics"].get(metric), row["intervals"].get(metric, (None, None))
+            return "-" if value is None else f"{value:.3f} ({fmt(low, 3)}-{fmt(high, 3)})"
+        diff = row["auc_difference"]
+        diff_text = "reference" if row["setting"] == table["reference"] else "-" if diff is None else (
+            f"{diff['difference']:+.3f} ({diff['low']:+.3f} to {diff['high']:+.3f}; p = {diff['p']:.2g})")
+        lines.append(f"| {row['setting']} | {row['runs']} | {cell('accuracy')} | {cell('sensitivity')} | "
+                     f"{cell('specificity')} | {cell('auc')} | {fmt(row['brier'], 3)} | {fmt(row['ece'], 3)} | "
+                     f"{diff_text} |")
+    return lines + ["", "Brier: mean squared error of P(positive); ECE: expected calibration error over 10 "
+                        "equal-width bins; `calibration.png` shows the reliability diagrams.", ""]
+
+
 def write(folder: Path) -> dict:
-    """Writes summary.csv/json, curves.png, compare.png, report.md and report.html into the sweep folder."""
+    """Writes summary.csv/json, curves.png, compare.png, calibration.png, report.md and report.html into the
+    sweep folder."""
     from engine.data.manifest import load_manifest
 
     data = collect(folder)
     rows = summarise(data)
     ranking = rank(rows)
     sweep = data["sweep"]
-    claims = paper.check(sweep, rows, {s: [r["history"] for r in finished(runs)]
+    # A diverged run is a run of its setting that shows none of a claim's properties (None).
+    claims = paper.check(sweep, rows, {s: [r["history"] for r in finished(runs)] + [None] * len(diverged(runs))
                                        for s, runs in data["settings"].items()})
     deviations = data["deviations"]
     if deviations is None:  # a sweep.json from before deviations were recorded
         deviations = paper.deviations(sweep, load_manifest(sweep.base.records), data["choice"], data["machine"])
     states = trial_states(data)
-    atomic_json(folder / "summary.json", {"rows": rows, "ranking": ranking, "claims": claims,
-                                          "deviations": deviations, "trials": states}, default=str)
     keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))] if rows else []
     with atomic_open(folder / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -343,6 +494,13 @@ def write(folder: Path) -> dict:
         writer.writerows(rows)
     plot_curves(data, folder / "curves.png")
     plot_compare(data, folder / "compare.png")
+    trial_folders = {setting: [r["config"].out for r in runs] for setting, runs in data["settings"].items()}
+    reference = ranking["best"] or ranking["leader"]
+    clinical_table = clinical.clinical_table(trial_folders, reference) if reference else None
+    calibrated = clinical.plot_calibration(trial_folders, ranking["best_set"], folder / "calibration.png")
+    atomic_json(folder / "summary.json", {"rows": rows, "ranking": ranking, "claims": claims,
+                                          "deviations": deviations, "trials": states, "test": clinical_table},
+                default=str)
     scored = sorted({m.split(" (")[0] for r in rows for m in r["model_scored"]})
     lines = [f"# {sweep.axis} study ({sweep.preset} preset)", "",
              f"{len(rows)} settings x {sweep.repeats} repeat(s); {sweep.base.epochs} epochs; model "
@@ -356,28 +514,40 @@ def write(folder: Path) -> dict:
                   f"gets {low}/{high} of batch {low}'s): as in the paper's design, batch size and the number of "
                   f"updates are confounded. `--budget steps` separates them.", ""]
     if sweep.repeats == 1:
-        lines += ["One run per setting, as in the paper: no noise verdict is possible; rankings may be noise.", ""]
-    lines += table_lines(rows) + ["", momentum_text(rows)]
+        lines += ["One run per setting, as in the paper: no noise verdict is possible (a comparison needs at least 2 "
+                  "seeds per setting), so every comparative claim says cannot tell; the order of the statistics may "
+                  "be noise.", ""]
+    try:  # the records may live on another machine than the report
+        split_counts = load_manifest(sweep.base.records)["splits"]
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        split_counts = {}
+    lines += table_lines(rows) + ["", momentum_text(rows, split_counts.get("train", {}).get("count"),
+                                                     sweep.base.bn_stats)]
     finder = folder / "lr_find.json"
-    if finder.is_file() and ranking["best"]:
+    if finder.is_file() and ranking["leader"]:
         found = json.loads(finder.read_text())
         if found.get("suggested"):
-            best_lr = next(r for r in rows if r["setting"] == ranking["best"]).get("lr")
+            best_lr = next(r for r in rows if r["setting"] == ranking["leader"]).get("lr")
             where = "" if best_lr is None else (
-                f", {'above' if found['suggested'] > best_lr else 'below'} the best setting's {best_lr:g}")
+                f", {'above' if found['suggested'] > best_lr else 'below'} the lowest-statistic setting's "
+                f"{best_lr:g}")
             ranking["text"] += (f"\n\n`engine lr-find` suggested {found['suggested']:.3g} "
                                 f"({found['rule']}){where}.")
     lines += ["", "## Ranking (validation only)", "", ranking["text"], "", f"Statistic: {ranking['statistic']}.",
               "Test metrics are reported, never used to choose.", ""]
     if claims:
         lines += ["## The paper's claims", "", "| claim | evidence | verdict |", "|---|---|---|"]
-        lines += [f"| {c['claim']} | {c['evidence']} | {c['verdict']} |" for c in claims]
+        lines += [f"| {c['claim']} | {c['evidence']} | {c['verdict']}"
+                  f"{' (' + c['runs_label'] + ')' if c.get('runs_label') else ''} |" for c in claims]
         lines += ["", f"Words: {paper.DEFINITIONS}.", ""]
     if any(st["state"] != "finished" for st in states):
         lines += ["## Trials not finished", ""] + states_text(states) + [""]
+    lines += clinical_lines(clinical_table)
     lines += ["## Differences from the paper's setup", ""]
     lines += [f"- {d['what']}: the paper {d['paper']}; here {d['here']}." for d in deviations] or ["- none"]
     lines += ["", "![curves](curves.png)", "", "![compare](compare.png)", ""]
+    if calibrated:
+        lines += ["![calibration](calibration.png)", ""]
     atomic_write(folder / "report.md", "\n".join(lines))
     write_html(folder / "report.html", lines)
     return {"rows": rows, "ranking": ranking, "claims": claims, "deviations": deviations, "trials": states}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shlex
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -25,8 +25,8 @@ import keras
 from engine import machine, training
 from engine.config import SweepConfig, TrainConfig, differences
 from engine.data.manifest import load_manifest
-from engine.errors import UserError
-from engine.io import FolderLock, atomic_json, create_once
+from engine.errors import DamagedState, Terminated, UserError, one_line
+from engine.io import FolderLock, atomic_json, create_once, read_json, remove_temp_files
 from engine.study import paper
 
 LOCK = ".lock"  # a trial folder's lock: held while a runner trains it
@@ -46,6 +46,12 @@ def setting_name(lr: float, batch: int, optimizer: str, axis: str) -> str:
     return " ".join(parts[k] for k in shown)
 
 
+def lr_scale(sweep: SweepConfig, batch: int) -> float:
+    """The factor ``--lr-scaling`` multiplies a setting's learning rate by at ``batch``."""
+    ratio = batch / min(sweep.batch_sizes)
+    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[sweep.lr_scaling]
+
+
 def trials(sweep: SweepConfig, every_shard: bool = False) -> list[Trial]:
     """Every trial of the sweep in a fixed order (of its shard or its one
     ``trial``, unless ``every_shard``); repeats of a setting share the seeds of
@@ -57,7 +63,7 @@ def trials(sweep: SweepConfig, every_shard: bool = False) -> list[Trial]:
         for batch in sweep.batch_sizes:
             for optimizer in sweep.optimizers:
                 ratio = batch / smallest
-                scaled = lr * {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[sweep.lr_scaling]
+                scaled = lr * lr_scale(sweep, batch)
                 epochs = sweep.base.epochs
                 if sweep.budget == "steps":
                     # Same number of optimizer updates as the smallest batch.
@@ -166,18 +172,62 @@ def plan_summary(sweep: SweepConfig, parallel: str = "1") -> dict:
     processes, why = parallel_count(parallel, sweep, counts.get("channels", 1))
     seconds, basis = estimate_seconds(sweep, shown, counts, processes)
     return {"count": len(everything), "seconds": round(seconds), "basis": basis, "processes": processes,
-            "processes_why": why,
+            "processes_why": why, "disk": disk_summary(everything, counts.get("channels", 1), processes),
+            "repeats": repeats_summary(sweep),
             "trials": [{"index": everything.index(t), "name": t.name, "setting": t.setting, "lr": t.config.lr,
                         "batch_size": t.config.batch_size, "epochs": t.config.epochs, "seed": t.config.seed}
                        for t in shown]}
 
 
-def with_records(sweep: SweepConfig, quiet: bool = False) -> SweepConfig:
+def repeats_summary(sweep: SweepConfig) -> dict:
+    """Whether ``--repeats`` allows any comparative verdict (a comparison needs 2
+    seeds per setting), and the smallest difference each comparison of the
+    report's all-pairs family then detects with 80 % power."""
+    from engine.study import stats
+
+    settings = len(sweep.lrs) * len(sweep.batch_sizes) * len(sweep.optimizers)
+    pairs = settings * (settings - 1) // 2
+    if settings < 2:
+        return {"comparative": False, "detectable_sds": None, "text": "one setting: nothing to compare"}
+    if sweep.repeats < 2:
+        return {"comparative": False, "detectable_sds": None,
+                "text": f"--repeats {sweep.repeats} is too small for any comparative verdict: a comparison needs "
+                        f"at least 2 seeds per setting, so the ranking names no best setting and every claim that "
+                        f"compares settings says cannot tell"}
+    sds = stats.detectable_in_sds(sweep.repeats, pairs)
+    needed = stats.repeats_needed(2.0, 1.0, pairs)
+    return {"comparative": True, "detectable_sds": round(sds, 2),
+            "text": f"--repeats {sweep.repeats}: each of the {pairs} comparisons between settings detects with "
+                    f"{stats.POWER * 100:g} % power only differences of at least {sds:.1f} SDs of the per-seed "
+                    f"differences" + (f"; --repeats {needed} would detect 2 SDs" if needed > sweep.repeats else "")}
+
+
+def disk_summary(plan: list[Trial], channels: int, processes: int = 1) -> dict:
+    """The disk a sweep's trials take: kept once finished, and what the
+    checkpoints of the running ones add."""
+    if not plan:
+        return {"total_mb": 0.0, "trial_mb": 0.0, "checkpoint_mb": 0.0, "text": "none"}
+    per_trial = training.run_disk_mb(plan[0].config, channels)
+    total = per_trial["kept"] * len(plan)
+    running = per_trial["checkpoint"] * min(processes, len(plan))
+    what = "models, logs and checkpoint" if plan[0].config.keep_checkpoints else "models and logs"
+    return {"total_mb": round(total), "trial_mb": round(per_trial["kept"]), "checkpoint_mb": round(running),
+            "text": f"about {size_text(total)} ({len(plan)} trials x {size_text(per_trial['kept'])}: {what}), "
+                    f"up to {size_text(running)} more while trials run (their checkpoints)"}
+
+
+def size_text(mb: float) -> str:
+    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+
+
+def with_records(sweep: SweepConfig, quiet: bool = False, size_given: bool = False) -> SweepConfig:
     """The sweep on its records: the embedded set's, at the sweep's image
-    size, built on first use when none were given."""
+    size, built on first use when none were given. Records of another size
+    than a ``size_given`` by the user are an error; a preset's size adapts."""
     from engine.data.embedded import records_or_embedded
 
     records = records_or_embedded(sweep.base.records, sweep.base.model.image_size, quiet, sweep.base.subset)
+    training.check_image_size(sweep.base.model.image_size, load_manifest(records), records, size_given, quiet)
     return replace(sweep, base=replace(sweep.base, records=records))
 
 
@@ -194,16 +244,52 @@ FINISHED = (training.STATUS_DONE, training.STATUS_DIVERGED)
 
 def check_existing(out: Path, sweep: SweepConfig, force: bool) -> dict | None:
     """The folder's sweep.json, refused when it holds another config (unless
-    ``force``, which starts the sweep's choices over); None when there is none."""
+    ``force``, which starts the sweep's choices over); None when there is none.
+    Paths compare by their absolute form: the sweep resumes however OUT is spelled."""
+    existing = stored_sweep(out, force)
+    if existing is None:
+        return None
+    differing = changed_fields(existing, sweep)
+    if differing and not force:
+        raise UserError(f"{out} holds a sweep with another config (differs in: {', '.join(differing)}); "
+                        f"use another --out, or --force to start over (discarding {trials_done(existing, out)})")
+    return None if force else existing
+
+
+def stored_sweep(out: Path, force: bool = False) -> dict | None:
+    """OUT/sweep.json, checked; None when absent, or damaged and ``force`` (which writes it anew)."""
     path = out / "sweep.json"
     if not path.is_file():
         return None
-    existing = json.loads(path.read_text())
-    differing = [k for k in differences(existing.get("config", {}), sweep) if k not in ("shard", "trial")]
-    if differing and not force:
-        raise UserError(f"{out} holds a sweep with another config (differs in: {', '.join(differing)}); "
-                        f"use another --out or --force")
-    return None if force else existing
+    try:
+        existing = read_json(path)
+        if not isinstance(existing.get("config"), dict):
+            raise DamagedState(path, "no config in it")
+    except DamagedState as err:
+        if force:
+            return None
+        raise DamagedState(path, err.what, "rerun with --force to write it anew (finished trials are kept)") from None
+    return existing
+
+
+def changed_fields(existing: dict, sweep: SweepConfig) -> list[str]:
+    """What differs from a stored sweep but the part a runner takes and its
+    folder (the one holding sweep.json, however spelled or mounted here)."""
+    return [k for k in differences(existing["config"], sweep) if k not in ("shard", "trial", "base.out")]
+
+
+def trials_done(existing: dict, out: Path) -> str:
+    """How many of a stored sweep's trials finished, as ``--force`` would discard them."""
+    names = [t.get("name") for t in existing.get("trials", []) if isinstance(t, dict)]
+    done = [n for n in names if n and training_finished(out / "trials" / n)]
+    return f"finished trials: {len(done)} of {len(names)}"
+
+
+def training_finished(folder: Path) -> bool:
+    try:
+        return read_json(folder / "metrics.json").get("status") in FINISHED
+    except (DamagedState, OSError):
+        return False
 
 
 def shared_choices(sweep: SweepConfig, force: bool, command: list[str] | None) -> "training.Numerics":
@@ -238,12 +324,9 @@ def shared_choices(sweep: SweepConfig, force: bool, command: list[str] | None) -
 
 
 def finished_result(trial: Trial) -> dict | None:
-    path = trial.config.out / "metrics.json"
-    if path.is_file():
-        result = json.loads(path.read_text())
-        if result.get("status") in FINISHED:
-            return result
-    return None
+    """A finished trial's metrics.json; None when unfinished or damaged (its
+    run rebuilds it from the saved model, or fails the trial)."""
+    return training_finished(trial.config.out) and read_json(trial.config.out / "metrics.json") or None
 
 
 @contextlib.contextmanager
@@ -254,11 +337,15 @@ def preemptible():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def terminate(*_) -> None:
+    raise Terminated()
 
 
 def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list[str] | None = None) -> list[dict]:
@@ -270,12 +357,21 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
     folder: a trial another live process is running is skipped (result
     status "running elsewhere"). ``on_event(kind, trial, info)`` drives the
     dashboard: kinds are queued, start, batch, epoch, note, end. ``command``
-    (the arguments that rerun this sweep) is kept in sweep.json.
+    (the arguments that rerun this sweep) is kept in sweep.json. ``force``
+    starts over the trials of a sweep whose config changed, or this runner's
+    one ``--trial``; a trial whose state is damaged is recorded as failed,
+    with the command that resets it.
     """
     sweep = with_records(sweep, quiet=True)
     out = sweep.base.out
     out.mkdir(parents=True, exist_ok=True)
-    numerics = shared_choices(sweep, force, command)
+    remove_temp_files(out)
+    existing = stored_sweep(out, force)
+    changed = bool(existing and changed_fields(existing, sweep))
+    restart = force and (changed or bool(sweep.trial))
+    # The choices start over only with the config (or a damaged sweep.json):
+    # one trial reset by --trial NAME --force keeps the sweep's numerics.
+    numerics = shared_choices(sweep, force and (changed or existing is None), command)
     write_hparams_config(out / "trials", sweep)
     event = on_event or (lambda *args: None)
     plan = [replace(t, config=replace(t.config, precision=numerics.precision.value, xla=numerics.xla.value))
@@ -285,7 +381,7 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
     results, compiled = [], set()
     with preemptible():
         for trial in plan:
-            result = finished_result(trial)
+            result = None if restart else finished_result(trial)
             lock = None if result else FolderLock(trial.config.out / LOCK)
             if lock is not None and not lock.acquire():
                 result = {"status": RUNNING_ELSEWHERE}
@@ -296,7 +392,8 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
                                                       f"{lock.taken_over:.0f} s: its runner is gone)"})
                     compiles = step_key(trial.config) not in compiled  # what the dashboard says
                     compiled.add(step_key(trial.config))
-                    result = finished_result(trial) or run_trial(trial, force, numerics, event, compiles)
+                    result = (None if restart else finished_result(trial)) or \
+                        run_trial(trial, restart, numerics, event, compiles, command)
                 finally:
                     lock.release()
             event("end", trial, result)
@@ -304,19 +401,29 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
     return results
 
 
-def run_trial(trial: Trial, force: bool, numerics, event, compiles: bool = True) -> dict:
+def run_trial(trial: Trial, force: bool, numerics, event, compiles: bool = True,
+              command: list[str] | None = None) -> dict:
     event("start", trial, {"compiles": compiles})
-    write_hparams(trial)
     try:
-        return training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)],
-                              numerics=numerics)
+        if not force:  # (train(force=True) clears the folder: the session is written after it)
+            write_hparams(trial)
+        result = training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)],
+                                numerics=numerics, on_damage="raise")
+        if force:
+            write_hparams(trial)
+        return result
     except UserError:
         raise
+    except DamagedState as err:  # skipped, listed as failed with the way out; the sweep goes on
+        rerun = " ".join(shlex.quote(a) for a in (command or ["compare", "..."]))
+        result = {"status": "failed", "reason": f"damaged state: {err}; to start it over: "
+                                                f"engine {rerun} --trial {trial.name} --force"}
     except Exception as err:  # noqa: BLE001 - a failed trial (e.g. OOM) must not stop the sweep
-        result = {"status": "failed", "reason": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
-        trial.config.out.mkdir(parents=True, exist_ok=True)
-        atomic_json(trial.config.out / "metrics.json", result)
-        return result
+        line = one_line(err) if isinstance(err, OSError) else str(err).splitlines()[0][:300] if str(err) else ""
+        result = {"status": "failed", "reason": f"{type(err).__name__}: {line}"}
+    trial.config.out.mkdir(parents=True, exist_ok=True)
+    atomic_json(trial.config.out / "metrics.json", result)
+    return result
 
 
 def write_hparams_config(folder: Path, sweep: SweepConfig) -> None:

@@ -15,12 +15,19 @@ Imports the model and data layers and the base modules.
 """
 
 from engine.training.classifier import step_augment_fn
-from engine.training.evaluation import evaluate_saved, predict_images
-from engine.training.numerics import Numerics, auto_candidates, likely as likely_numerics, remember_rates
+from engine.training.evaluation import evaluate_saved, predict_images, read_scores
+from engine.training.metrics import calibration_bins, delong_test, scores_summary, youden_threshold
+from engine.training.numerics import (Numerics, auto_candidates, bn_residual, likely as likely_numerics,
+                                      remember_rates)
 from engine.training.pace import Pace, Shape as PaceShape, estimate as estimate_pace, record as record_pace, run_seconds
-from engine.training.run import STATUS_DIVERGED, STATUS_DONE, Run, choose_numerics, input_batches, prepare, train
+from engine.training.checkpoint import run_disk_mb
+from engine.training.run import (STATUS_DIVERGED, STATUS_DONE, Run, check_image_size, choose_numerics, evaluate_folder,
+                                 input_batches, predict_files, prepare, train)
 
-__all__ = ["Numerics", "Pace", "PaceShape", "Run", "STATUS_DIVERGED", "STATUS_DONE", "auto_candidates",
-           "choose_numerics", "estimate_pace", "evaluate_saved", "input_batches", "likely_numerics", "predict_images",
+__all__ = ["Numerics", "Pace", "PaceShape", "Run", "STATUS_DIVERGED", "STATUS_DONE", "auto_candidates", "bn_residual",
+           "check_image_size", "choose_numerics", "estimate_pace", "evaluate_folder", "evaluate_saved",
+           "input_batches", "likely_numerics", "predict_files", "predict_images",
            "prepare",
-           "record_pace", "remember_rates", "run_seconds", "step_augment_fn", "train"]
+           "record_pace", "remember_rates", "run_disk_mb", "run_seconds", "step_augment_fn", "train",
+           # per-image scores and the statistics computed from them across runs
+           "calibration_bins", "delong_test", "read_scores", "scores_summary", "youden_threshold"]

@@ -39,14 +39,21 @@ class RunRecorder(keras.callbacks.Callback):
     ``fit`` on a CPU, waiting for its helper threads: not worth the ~1 ms a
     step the conversion costs there.) The best weights are kept on the host and written as
     ``best.keras`` once, at the end (``Run.fit``), not at every improvement.
+    ``before_validation`` (``--bn-stats precise``: the BatchNorm statistics
+    estimated again) runs as each validation pass begins; its time is the
+    history's ``bn_seconds``, apart from training and validation.
     """
 
     def __init__(self, run: Path, classifier, positive_label: int, history: list[dict],
-                 steps_per_epoch: int, batch_size: int, best: tuple[int, list] | None = None):
+                 steps_per_epoch: int, batch_size: int, best: tuple[int, list] | None = None,
+                 before_validation=None):
         super().__init__()
+        self.before_validation = before_validation
+        self.bn_seconds = 0.0
         self.run, self.classifier, self.positive = run, classifier, positive_label
         self.history, self.steps, self.batch_size = history, steps_per_epoch, batch_size
         self.diverged: int | None = None
+        self.diverged_reason = ""
         self.best = min((h["val_loss"] for h in history if h.get("val_loss") is not None), default=math.inf)
         # A host copy of the weights of the lowest val loss so far: (epoch, weights).
         self.best_weights: tuple[int, list] | None = best
@@ -58,7 +65,7 @@ class RunRecorder(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch_start = time.perf_counter()
-        self.val_seconds = 0.0
+        self.val_seconds = self.bn_seconds = 0.0
 
     def on_train_batch_begin(self, batch, logs=None):
         # The second batch begins when the first step (tracing, compilation)
@@ -67,6 +74,10 @@ class RunRecorder(keras.callbacks.Callback):
             self.first_step = time.perf_counter() - self.epoch_start
 
     def on_test_begin(self, logs=None):
+        if self.before_validation is not None:
+            started = time.perf_counter()
+            self.before_validation()
+            self.bn_seconds = time.perf_counter() - started
         self.val_start = time.perf_counter()
 
     def on_test_end(self, logs=None):
@@ -77,7 +88,7 @@ class RunRecorder(keras.callbacks.Callback):
         # clinical metrics, images/s) reaches the printer and the dashboard.
         logs = logs if logs is not None else {}
         seconds = time.perf_counter() - self.epoch_start
-        train_seconds = max(seconds - self.val_seconds, 1e-9)
+        train_seconds = max(seconds - self.val_seconds - self.bn_seconds, 1e-9)
         # The session's first epoch pays tracing and compilation in its first
         # step: its rate leaves that step out (compile time is reported apart).
         steps, timed = self.steps, train_seconds
@@ -94,8 +105,9 @@ class RunRecorder(keras.callbacks.Callback):
             row[f"{prefix}sensitivity"] = None if math.isnan(sens) else sens
             row[f"{prefix}specificity"] = None if math.isnan(spec) else spec
         row["lr"] = float(keras.ops.convert_to_numpy(self.classifier.optimizer.learning_rate))
-        if row["loss"] is None or not weights_finite(self.classifier.net):
-            self.diverged = epoch
+        reason = divergence(row["loss"], self.classifier.net)
+        if reason is not None:
+            self.diverged, self.diverged_reason = epoch, reason
             self.model.stop_training = True
             return
         saving = time.perf_counter()
@@ -107,6 +119,8 @@ class RunRecorder(keras.callbacks.Callback):
         row.update({"train_seconds": round(train_seconds, 3), "val_seconds": round(self.val_seconds, 3),
                     "first_step_seconds": round(self.first_step, 3)
                     if self.epochs_this_session == 1 and self.first_step is not None else None})
+        if self.before_validation is not None:
+            row["bn_seconds"] = round(self.bn_seconds, 3)
         self.history.append(row)
         self.writer.save(self.classifier, epoch, self.history, self.best_weights)
         row["save_seconds"] = round(time.perf_counter() - saving, 3)
@@ -115,6 +129,24 @@ class RunRecorder(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self.writer.wait()
+
+
+# A training loss above this is divergence. Binary cross-entropy of a model
+# that guesses is ln 2 = 0.69, and the paper's spiky lr 1e-2 stays far below
+# it; a multiple of the first epoch's loss would stop those spikes too.
+LOSS_BOUND = 1e3
+
+
+def divergence(loss: float | None, net: keras.Model) -> str | None:
+    """Why an epoch diverged (None when it did not): a non-finite training loss
+    (``None`` here), one above ``LOSS_BOUND``, or non-finite weights."""
+    if loss is None:
+        return "non-finite training loss"
+    if loss > LOSS_BOUND:
+        return f"training loss {loss:.3g} above the bound {LOSS_BOUND:.0e}"
+    if not weights_finite(net):
+        return "non-finite weights"
+    return None
 
 
 def weights_finite(net: keras.Model) -> bool:

@@ -4,14 +4,16 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 import threading
+import zipfile
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from engine.io import atomic_json, atomic_open
+from engine.errors import DamagedState
+from engine.io import atomic_json, atomic_open, needing, read_json
 
 CHECKPOINT = "ckpt"
 
@@ -44,7 +46,8 @@ def write_checkpoint(run: Path, arrays: dict[str, np.ndarray], epoch: int, histo
         best_epoch = best[0]
         if best_epoch != epoch + 1:
             arrays.update({f"b{i}": w for i, w in enumerate(best[1])})
-    with atomic_open(folder / name, "wb", durable=True) as f:
+    with needing(sum(a.nbytes for a in arrays.values()) / 2 ** 20), \
+            atomic_open(folder / name, "wb", durable=True) as f:
         np.savez(f, **arrays)
     atomic_json(folder / "state.json", {"epoch": epoch, "file": name, "history": history, "best_epoch": best_epoch},
                 indent=None)
@@ -95,26 +98,99 @@ class CheckpointWriter:
             raise err
 
 
+def read_state(run: Path) -> dict | None:
+    """``ckpt/state.json`` checked (None when there is none); ``DamagedState`` if it cannot be used."""
+    path = run / CHECKPOINT / "state.json"
+    if not path.is_file():
+        return None
+    meta = read_json(path)
+    if not (isinstance(meta.get("epoch"), int) and isinstance(meta.get("file"), str)
+            and isinstance(meta.get("history"), list) and len(meta["history"]) == meta["epoch"] + 1):
+        raise DamagedState(path, "not a checkpoint's state: epoch, file or history missing or inconsistent")
+    return meta
+
+
+def read_arrays(path: Path, classifier) -> dict[str, np.ndarray]:
+    """Every array of a checkpoint file, checked against the classifier's
+    variables before any is assigned (a damaged file leaves the model as it was)."""
+    try:
+        with np.load(path) as f:
+            arrays = {key: f[key] for key in f.files}
+    except FileNotFoundError:
+        raise DamagedState(path, "missing") from None
+    except (zipfile.BadZipFile, ValueError, EOFError, OSError, KeyError) as err:
+        what = "empty" if path.stat().st_size == 0 else f"not a readable checkpoint: {str(err).splitlines()[0]}"
+        raise DamagedState(path, what) from None
+    expected = [(f"v{i}", v.shape) for i, v in enumerate(classifier.net.variables)]
+    for key, shape in expected:
+        if key not in arrays or tuple(arrays[key].shape) != tuple(shape):
+            raise DamagedState(path, f"array {key} missing or of another shape than the model's")
+    return arrays
+
+
 def load_checkpoint(run: Path, classifier) -> tuple[int, list[dict], tuple[int, list] | None]:
     """Restores the last finished epoch; returns (epochs done, history, best
-    weights as (epoch, weights) when they differ from the restored ones)."""
-    meta_path = run / CHECKPOINT / "state.json"
-    if not meta_path.is_file():
+    weights as (epoch, weights) when they differ from the restored ones).
+    A checkpoint that cannot be read raises ``DamagedState`` with the model untouched."""
+    meta = read_state(run)
+    if meta is None:
         return 0, [], None
-    meta = json.loads(meta_path.read_text())
+    arrays = read_arrays(run / CHECKPOINT / meta["file"], classifier)
     best = None
-    with np.load(run / CHECKPOINT / meta["file"]) as arrays:
-        if not classifier.optimizer.built:
-            classifier.optimizer.build(classifier.net.trainable_variables)
-        for i, v in enumerate(classifier.net.variables):
-            v.assign(arrays[f"v{i}"])
-        for i, v in enumerate(classifier.optimizer.variables):
-            v.assign(arrays[f"o{i}"])
-        if "b0" in arrays:
-            best = (meta["best_epoch"], [arrays[f"b{i}"] for i in range(len(classifier.net.weights))])
+    if not classifier.optimizer.built:
+        classifier.optimizer.build(classifier.net.trainable_variables)
+    optimizer = [(f"o{i}", v) for i, v in enumerate(classifier.optimizer.variables)]
+    if any(key not in arrays or tuple(arrays[key].shape) != tuple(v.shape) for key, v in optimizer):
+        raise DamagedState(run / CHECKPOINT / meta["file"], "optimizer state missing or of another shape")
+    for i, v in enumerate(classifier.net.variables):
+        v.assign(arrays[f"v{i}"])
+    for key, v in optimizer:
+        v.assign(arrays[key])
+    if "b0" in arrays:
+        best = (meta["best_epoch"], [arrays[f"b{i}"] for i in range(len(classifier.net.weights))])
     if best is None and meta.get("best_epoch") == meta["epoch"] + 1:
         best = (meta["best_epoch"], classifier.net.get_weights())  # the restored epoch is the best
     return meta["epoch"] + 1, meta["history"], best
+
+
+def checkpoint_mb(classifier) -> float:
+    """Size of one checkpoint of ``classifier`` (weights and optimizer state), in MB."""
+    variables = list(classifier.net.variables) + list(classifier.optimizer.variables)
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables) / 2 ** 20
+
+
+# Optimizer state per trainable weight (slots: Adam's two moments, one for
+# RMSprop's average and for SGD's momentum).
+SLOTS = {"adam": 2, "nadam": 2, "adamw": 2, "rmsprop": 1, "sgd": 1, "nesterov": 1}
+# TensorBoard logs and the small files of a run (history, metrics, scores):
+# ~30 KB measured per trial of the quick preset; rounded up for longer runs.
+LOGS_MB = 0.5
+
+
+def run_disk_mb(cfg, channels: int) -> dict[str, float]:
+    """Disk a run of ``cfg`` takes, from its weight count (the network is
+    built, without weights, to count them): ``kept`` once finished
+    (``last.keras``, ``best.keras`` with ``--select best``, logs; with
+    ``--keep-checkpoints`` the checkpoint too) and ``checkpoint``, what its
+    resume checkpoint adds while it runs (up to two at once during a write)."""
+    from dataclasses import replace
+
+    from engine.model import build
+
+    net = build(replace(cfg.model, weights="none", channels=channels))
+    weights = sum(int(np.prod(v.shape)) for v in net.weights) * 4 / 2 ** 20  # stored as float32
+    trainable = sum(int(np.prod(v.shape)) for v in net.trainable_weights) * 4 / 2 ** 20
+    # Weights, optimizer state and the best epoch's weights kept beside them.
+    checkpoint = 2 * weights + SLOTS.get(cfg.optimizer, 2) * trainable
+    kept = weights * (2 if cfg.select == "best" else 1) + LOGS_MB
+    if cfg.keep_checkpoints:
+        kept += checkpoint
+    return {"kept": kept, "checkpoint": 2 * checkpoint}
+
+
+def remove_checkpoint(run: Path) -> None:
+    """Removes a finished run's resume checkpoint (nothing is left to resume)."""
+    shutil.rmtree(run / CHECKPOINT, ignore_errors=True)
 
 
 def save_model(net: keras.Model, path: Path) -> None:

@@ -19,10 +19,11 @@ keys all come back.
 
 from __future__ import annotations
 
-import json
+import csv
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -32,16 +33,16 @@ import tensorflow as tf
 
 from engine import machine
 from engine.config import TrainConfig, differences, dump
-from engine.data import pipeline
+from engine.data import images as images_lib, pipeline
 from engine.data.embedded import records_or_embedded
 from engine.data.manifest import load_manifest
-from engine.errors import UserError
-from engine.io import atomic_json
-from engine.training import distribute, metrics, pace
+from engine.errors import DamagedState, UserError
+from engine.io import atomic_json, move_aside, read_json, remove_temp_files
+from engine.training import distribute, metrics, pace, precise_bn
 from engine.training.callbacks import EpochPrinter, RunRecorder
-from engine.training.checkpoint import CHECKPOINT, load_checkpoint, save_model
+from engine.training.checkpoint import CHECKPOINT, load_checkpoint, read_state, remove_checkpoint, save_model
 from engine.training.classifier import Classifier, augment_placement, compiled_classifier, pipeline_augment_fn
-from engine.training.evaluation import eval_batch_size, evaluate_run, predict_split
+from engine.training.evaluation import eval_batch_size, evaluate_run, evaluate_saved, predict_images, predict_split
 from engine.training.numerics import Numerics, choose
 from engine.training.seeding import seed_run
 
@@ -60,6 +61,7 @@ class Run:
     steps_per_epoch: int
     distribution: tf.distribute.Strategy
     classifier: Classifier
+    on_damage: str = "restart"  # or "raise" (see ``prepare``)
 
     @property
     def placement(self) -> str:
@@ -92,6 +94,24 @@ class Run:
         self.classifier.evaluate(self.batches(split, batch_size=self.eval_batch_size(split)), verbose=0)
         return self.manifest["splits"][split]["count"]
 
+    def precise_bn(self) -> dict:
+        """Estimates every trainable BatchNorm layer's statistics again from
+        un-augmented training images (``precise_bn``); returns what it used."""
+        count = self.manifest["splits"]["train"]["count"]
+        batches = precise_bn.estimation_batches(count, self.cfg.batch_size)
+        images = pipeline.dataset(self.records, "train", self.cfg.batch_size, training=False,
+                                  config=self.cfg.data, manifest=self.manifest).take(batches)
+        return precise_bn.reestimate(self.classifier.net, images)
+
+    def bn_stats(self) -> dict:
+        """What ``metrics.json`` says of the statistics validation and scoring used."""
+        if self.cfg.bn_stats == "moving":
+            return {"value": "moving", "reason": "the moving averages training kept"}
+        count = self.manifest["splits"]["train"]["count"]
+        images = precise_bn.estimation_batches(count, self.cfg.batch_size) * self.cfg.batch_size
+        return {"value": "precise", "images": images,
+                "reason": f"estimated again before each validation from {images} un-augmented training images"}
+
     def fit(self, *, callbacks=(), quiet: bool = False) -> dict:
         """Trains (or resumes) the run in ``cfg.out``; returns its ``metrics.json`` content.
 
@@ -103,6 +123,10 @@ class Run:
             raise UserError("training needs --out RUN_FOLDER")
         run = distribute.output_folder(cfg.out)
         run.mkdir(parents=True, exist_ok=True)
+        remove_temp_files(run, run / CHECKPOINT)  # of writes a kill interrupted
+        finished = finished_result(run)
+        if finished is not None:  # its checkpoint may be gone: nothing to resume, nothing to redo
+            return finished
         dump(cfg, run / "config.json")
         labels = self.manifest["label_map"]
         atomic_json(run / "data.json", {
@@ -111,9 +135,17 @@ class Run:
             "image_size": self.manifest["image_size"], "channels": self.manifest["channels"],
             "resize": self.manifest["resize"],
             "counts": {s: v["count"] for s, v in self.manifest["splits"].items()}})
-        start_epoch, history, best = load_checkpoint(run, self.classifier)
+        try:
+            start_epoch, history, best = self.restore(run)
+        except DamagedState as err:
+            if self.on_damage == "raise":
+                raise
+            restart_damaged(run, err, keep=("config.json", "data.json"))
+            start_epoch, history, best = 0, [], None
+        # --bn-stats precise: the statistics are estimated again as each
+        # validation begins, so the best and last models carry them too.
         recorder = RunRecorder(run, self.classifier, self.positive, history, self.steps_per_epoch, cfg.batch_size,
-                               best=best)
+                               best=best, before_validation=self.precise_bn if cfg.bn_stats == "precise" else None)
         # Keras keeps the traced step on the classifier: a run that reuses it
         # (a sweep's later trial) records its first step apart (training.pace).
         compiles = self.classifier.train_function is None
@@ -152,7 +184,8 @@ class Run:
                   "precision": {"value": self.numerics.precision.value, "reason": self.numerics.precision.reason},
                   "xla": {"value": self.numerics.xla.value, "reason": self.numerics.xla.reason},
                   "bn_momentum": 0.99 if self.numerics.bn_momentum is None else self.numerics.bn_momentum,
-                  "bn_momentum_reason": self.numerics.bn_reason, "augment_placement": self.placement,
+                  "bn_momentum_reason": self.numerics.bn_reason, "bn_stats": self.bn_stats(),
+                  "augment_placement": self.placement,
                   # Left at TensorFlow's defaults (0 = one per core): no setting
                   # measured faster (benchmarks/RESULTS.md, thread pools).
                   "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -160,13 +193,45 @@ class Run:
                   "steps_per_epoch": self.steps_per_epoch, "machine": machine.describe()}
         if status == STATUS_DIVERGED:
             result["diverged_at_epoch"] = recorder.diverged + 1
+            result["reason"] = divergence_reason(recorder.diverged_reason, recorder.diverged + 1,
+                                                 self.numerics.precision.value)
         else:
-            # Scored with the selected model, its threshold chosen on its own val predictions.
+            # Scored with the selected model, its threshold chosen on its own val predictions;
+            # its per-image scores saved beside metrics.json (scores-val.csv, scores-test.csv).
             result.update(chosen)
             result.update(evaluate_run(cfg, self.classifier.net, self.records, self.manifest, self.positive,
-                                       self.eval_batch_size))
+                                       self.eval_batch_size, scores_to=run))
         atomic_json(run / "metrics.json", result)
+        if not cfg.keep_checkpoints:  # finished: the ~350 MB that resumed it is no longer needed
+            remove_checkpoint(run)
         return result
+
+    def restore(self, run: Path) -> tuple[int, list[dict], tuple[int, list] | None]:
+        """Where the run continues from: its checkpoint (epochs done, history,
+        best weights), or for a finished run whose ``metrics.json`` is damaged
+        and whose checkpoint is gone, its saved model and ``history.csv`` (the
+        metrics are then scored anew). Damage raises ``DamagedState``."""
+        damaged = None
+        if (run / "metrics.json").is_file():
+            try:
+                read_json(run / "metrics.json")
+            except DamagedState as err:
+                damaged = err
+                move_aside(run / "metrics.json")
+        state = load_checkpoint(run, self.classifier)
+        if damaged is None or state[0] > 0:
+            return state
+        history = read_history(run / "history.csv")
+        if len(history) != self.cfg.epochs or not (run / "last.keras").is_file():
+            raise DamagedState(damaged.path, f"{damaged.what}; no finished model and history to rebuild it from")
+        try:
+            weights = keras.models.load_model(run / "last.keras", safe_mode=True, compile=False).get_weights()
+        except Exception as err:  # noqa: BLE001 - any failure to read the file is damage
+            raise DamagedState(run / "last.keras", f"cannot be loaded: {str(err).splitlines()[0][:200]}") from None
+        if [w.shape for w in weights] != [tuple(w.shape) for w in self.classifier.net.weights]:
+            raise DamagedState(run / "last.keras", "holds another model")
+        self.classifier.net.set_weights(weights)
+        return len(history), history, None
 
     def pace_shape(self) -> pace.Shape:
         """This run's shape as the time estimator knows it (``training.pace``)."""
@@ -182,15 +247,19 @@ class Run:
         return eval_batch_size(self.manifest["splits"][split]["count"], self.cfg.batch_size)
 
     def save_models(self, run: Path, history: list[dict], best: tuple[int, list] | None, finished: bool) -> dict:
-        """Writes ``best.keras`` (from the best weights kept on the host) and, for
-        a finished run, ``last.keras``; leaves the weights of the model
-        ``cfg.select`` names in the network and says which it is (``best``: the
-        first epoch of lowest val loss). Returns {} for an unfinished run."""
+        """Writes ``best.keras`` (from the best weights kept on the host; for a
+        finished run only with ``--select best``) and, for a finished run,
+        ``last.keras``; leaves the weights of the model ``cfg.select`` names in
+        the network and says which it is (``best``: the first epoch of lowest
+        val loss). Returns {} for an unfinished run."""
         net = self.classifier.net
         last = history[-1]["epoch"] if history else 0
         last_weights = None
         if finished:
             save_model(net, run / "last.keras")
+        if finished and self.cfg.select == "last":  # scored with last.keras: a second model is 90 MB of nothing
+            (run / "best.keras").unlink(missing_ok=True)
+            best = None
         if best is not None and best[0] == last and finished:
             shutil.copyfile(run / "last.keras", run / ".best.copy.keras")  # the same model: no second save
             (run / ".best.copy.keras").replace(run / "best.keras")
@@ -229,13 +298,16 @@ def input_batches(cfg: TrainConfig, manifest: dict, split: str, *, batch_size: i
                             augment_seed=cfg.seed)
 
 
-def resolve(cfg: TrainConfig, quiet: bool = False) -> tuple[TrainConfig, dict, str]:
+def resolve(cfg: TrainConfig, quiet: bool = False, size_given: bool = False) -> tuple[TrainConfig, dict, str]:
     """``cfg`` checked and completed from its records (built, for the embedded
     set, on first use): records folder, image size, channels, data seed and
-    the positive class's name; with the manifest and why that class."""
+    the positive class's name; with the manifest and why that class.
+    ``size_given``: the image size was set by the user, so records of another
+    size are an error (a default's or preset's size adapts to them)."""
     cfg.validate()
     folder = records_or_embedded(cfg.records, cfg.model.image_size, quiet, cfg.subset)
     manifest = load_manifest(folder)
+    check_image_size(cfg.model.image_size, manifest, folder, size_given, quiet)
     if cfg.records is not None and cfg.subset is not None and \
             tuple(manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")) != cfg.subset:
         # (a resolved config names the embedded subset's own folder: that passes)
@@ -251,6 +323,28 @@ def resolve(cfg: TrainConfig, quiet: bool = False) -> tuple[TrainConfig, dict, s
     if cfg.batch_size > train_count:
         raise UserError(f"--batch-size {cfg.batch_size} is larger than the train split ({train_count} images)")
     return cfg, manifest, why
+
+
+def check_image_size(size: int, manifest: dict, folder: Path, given: bool, quiet: bool = True) -> None:
+    """Records hold one image size: a size the user gave that differs is an
+    error; another (a default's, a preset's) adapts, with a line saying so."""
+    have = manifest["image_size"][0]
+    if size == have:
+        return
+    if given:
+        raise UserError(f"--image-size {size} differs from the {have}-px records in {folder}; leave it out "
+                        f"(the records' size is used) or rebuild the records with --image-size {size}")
+    if not quiet:
+        print(f"image size: {have} px, the records' (not {size})", flush=True)
+
+
+def divergence_reason(why: str, epoch: int, precision: str) -> str:
+    """The status reason of a diverged run; one in a reduced precision says so,
+    as its kernels, not the learning rate, may be the cause."""
+    reason = f"{why} at epoch {epoch}"
+    if precision != "float32":
+        reason += f"; diverged in {precision}; float32 not tried"
+    return reason
 
 
 NEGATIVE_NAME = re.compile(r"(?<![a-z])(normal|negative|healthy|no[ _-]?finding)(?![a-z])", re.IGNORECASE)
@@ -290,20 +384,24 @@ def choose_numerics(cfg: TrainConfig, quiet: bool = True, largest_batch: int | N
 
 
 def prepare(cfg: TrainConfig, *, quiet: bool = False, force: bool = False,
-            distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None) -> Run:
+            distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None,
+            size_given: bool = False, on_damage: str = "restart") -> Run:
     """Everything a run needs before its first step (see the module docstring).
 
     A run folder (``cfg.out``) holding another config is refused here, before
-    any model is built, unless ``force`` (which clears it). ``distribution``
+    any model is built; ``force`` clears it, whatever it holds. ``distribution``
     overrides the strategy chosen from the devices and ``TF_CONFIG``;
-    ``numerics`` the choice of precision, XLA and momentum.
+    ``numerics`` the choice of precision, XLA and momentum; ``size_given``:
+    see ``resolve``. A damaged state file (``DamagedState``) restarts the run
+    from epoch 0 with its old state renamed ``*.damaged``, or with
+    ``on_damage="raise"`` (a sweep's trial) is raised.
     """
-    cfg, manifest, why = resolve(cfg, quiet)
+    cfg, manifest, why = resolve(cfg, quiet, size_given)
     positive = metrics.positive_label_of(manifest["label_map"], cfg.positive_class)
     if why != "set" and not quiet:
         print(f"positive class: {cfg.positive_class} ({why})", flush=True)
     if cfg.out is not None:
-        check_resume(distribute.output_folder(cfg.out), cfg, force)
+        check_resume(distribute.output_folder(cfg.out), cfg, force, on_damage)
     seed_run(cfg.seed)
     distribute.op_determinism(cfg.deterministic)
     steps = manifest["splits"]["train"]["count"] // cfg.batch_size
@@ -314,14 +412,15 @@ def prepare(cfg: TrainConfig, *, quiet: bool = False, force: bool = False,
         distribute.multi_worker_fixes()
     classifier = compiled_classifier(cfg, manifest, steps, chosen.precision.value, chosen.xla.value,
                                      chosen.bn_momentum, distribution)
-    return Run(cfg, cfg.records, manifest, positive, chosen, steps, distribution, classifier)
+    return Run(cfg, cfg.records, manifest, positive, chosen, steps, distribution, classifier, on_damage)
 
 
 def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbacks=(),
-          distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None) -> dict:
+          distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None,
+          size_given: bool = False, on_damage: str = "restart") -> dict:
     """``prepare(cfg).fit()``: trains (or resumes) one run; returns its ``metrics.json``."""
-    return prepare(cfg, quiet=quiet, force=force, distribution=distribution,
-                   numerics=numerics).fit(callbacks=callbacks, quiet=quiet)
+    return prepare(cfg, quiet=quiet, force=force, distribution=distribution, numerics=numerics,
+                   size_given=size_given, on_damage=on_damage).fit(callbacks=callbacks, quiet=quiet)
 
 
 def class_weights(manifest: dict) -> dict[int, float]:
@@ -331,17 +430,137 @@ def class_weights(manifest: dict) -> dict[int, float]:
     return {manifest["label_map"][name]: total / (len(counts) * n) for name, n in counts.items()}
 
 
-def check_resume(run: Path, cfg: TrainConfig, force: bool) -> None:
-    """Refuses to mix two configs in one run folder (``force`` clears it instead)."""
+def check_resume(run: Path, cfg: TrainConfig, force: bool, on_damage: str = "restart") -> None:
+    """Refuses to mix two configs in one run folder (``force`` clears it
+    instead, also when its state cannot be read). Paths compare by their
+    absolute form, so a run resumes however its folder is spelled."""
     path = run / "config.json"
+    if force:
+        clear_run(run)
+        return
     if not path.is_file():
         return
-    differing = differences(json.loads(path.read_text()), cfg)
-    if differing and not force:
-        raise UserError(f"{run} holds a run with another config (differs in: {', '.join(differing)}); "
-                        f"use another --out or --force to start over")
+    try:
+        stored = read_json(path)
+    except DamagedState as err:
+        if on_damage == "raise":
+            raise
+        restart_damaged(run, err, keep=("data.json",))
+        return
+    # Not ``out``: the folder holding config.json is the run's, however it is
+    # spelled or mounted here (another node may see it through another link).
+    differing = [name for name in differences(stored, cfg) if name != "out"]
     if differing:
-        for name in (CHECKPOINT, "tb"):
+        raise UserError(f"{run} holds a run with another config (differs in: {', '.join(differing)}); "
+                        f"use another --out, or --force to start over (discarding {progress_of(run)})")
+
+
+def progress_of(run: Path) -> str:
+    """What a run folder holds, as ``--force`` would discard it."""
+    try:
+        metrics_path = run / "metrics.json"
+        if metrics_path.is_file() and read_json(metrics_path).get("status") in (STATUS_DONE, STATUS_DIVERGED):
+            return f"a {read_json(metrics_path)['status']} run of {len(read_history(run / 'history.csv'))} epochs"
+        state = read_state(run)
+        epochs = read_json(run / "config.json").get("epochs", "?")
+    except DamagedState:
+        return "its damaged state"
+    return f"finished epochs: {0 if state is None else state['epoch'] + 1} of {epochs}"
+
+
+# What a run folder holds besides its config: cleared by --force, set aside when damaged.
+STATE = (CHECKPOINT, "tb", "history.csv", "metrics.json", "best.keras", "last.keras", "scores-val.csv",
+         "scores-test.csv")
+
+
+def clear_run(run: Path) -> None:
+    for name in STATE:
+        if (run / name).is_dir():
             shutil.rmtree(run / name, ignore_errors=True)
-        for name in ("history.csv", "metrics.json", "best.keras", "last.keras"):
+        else:
             (run / name).unlink(missing_ok=True)
+
+
+def restart_damaged(run: Path, err: DamagedState, keep: tuple[str, ...]) -> None:
+    set_aside(run, keep)
+    print(f"{err}: starting again from epoch 0 (the old state is kept as *.damaged)", file=sys.stderr, flush=True)
+
+
+def set_aside(run: Path, keep: tuple[str, ...] = ()) -> list[Path]:
+    """Renames a damaged run's state (``NAME.damaged``): nothing of it is read
+    again or mixed into the new history, and nothing is lost."""
+    return [move_aside(run / name) for name in (*STATE, "config.json", "data.json")
+            if name not in keep and (run / name).exists()]
+
+
+def finished_result(run: Path) -> dict | None:
+    """The ``metrics.json`` of a run that finished (done or diverged); None
+    otherwise, or when it is damaged (``Run.restore`` deals with that)."""
+    path = run / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        result = read_json(path)
+    except DamagedState:
+        return None
+    return result if result.get("status") in (STATUS_DONE, STATUS_DIVERGED) else None
+
+
+def read_history(path: Path) -> list[dict]:
+    """A run's ``history.csv`` as rows of numbers (empty cells None), checked:
+    its epochs must count 1, 2, 3, ..."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        history = [{k: (None if v in ("", "None") else float(v)) for k, v in row.items()} for row in rows]
+        for row in history:
+            row["epoch"] = int(row["epoch"])
+    except FileNotFoundError:
+        raise DamagedState(path, "missing") from None
+    except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError) as err:
+        raise DamagedState(path, f"not a history: {err}") from None
+    if [row["epoch"] for row in history] != list(range(1, len(history) + 1)):
+        raise DamagedState(path, "its epochs do not count 1, 2, 3, ...")
+    return history
+
+
+def saved_run_data(run: Path) -> dict:
+    """A trained run folder's ``data.json``, its state files checked first
+    (``engine evaluate`` and ``engine predict`` read them)."""
+    if not (run / "config.json").is_file():
+        raise UserError(f"{run} is not a run folder (no config.json)")
+    todo = "rerun the run's `engine train` command: it rebuilds what it can and restarts otherwise"
+    for name in ("config.json", "metrics.json"):
+        if (run / name).is_file():
+            read_json(run / name, todo)
+    data = read_json(run / "data.json", todo)
+    if not {"records", "label_map", "image_size", "resize"} <= set(data):
+        raise DamagedState(run / "data.json", "records, label_map, image_size or resize missing", todo)
+    return data
+
+
+def evaluate_folder(run: Path, split: str = "test", records: Path | None = None,
+                    threshold: float | None = None) -> dict:
+    """``engine evaluate``: a saved run's model on ``split``, one of the splits its records have."""
+    data = saved_run_data(run)
+    folder = records or Path(data["records"])
+    splits = load_manifest(folder)["splits"]
+    if split not in splits:
+        raise UserError(f"--split must be one of {', '.join(splits)} (the splits of {folder}), not {split!r}")
+    return evaluate_saved(run, split, records, threshold)
+
+
+def predict_files(run: Path, paths: list[Path], gradcam: Path | None = None
+                  ) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
+    """``engine predict``: (path, class, probability) of every readable image,
+    and (path, why) of every unreadable one."""
+    data = saved_run_data(run)
+    readable, unreadable = [], []
+    for path in paths:
+        task = images_lib.Task(0, str(path), data["image_size"][0], data["resize"], "raw", 64_000_000)
+        reason = images_lib.process(task).reason
+        if reason:
+            unreadable.append((path, reason))
+        else:
+            readable.append(path)
+    return (predict_images(run, readable, gradcam) if readable else []), unreadable
