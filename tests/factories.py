@@ -6,6 +6,7 @@ import struct
 import zlib
 from pathlib import Path
 
+import keras
 import numpy as np
 from PIL import Image
 
@@ -74,3 +75,20 @@ def synthetic_records(root: Path, counts: dict[str, int], source_size: int, imag
     records.build(RecordsConfig(src=root / "images", out=root / "records", image_size=image_size or source_size,
                                 workers=0, **options), quiet=True)
     return root / "records"
+
+
+
+class Killed(Exception):
+    """What ``KillAtEpoch`` raises."""
+
+
+class KillAtEpoch(keras.callbacks.Callback):
+    """Stops the process' training as a kill would, after ``epoch`` epochs were checkpointed."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Killed()

@@ -320,13 +320,16 @@ def test_study_bench_times_both_stacks_and_projects_the_paper_study(tiny_study):
     projection = result["projection"]
     assert projection["engine"]["runs"] == projection["paper"]["runs"] == 6 + 1  # 6 paper lrs, batch 8 at 1e-4
     assert projection["ratio"] == pytest.approx(projection["paper"]["seconds"] / projection["engine"]["seconds"])
-    # The engine went through engine compare's path: run folders, history, checkpoints, reports.
+    # The engine went through engine compare's path: run folders, history, saved models, reports; a
+    # finished trial keeps no resume checkpoint (engine compare's default).
     for sweep in ("engine-lr", "engine-batch"):
         folder = cfg.out / "study" / sweep
         assert (folder / "report.md").is_file() and (folder / "sweep.json").is_file()
         for trial in (folder / "trials").iterdir():
             if trial.is_dir():
-                assert (trial / "history.csv").is_file() and (trial / "ckpt" / "state.json").is_file()
+                assert (trial / "history.csv").is_file() and (trial / "last.keras").is_file()
+                assert json.loads((trial / "metrics.json").read_text())["status"] == "done"
+                assert not (trial / "ckpt").exists()
     assert len(list((cfg.out / "study" / "paper").rglob("model.h5"))) == 2
     written = json.loads((cfg.out / "bench.json").read_text())
     assert written["kind"] == "study" and written["projection"] == projection

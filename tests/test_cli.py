@@ -1,5 +1,6 @@
 """The command line: one-line errors, summaries, plain output off a terminal."""
 
+import json
 import os
 import subprocess
 import sys
@@ -16,22 +17,6 @@ def engine(*args, env=None):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
     return subprocess.run([sys.executable, "-m", "engine.cli", *args], capture_output=True, text=True,
                           env=env, timeout=300)
-
-
-def at_once(*commands, env=None):
-    """Runs independent commands (argument lists) side by side: their start-ups
-    (TensorFlow's import, 8-10 s each on a 2-core CPU) overlap."""
-    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for args in commands]
-    done = []
-    for args, proc in zip(commands, procs):
-        stdout, stderr = proc.communicate(timeout=300)
-        done.append(subprocess.CompletedProcess(args, proc.returncode, stdout, stderr))
-    return done
-
-
-def cli(*args):
-    return [sys.executable, "-m", "engine.cli", *args]
 
 
 def test_user_error_is_one_line_exit_2(tmp_path):
@@ -74,10 +59,13 @@ def test_a_cpu_terminal_shows_no_tensorflow_start_up_lines(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ENGINE_VERBOSE")}
     log_line = re.compile(r"^[IWE][0-9]{4} ", re.MULTILINE)
     args = [sys.executable, "-m", "engine.cli", "compare", "--dry-run", "--epochs", "1", "--out", str(tmp_path / "c")]
-    quiet, bad, verbose = at_once(args, args + ["--axis", "nope"], [*args[:3], "--verbose", *args[3:]], env=env)
+    quiet = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert quiet.returncode == 0 and "6 trials" in quiet.stdout and not log_line.search(quiet.stderr), quiet.stderr
+    bad = subprocess.run(args + ["--axis", "nope"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: --axis must be one of lr, batch, grid, optimizer, not 'nope'"], bad.stderr
+    verbose = subprocess.run([*args[:3], "--verbose", *args[3:]], capture_output=True, text=True, env=env,
+                             timeout=300)
     assert verbose.returncode == 0 and log_line.search(verbose.stderr), verbose.stderr
 
 
@@ -93,30 +81,30 @@ def test_train_evaluate_predict_gradcam(tmp_path):
 
     factories.synthetic_records(tmp_path, {"train": 32, "val": 8, "test": 8}, 64)
     run = tmp_path / "run"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    done, refused = at_once(
-        cli("train", str(tmp_path / "records"), "--out", str(run), "--model", "TinyCNN", "--weights", "none",
-            "--image-size", "64", "--epochs", "2", "--batch-size", "8", "--lr", "1e-3",
-            "--precision", "float32", "--xla", "off", "--threshold", "val-youden"),
-        cli("train", str(tmp_path / "records"), "--out", str(tmp_path / "bad"), "--lr", "0"), env=env)
+    done = engine("train", str(tmp_path / "records"), "--out", str(run), "--model", "TinyCNN", "--weights", "none",
+                  "--image-size", "64", "--epochs", "2", "--batch-size", "8", "--lr", "1e-3",
+                  "--precision", "float32", "--xla", "off", "--threshold", "val-youden")
     assert done.returncode == 0, done.stderr
     assert "epoch 2/2" in done.stdout and "test (8 images, positive class covid" in done.stdout
+    done = engine("evaluate", str(run), "--split", "val")
+    assert done.returncode == 0, done.stderr
+    assert "val (8 images" in done.stdout
     image = next((tmp_path / "images" / "test" / "covid").glob("*.png"))
-    evaluated, done, unreadable = at_once(
-        cli("evaluate", str(run), "--split", "val"),
-        cli("predict", str(run), str(image), "--gradcam", str(tmp_path / "cams")),
-        cli("predict", str(run), str(tmp_path / "missing.png")), env=env)
-    assert evaluated.returncode == 0, evaluated.stderr
-    assert "val (8 images" in evaluated.stdout
+    done = engine("predict", str(run), str(image), "--gradcam", str(tmp_path / "cams"))
     assert done.returncode == 0, done.stderr
     line = done.stdout.strip().splitlines()[-1]
     name, probability = line.rsplit(" ", 2)[-2:]
-    assert line.startswith(str(image)) and name in ("covid", "normal") and 0.5 <= float(probability) <= 1
+    # The class is decided by the run's threshold (val-youden here, not always 0.5) on P(covid), the
+    # positive class; the probability printed is that of the class named.
+    threshold = json.loads((run / "metrics.json").read_text())["threshold"]["value"]
+    p_covid = float(probability) if name == "covid" else 1 - float(probability)
+    assert line.startswith(str(image)) and name in ("covid", "normal") and 0 <= float(probability) <= 1
+    assert (p_covid >= threshold) == (name == "covid"), (line, threshold)
     from PIL import Image
     overlay = Image.open(tmp_path / "cams" / f"{image.stem}_gradcam.png")
     assert overlay.size == (64, 64) and overlay.mode == "RGB"
-    done = unreadable  # listed as unreadable: a runtime failure
+    done = engine("predict", str(run), str(tmp_path / "missing.png"))  # listed as unreadable: a runtime failure
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1] == \
         "error: 1 of 1 images could not be read (listed above)"
-    done = refused
+    done = engine("train", str(tmp_path / "records"), "--out", str(tmp_path / "bad"), "--lr", "0")
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == "error: --lr must be > 0, not 0.0"

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import factories
+from factories import KillAtEpoch, Killed
 from engine.config import ModelConfig, TrainConfig
 from engine.data import synthetic
 from engine.errors import UserError
@@ -105,18 +106,6 @@ def records(tmp_path_factory):
                                        resize="area", patient_pattern=synthetic.FILENAME_PATTERN)
 
 
-class Killed(Exception):
-    pass
-
-
-class KillAtEpoch(keras.callbacks.Callback):
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Killed()
 
 
 def rows(run):

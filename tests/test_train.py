@@ -25,7 +25,7 @@ from engine.config import ModelConfig, RecordsConfig, TrainConfig
 from engine.data import records, synthetic
 from engine.errors import UserError
 from engine.training import callbacks, classifier as classifier_lib, numerics, optim, run as run_lib
-from factories import damage
+from factories import KillAtEpoch, Killed, damage
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,21 @@ def tiny(records_dir, out, **kwargs):
                 lr=3e-3, batch_size=16, epochs=3, precision="float32", xla="off", bootstrap=100)
     base.update(kwargs)
     return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def small_records(tmp_path_factory):
+    """48 training images at 32 px, for the mechanics that compare runs with
+    each other (resume, determinism, distribution, reuse, memory, kills) and
+    need no learning: 3 steps of 16 an epoch."""
+    return factories.synthetic_records(tmp_path_factory.mktemp("train-small"), {"train": 48, "val": 16, "test": 16},
+                                       32, patient_pattern=synthetic.FILENAME_PATTERN)
+
+
+def small(records_dir, out, **kwargs):
+    """``tiny`` on 32-px records."""
+    model = kwargs.pop("model", ModelConfig(name="TinyCNN", weights="none", image_size=32))
+    return tiny(records_dir, out, model=model, **kwargs)
 
 
 def history(run):
@@ -85,20 +100,6 @@ def test_short_training_learns(synthetic_records, tmp_path):
             assert again[name] == pytest.approx(value, abs=1e-12), (split, name)
 
 
-class Killed(Exception):
-    pass
-
-
-class KillAtEpoch(keras.callbacks.Callback):
-    """Stops the process' training as a kill would, after ``epoch`` epochs were checkpointed."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise Killed()
 
 
 def test_resume_after_kill_equals_uninterrupted(synthetic_records, tmp_path):
@@ -131,7 +132,7 @@ class CaptureStepInput:
 
 
 @pytest.mark.parametrize("xla,precision", [("off", "float32"), ("on", "float32"), ("off", "mixed_float16")])
-def test_augmentation_in_the_step_runs_and_resumes(synthetic_records, tmp_path, monkeypatch, xla, precision):
+def test_augmentation_in_the_step_runs_and_resumes(small_records, tmp_path, monkeypatch, xla, precision):
     """The GPU path on the CPU: the paper's augmentation inside the compiled step."""
     from engine.config import PipelineConfig
     from engine.data import augment, pipeline
@@ -139,8 +140,8 @@ def test_augmentation_in_the_step_runs_and_resumes(synthetic_records, tmp_path, 
     # Keras compiles no XLA step with deterministic kernels; TinyCNN's CPU
     # kernels repeat their results without them.
     options = dict(augment_placement="step", xla=xla, precision=precision, deterministic=xla == "off", epochs=3)
-    capture = CaptureStepInput(monkeypatch, (16, 64, 64, 1))
-    whole = train.train(tiny(synthetic_records, tmp_path / "whole", **options), quiet=True)
+    capture = CaptureStepInput(monkeypatch, (16, 32, 32, 1))
+    whole = train.train(small(small_records, tmp_path / "whole", **options), quiet=True)
     assert whole["augment_placement"] == "step" and whole["xla"]["value"] == xla
     classifier = classifier_lib._last[0].classifier
     assert classifier.jit_compile == (xla == "on")
@@ -149,19 +150,19 @@ def test_augmentation_in_the_step_runs_and_resumes(synthetic_records, tmp_path, 
     # The last step's input is the pipeline's last batch of the last epoch
     # (uint8: tf.data did not augment it), augmented eagerly with the step's
     # key: (seed, epoch) and the step's index within the epoch.
-    steps = 240 // 16
-    batches = pipeline.dataset(synthetic_records, "train", 16, training=True, config=PipelineConfig(seed=0),
+    steps = 48 // 16
+    batches = pipeline.dataset(small_records, "train", 16, training=True, config=PipelineConfig(seed=0),
                                start_epoch=2, end_epoch=3)
     last = list(batches.take(steps))[-1][0]
     assert last.dtype == tf.uint8
-    eager = augment.make_augment_fn("paper", jit_compile=False, image_size=64, channels=1, seed=0)
+    eager = augment.make_augment_fn("paper", jit_compile=False, image_size=32, channels=1, seed=0)
     expected = eager(last, augment.run_epoch_key(0, 2), steps - 1).numpy()
     seen = capture.value.numpy()
     assert np.abs(seen - last.numpy()).max() > 50  # augmented, not the raw batch
     np.testing.assert_allclose(seen, expected, atol=0.5)
     if precision == "mixed_float16":
         assert isinstance(classifier.optimizer, keras.optimizers.LossScaleOptimizer)
-    cfg = tiny(synthetic_records, tmp_path / "resumed", **options)
+    cfg = small(small_records, tmp_path / "resumed", **options)
     with pytest.raises(Killed):
         train.train(cfg, quiet=True, callbacks=[KillAtEpoch(2)])
     resumed = train.train(cfg, quiet=True)
@@ -171,9 +172,9 @@ def test_augmentation_in_the_step_runs_and_resumes(synthetic_records, tmp_path, 
     assert resumed["test"]["metrics"] == whole["test"]["metrics"]
 
 
-def test_two_seeded_deterministic_runs_are_identical(synthetic_records, tmp_path):
-    a = train.train(tiny(synthetic_records, tmp_path / "a", epochs=2, deterministic=True), quiet=True)
-    b = train.train(tiny(synthetic_records, tmp_path / "b", epochs=2, deterministic=True), quiet=True)
+def test_two_seeded_deterministic_runs_are_identical(small_records, tmp_path):
+    a = train.train(small(small_records, tmp_path / "a", epochs=2, deterministic=True), quiet=True)
+    b = train.train(small(small_records, tmp_path / "b", epochs=2, deterministic=True), quiet=True)
     assert history(tmp_path / "a")[-1]["val_loss"] == history(tmp_path / "b")[-1]["val_loss"]
     assert a["test"]["metrics"] == b["test"]["metrics"]
 
@@ -275,13 +276,13 @@ def test_sens_spec_follow_the_positive_class():
     assert callbacks.sens_spec(logs, "val_", positive_label=0) == (0.6, 0.8)
 
 
-def test_memory_does_not_grow_over_runs(synthetic_records, tmp_path):
+def test_memory_does_not_grow_over_runs(small_records, tmp_path):
     def rss_mb():
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
     sizes = []
     for i in range(8):
-        train.train(tiny(synthetic_records, tmp_path / f"r{i}", epochs=1, seed=i, lr=1e-3 * (i + 1)), quiet=True)
+        train.train(small(small_records, tmp_path / f"r{i}", epochs=1, seed=i, lr=1e-3 * (i + 1)), quiet=True)
         sizes.append(rss_mb())
     # Rebuilding and retracing the model per run added ~14 MB each time for
     # this small model (TensorFlow keeps traced graphs; far more for
@@ -351,7 +352,10 @@ def test_inception_outputs_and_one_step(inception_bf16):
     bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(bns) == 94 and all(layer.momentum == 0.9 for layer in bns)
     assert base.get_layer("conv2d").compute_dtype == "bfloat16"
-    net.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+    # Eager: the step's maths in bfloat16 without tracing InceptionV3's graph
+    # (traced, the one step took 22 s on a 2-core CPU, eager 3.4 s); the traced
+    # step is what every TinyCNN training test runs.
+    net.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy", run_eagerly=True)
     x = np.random.default_rng(0).uniform(0, 255, (2, 75, 75, 1)).astype(np.float32)
     loss = net.train_on_batch(x, np.array([0.0, 1.0]))
     out = net.predict_on_batch(x)
@@ -368,14 +372,14 @@ class BatchLosses(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
-def test_mirrored_two_devices_same_loss_as_one(synthetic_records, tmp_path):
+def test_mirrored_two_devices_same_loss_as_one(small_records, tmp_path):
     # No augmentation and no dropout: their random draws differ per replica by design.
-    model = ModelConfig(name="TinyCNN", weights="none", image_size=64, dropout=0.0)
+    model = ModelConfig(name="TinyCNN", weights="none", image_size=32, dropout=0.0)
     one_losses, two_losses = BatchLosses(), BatchLosses()
-    one = train.train(tiny(synthetic_records, tmp_path / "one", epochs=1, augment="none", model=model),
+    one = train.train(tiny(small_records, tmp_path / "one", epochs=1, augment="none", model=model),
                       quiet=True, callbacks=[one_losses])
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    two = train.train(tiny(synthetic_records, tmp_path / "two", epochs=1, augment="none", model=model),
+    two = train.train(tiny(small_records, tmp_path / "two", epochs=1, augment="none", model=model),
                       quiet=True, callbacks=[two_losses], distribution=tf.distribute.MirroredStrategy(devices))
     # Same first steps up to float rounding (synchronised BatchNorm over the
     # global batch split in two, Keras' BatchNorm path instead of the fused
@@ -386,7 +390,7 @@ def test_mirrored_two_devices_same_loss_as_one(synthetic_records, tmp_path):
     assert one["status"] == two["status"] == "done"
 
 
-def test_trials_share_one_strategy_and_one_compiled_model(synthetic_records, tmp_path, monkeypatch):
+def test_trials_share_one_strategy_and_one_compiled_model(small_records, tmp_path, monkeypatch):
     """On a machine with two GPUs (here two CPU devices stand in), every run of the
     process gets the same MirroredStrategy, so the next trial reuses the compiled model."""
     from engine.training import distribute
@@ -397,12 +401,12 @@ def test_trials_share_one_strategy_and_one_compiled_model(synthetic_records, tmp
     first = distribute.strategy()
     assert isinstance(first, tf.distribute.MirroredStrategy) and first.num_replicas_in_sync == 2
     assert distribute.strategy() is first
-    model = ModelConfig(name="TinyCNN", weights="none", image_size=64, dropout=0.0)
+    model = ModelConfig(name="TinyCNN", weights="none", image_size=32, dropout=0.0)
     options = dict(epochs=1, augment="none", augment_placement="data", model=model)
-    train.train(tiny(synthetic_records, tmp_path / "a", **options), quiet=True)
+    train.train(tiny(small_records, tmp_path / "a", **options), quiet=True)
     compiled = classifier_lib._last[0].classifier
     assert compiled.distribute_strategy is first
-    train.train(tiny(synthetic_records, tmp_path / "b", seed=1, lr=2e-3, **options), quiet=True)
+    train.train(tiny(small_records, tmp_path / "b", seed=1, lr=2e-3, **options), quiet=True)
     assert classifier_lib._last[0].classifier is compiled
 
 
@@ -412,15 +416,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_multi_worker_two_local_processes(synthetic_records, tmp_path):
+def test_multi_worker_two_local_processes(small_records, tmp_path):
     ports = [free_port(), free_port()]
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
                    TF_CPP_MIN_LOG_LEVEL="3")
-        cmd = [sys.executable, "-m", "engine.cli", "train", str(synthetic_records), "--out", str(tmp_path / "mw"),
-               "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--epochs", "1",
+        cmd = [sys.executable, "-m", "engine.cli", "train", str(small_records), "--out", str(tmp_path / "mw"),
+               "--model", "TinyCNN", "--weights", "none", "--image-size", "32", "--epochs", "1",
                "--batch-size", "16", "--precision", "float32", "--xla", "off", "--quiet"]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=300) for p in procs]
@@ -531,13 +535,13 @@ def test_inception_from_scratch_validation_off_chance(tmp_path_factory):
     assert results["keras"] <= 0.6 and results["auto"] >= results["keras"] + 0.15, results
 
 
-def test_sigkill_mid_run_then_rerun_completes(synthetic_records, tmp_path):
+def test_sigkill_mid_run_then_rerun_completes(small_records, tmp_path):
     import signal
     import time
 
     run = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "engine.cli", "train", str(synthetic_records), "--out", str(run),
-           "--model", "TinyCNN", "--weights", "none", "--image-size", "64", "--epochs", "4", "--batch-size", "16",
+    cmd = [sys.executable, "-m", "engine.cli", "train", str(small_records), "--out", str(run),
+           "--model", "TinyCNN", "--weights", "none", "--image-size", "32", "--epochs", "4", "--batch-size", "16",
            "--lr", "1e-3", "--precision", "float32", "--xla", "off", "--quiet"]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
