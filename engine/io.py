@@ -197,16 +197,7 @@ class FolderLock:
             age = self.age()
             if age is None or age < self.stale:
                 return False if age is not None else self.acquire()
-            away = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
-            try:
-                os.rename(self.path, away)
-            except OSError:  # another process took it over first
-                return False
-            shutil.rmtree(away, ignore_errors=True)
-            self.taken_over = age
-            try:
-                self.path.mkdir()
-            except FileExistsError:
+            if not self._take_over():
                 return False
         atomic_write(self.path / "owner", self.token + "\n")
         (self.path / "heartbeat").touch()
@@ -214,6 +205,43 @@ class FolderLock:
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat {self.path}")
         self._thread.start()
         return True
+
+    def _take_over(self) -> bool:
+        """Replaces a stale lock by a fresh one of ours. Takers go one at a
+        time, through a second folder (``.takeover``, made by ``mkdir``): the
+        age read before it was taken may be of a lock another taker has
+        replaced since, so it is read again inside."""
+        guard = self.path.with_name(f"{self.path.name}.takeover")
+        try:
+            guard.mkdir()
+        except FileExistsError:
+            try:  # a taker that died inside leaves it: gone after ``stale``
+                if time.time() - guard.stat().st_mtime > self.stale:
+                    guard.rmdir()
+            except OSError:
+                pass
+            return False
+        try:
+            age = self.age()
+            if age is None or age < self.stale:
+                return False
+            away = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
+            try:
+                os.rename(self.path, away)
+            except OSError:
+                return False
+            shutil.rmtree(away, ignore_errors=True)
+            self.taken_over = age
+            try:
+                self.path.mkdir()
+            except FileExistsError:  # a runner that found no lock at all came first
+                return False
+            return True
+        finally:
+            try:
+                guard.rmdir()
+            except OSError:
+                pass
 
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat):
