@@ -25,7 +25,7 @@ from engine.config import SweepConfig, from_json
 from engine.errors import DamagedState, UserError
 from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, read_json, save_figure
 from engine.study import clinical, paper, stats
-from engine.training import bn_residual
+from engine.training import bn_residual, read_history as training_history
 from engine.study.stats import ALPHA, POWER, TAIL, tail_mean
 from engine.study.sweep import FINISHED, LOCK, lr_scale, trials
 
@@ -34,16 +34,13 @@ COLOURS = {"accuracy": "gold", "val_accuracy": "tab:blue", "loss": "tab:red", "v
 
 
 def read_history(path: Path) -> list[dict]:
+    """A trial's ``history.csv`` as ``training.read_history`` reads and checks it
+    (no file: no epochs yet), with a non-finite value (a diverging epoch) as
+    None: no number to rank or plot."""
     if not path.is_file():
         return []
-    try:
-        with open(path) as f:
-            rows = [{k: (float(v) if v not in ("", "None") else None) for k, v in row.items()}
-                    for row in csv.DictReader(f)]
-    except (ValueError, TypeError, csv.Error, UnicodeDecodeError) as err:
-        raise DamagedState(path, f"not a history table: {err}") from None
-    # A non-finite value (a diverging epoch) is no number to rank or plot.
-    return [{k: (v if v is None or math.isfinite(v) else None) for k, v in row.items()} for row in rows]
+    return [{k: (v if v is None or math.isfinite(v) else None) for k, v in row.items()}
+            for row in training_history(path)]
 
 
 def collect(folder: Path) -> dict:

@@ -22,12 +22,12 @@ from engine.training.numerics import (Numerics, auto_candidates, bn_residual, li
 from engine.training.pace import Pace, Shape as PaceShape, estimate as estimate_pace, record as record_pace, run_seconds
 from engine.training.checkpoint import run_disk_mb
 from engine.training.run import (STATUS_DIVERGED, STATUS_DONE, Run, check_image_size, choose_numerics, evaluate_folder,
-                                 input_batches, predict_files, prepare, train)
+                                 input_batches, predict_files, prepare, read_history, train)
 
 __all__ = ["Numerics", "Pace", "PaceShape", "Run", "STATUS_DIVERGED", "STATUS_DONE", "auto_candidates", "bn_residual",
            "check_image_size", "choose_numerics", "estimate_pace", "evaluate_folder", "evaluate_saved",
            "input_batches", "likely_numerics", "predict_files", "predict_images",
-           "prepare",
+           "prepare", "read_history",
            "record_pace", "remember_rates", "run_disk_mb", "run_seconds", "step_augment_fn", "train",
            # per-image scores and the statistics computed from them across runs
            "calibration_bins", "delong_test", "read_scores", "scores_summary", "youden_threshold"]
