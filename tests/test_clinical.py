@@ -122,11 +122,12 @@ def test_calibration_png(tmp_path):
                 "lr=1e-4": [trial(tmp_path / "b1", [0.6, 0.4, 0.9, 0.5, 0.7, 0.1])],
                 "lr=1e-5": [tmp_path / "never-ran"]}
     path = tmp_path / "calibration.png"
-    assert plot_calibration(settings, {"lr=1e-3"}, path) is True
+    figure = plot_calibration(settings, {"lr=1e-3"}, path)
     with Image.open(path) as image:
         width, height = image.size
-    # One paper column (3.4 in at 300 dpi), two panels stacked.
+    # One paper column (3.5 in at 300 dpi), two panels stacked, one legend for both.
     assert 900 <= width <= 1100 and height > width
+    assert len(figure.axes) == 2 and len(figure.legends) == 1
     # No run with scores: nothing is drawn and nothing written.
-    assert plot_calibration({"x": [tmp_path / "never-ran"]}, {"x"}, tmp_path / "none.png") is False
+    assert plot_calibration({"x": [tmp_path / "never-ran"]}, {"x"}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()

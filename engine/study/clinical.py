@@ -10,7 +10,8 @@ folders of its trials (a sweep's ``DIR/trials/<name>``); only trials whose
   intervals, Brier score and calibration error, and the paired DeLong
   difference in test AUC of ``reference`` against it.
 * ``plot_calibration(settings, best, path)``: ``calibration.png``, a
-  reliability diagram of validation and test, the mean over seeds per bin.
+  reliability diagram of validation and test, the mean over seeds per bin,
+  in the colours, sizes and fonts of ``engine.study.plots``.
 
 **Pooling over seeds.** ``clinical_table`` averages each image's score over a
 setting's finished runs and evaluates that one score per image (the seed
@@ -33,19 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from engine.io import save_figure
+from engine.study import plots
 from engine.training import calibration_bins, delong_test, read_scores, scores_summary, youden_threshold
 
 POOLING = ("each image's score averaged over the setting's finished runs (its seed ensemble), aligned by image "
            "id; the threshold as the runs chose theirs (fixed, or Youden's J on the averaged validation scores)")
 DIFFERENCE = "reference AUC - setting AUC on the same test images, DeLong's paired test, 95 % interval"
-
-# The curves of curves.png use yellow, blue, red and green for train acc, val
-# acc, train loss and val loss: settings here use none of them. The best
-# settings are black; the others cycle colours, then line styles.
-BEST_COLOUR = "black"
-OTHER_COLOURS = ("tab:purple", "tab:brown", "tab:pink", "tab:gray")
-OTHER_STYLES = ("-", "--", "-.")
-BEST_MARKERS = ("o", "s", "D", "^")
 
 
 def clinical_table(settings: Mapping[str, Sequence[Path]], reference: str, split: str = "test",
@@ -90,79 +84,62 @@ def clinical_table(settings: Mapping[str, Sequence[Path]], reference: str, split
 
 
 def plot_calibration(settings: Mapping[str, Sequence[Path]], best: Collection[str], path: Path,
-                     bins: int = 10) -> bool:
+                     bins: int = 10):
     """``calibration.png``: reliability diagrams of validation (top) and test (bottom).
 
     For each setting the observed share of positives against the mean
     P(positive) in ``bins`` equal-width bins, each the mean over the
-    setting's finished runs that have images in that bin; the dotted
-    diagonal is perfect calibration. The ``best`` settings are drawn black and
-    bold, the others in thinner purple, brown, pink and gray lines (never the
-    yellow, blue, red and green of ``curves.png``); one legend under both
-    panels gives each setting's expected calibration error on validation and
-    test (mean over its runs). Sized for one paper column (3.4 in wide, 300 dpi).
+    setting's finished runs that have images in that bin; the dotted gray
+    diagonal is perfect calibration. Each setting has its colour of
+    ``plots.setting_styles`` (by its place in ``settings``, as in
+    ``compare.png``); the ``best`` settings are thicker, with round markers.
+    One legend under both panels gives each setting's expected calibration
+    error on validation and test (mean over its runs). Sized for one paper
+    column (``plots.COLUMN`` inches at ``plots.DPI``).
 
     Args:
-        settings: Setting name to its trial folders.
-        best: The best setting or settings (a confidence set may hold more than one).
+        settings: Setting name to its trial folders, in sweep order.
+        best: The settings to draw thicker (the set of best settings), if any.
         path: Where to write the PNG.
         bins: Number of equal-width bins of P(positive).
 
     Returns:
-        True when the figure was written; False, writing nothing, when no
-        run has saved scores.
+        The figure (saved and closed) when it was written; None, writing
+        nothing, when no run has saved scores.
     """
     curves = {split: {name: _reliability(trials, split, bins) for name, trials in settings.items()}
               for split in ("val", "test")}
     drawn = [name for name in settings if curves["val"][name] or curves["test"][name]]
     if not drawn:
-        return False
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        return None
+    with plots.figure_style():
+        import matplotlib.pyplot as plt
 
-    styles = _styles(drawn, best)
-    # One legend under both panels, so no curve is hidden behind it.
-    fig, axes = plt.subplots(2, 1, figsize=(3.4, 5.6 + 0.13 * len(drawn)), layout="constrained")
-    for ax, (split, by_setting) in zip(axes, curves.items()):
-        ax.plot([0, 1], [0, 1], color="black", linewidth=0.6, linestyle=":")
-        for name in drawn:
-            if by_setting[name]:
-                ax.plot(by_setting[name]["mean_score"], by_setting[name]["positive_rate"], **styles[name])
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
-        ax.set_aspect("equal")
-        ax.set_xlabel("mean predicted P(positive)", fontsize=8)
-        ax.set_ylabel("observed share of positives", fontsize=8)
-        ax.set_title(f"{'validation' if split == 'val' else 'test'}", fontsize=8)
-        ax.tick_params(labelsize=7)
-    handles = [plt.Line2D([], [], **styles[name]) for name in drawn]
-    labels = [f"{name}{' (best)' if name in best else ''}: ECE " + ", ".join(
-        f"{split} {curves[split][name]['ece']:.3f}" for split in ("val", "test") if curves[split][name])
-        for name in drawn]
-    handles.append(plt.Line2D([], [], color="black", linewidth=0.6, linestyle=":"))
-    labels.append("perfect calibration")
-    fig.legend(handles, labels, loc="outside lower center", fontsize=6.5, frameon=False,
-               title=f"mean over each setting's runs, {bins} equal-width bins", title_fontsize=6.5)
-    save_figure(fig, path, dpi=300)
-    return True
-
-
-def _styles(names: Sequence[str], best: Collection[str]) -> dict[str, dict]:
-    """Line styles: the best settings black and bold with their own markers, the
-    others thinner in the other colours, then the same colours dashed, dotted."""
-    out, others, bests = {}, 0, 0
-    for name in names:
-        if name in best:
-            out[name] = dict(color=BEST_COLOUR, linewidth=1.8, marker=BEST_MARKERS[bests % len(BEST_MARKERS)],
-                             markersize=4, zorder=3)
-            bests += 1
-        else:
-            out[name] = dict(color=OTHER_COLOURS[others % len(OTHER_COLOURS)], linewidth=1.0, marker=".",
-                             markersize=5,
-                             linestyle=OTHER_STYLES[others // len(OTHER_COLOURS) % len(OTHER_STYLES)])
-            others += 1
-    return out
+        styles = plots.setting_styles(list(settings), best)
+        perfect = dict(color="0.55", linewidth=0.8, linestyle=":")
+        # One legend under both panels, so no curve is hidden behind it.
+        fig, axes = plt.subplots(2, 1, figsize=(plots.COLUMN, 5.6 + 0.15 * len(drawn)), layout="constrained")
+        for ax, (split, by_setting) in zip(axes, curves.items()):
+            ax.plot([0, 1], [0, 1], **perfect)
+            for name in drawn:
+                if by_setting[name]:
+                    ax.plot(by_setting[name]["mean_score"], by_setting[name]["positive_rate"], **styles[name])
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_aspect("equal")
+            ax.set_xlabel("mean predicted P(positive)")
+            ax.set_ylabel("observed share of positives")
+            ax.set_title("validation" if split == "val" else "test")
+        handles = [plt.Line2D([], [], **styles[name]) for name in drawn]
+        labels = [f"{name}{' (best)' if name in best else ''}: ECE " + ", ".join(
+            f"{split} {curves[split][name]['ece']:.3f}" for split in ("val", "test") if curves[split][name])
+            for name in drawn]
+        handles.append(plt.Line2D([], [], **perfect))
+        labels.append("perfect calibration")
+        fig.legend(handles, labels, loc="outside lower center", frameon=False,
+                   title=f"mean over each setting's runs, {bins} equal-width bins")
+        save_figure(fig, path, dpi=plots.DPI)
+    return fig
 
 
 # --- reading the runs' scores --------------------------------------------------

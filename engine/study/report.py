@@ -7,7 +7,12 @@ setting (intention to treat: it takes the sweep's worst statistic, so a
 setting cannot lead by losing its bad runs); a run that failed for any other
 reason is missing, listed with its reason and rerun command, never ranked. The
 report also checks the paper's claims and lists the deviations from its setup
-(``engine.study.paper``).
+(``engine.study.paper``); its figures are drawn by ``engine.study.plots``.
+
+Numbers are written as far as they can be trusted: a table shows a mean to the
+decimal its SD over runs allows, and ``summary.csv``/``summary.json`` hold
+every float to ``SIGNIFICANT`` significant digits (``rounded``), so the files
+carry what the runs measured, not binary float noise.
 """
 
 from __future__ import annotations
@@ -16,21 +21,25 @@ import csv
 import json
 import math
 import statistics
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from engine.config import SweepConfig, from_json
 from engine.errors import DamagedState, UserError
-from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, read_json, save_figure
-from engine.study import clinical, paper, stats
+from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, read_json
+from engine.study import clinical, paper, plots, stats
 from engine.training import bn_residual, read_history as training_history
 from engine.study.stats import ALPHA, POWER, TAIL, tail_mean
 from engine.study.sweep import FINISHED, LOCK, lr_scale, trials
 
-# The paper's colours: train acc yellow, val acc blue, train loss red, val loss green.
-COLOURS = {"accuracy": "gold", "val_accuracy": "tab:blue", "loss": "tab:red", "val_loss": "tab:green"}
+# Significant digits of every float in summary.csv and summary.json: more than
+# any run's measurement carries, and few enough to hide float noise.
+SIGNIFICANT = 6
+# No setting learned when every setting's val AUC (last epoch, mean over its
+# finished runs) is at most this: 0.5 is guessing, and on a validation set of
+# ~100 images an AUC of 0.6 is within noise of it.
+CHANCE_AUC = 0.6
 
 
 def read_history(path: Path) -> list[dict]:
@@ -116,6 +125,67 @@ def flags(runs: list[dict]) -> str:
     return ", ".join(out)
 
 
+def run_seconds(run: dict) -> tuple[float, float | None]:
+    """(seconds, compile) of one run: the seconds of its epochs (training and
+    validation) less the one-off tracing and compilation, and that one-off;
+    compile None when the history does not record its first steps.
+
+    A training session's first epoch records its first step
+    (``first_step_seconds``: tracing, compiling and one batch; a trial that
+    reuses its process's compiled step pays about one batch). The compile
+    time is that step less one ordinary step at the epoch's rate
+    (``images_per_second`` leaves the first step out), summed over the
+    sessions of a resumed run."""
+    history = run["history"]
+    total = sum(h.get("seconds") or 0.0 for h in history)
+    firsts = [h for h in history if h.get("first_step_seconds") is not None]
+    if not firsts:
+        return total, None
+    batch = getattr(run.get("config"), "batch_size", None)
+    compile_seconds = 0.0
+    for h in firsts:
+        step = batch / h["images_per_second"] if batch and h.get("images_per_second") else 0.0
+        compile_seconds += max(h["first_step_seconds"] - step, 0.0)
+    return max(total - compile_seconds, 0.0), compile_seconds
+
+
+def rounded(value, digits: int = SIGNIFICANT):
+    """``value`` with every float rounded to ``digits`` significant digits,
+    through dicts, lists and tuples (as lists) and numpy scalars and arrays;
+    0.6499999999999999 becomes 0.65. Non-finite floats stay as they are."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return float(f"{value:.{digits}g}") if math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
+def chance(rows: list[dict]) -> dict:
+    """Whether no setting learned: every setting with a finished run has a val
+    AUC (its last epoch's, mean over its finished runs: the table's val AUC
+    column) of at most ``CHANCE_AUC``. A setting whose val AUC is undefined
+    (one class in validation) leaves the rule silent: it cannot say
+    "everywhere"."""
+    aucs = {r["setting"]: r["final_val_auc"] for r in rows if r["repeats_done"]}
+    fired = bool(aucs) and all(v is not None and v <= CHANCE_AUC for v in aucs.values())
+    rule = f"every setting's val AUC (last epoch, mean over its finished runs) is at most {CHANCE_AUC:g}"
+    out = {"no_setting_learned": fired, "rule": rule, "threshold": CHANCE_AUC, "val_auc": aucs, "text": ""}
+    if fired:
+        top = max(aucs, key=aucs.get)
+        out["text"] = (f"**No setting learned**: {rule} (0.5 is guessing; highest here: {top} {aucs[top]:.3f}). "
+                       f"Nothing here compares settings.")
+    return out
+
+
 def summarise(data: dict) -> list[dict]:
     """One row per setting: the ranking statistic and the final metrics, means
     and std over its finished repeats, and what happened to the others."""
@@ -142,15 +212,21 @@ def summarise(data: dict) -> list[dict]:
         best = [min(r["history"], key=lambda h: h["val_loss"] if h.get("val_loss") is not None else math.inf)
                 for r in done]
         row["best_val_loss"], row["best_val_loss_std"] = mean_std([b.get("val_loss") for b in best])
-        row["best_epoch"], _ = mean_std([b["epoch"] for b in best])
+        # An epoch is a whole number: each run's, and their median (the lower middle one for an even count).
+        row["best_epochs"] = [int(b["epoch"]) for b in best]
+        row["best_epoch"] = statistics.median_low(row["best_epochs"]) if best else None
         for metric in ("accuracy", "sensitivity", "specificity", "auc"):
             row[f"test_{metric}"], row[f"test_{metric}_std"] = mean_std(
                 [r["metrics"].get("test", {}).get("metrics", {}).get(metric) for r in done])
         row["test_interval_first_run"] = {m: done[0]["metrics"].get("test", {}).get("intervals", {}).get(m)
                                           for m in ("accuracy", "sensitivity", "specificity", "auc")} if done else None
         row["model_scored"] = sorted({r["metrics"].get("model", "") for r in done} - {""})
-        seconds = [sum(h["seconds"] for h in r["history"]) for r in done]
-        row["train_seconds"], _ = mean_std(seconds)
+        timing = [run_seconds(r) for r in done]
+        row["train_seconds"], row["train_seconds_std"] = mean_std([t[0] for t in timing])
+        compiles = [t[1] for t in timing if t[1] is not None]
+        # Only the trials that compiled pay the one-off: the most any run paid, not a mean diluted by the others.
+        row["compile_seconds"] = max(compiles, default=None)
+        row["compile_seconds_by_run"] = [t[1] for t in timing]
         row["images_per_second"], _ = mean_std([statistics.median(h["images_per_second"] for h in r["history"])
                                                 for r in done])
         rows.append(row)
@@ -304,88 +380,45 @@ def rank(rows: list[dict]) -> dict:
             "not_ranked": [{"setting": r["setting"], "flags": r["flags"]} for r in unranked]}
 
 
-def curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(epochs, mean, min, max) of one curve over runs, up to the shortest run."""
-    length = min(len(h) for h in histories)
-    values = np.array([[np.nan if h[i].get(key) is None else h[i][key] for i in range(length)] for h in histories])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # an epoch with no finite value stays a gap
-        return np.arange(1, length + 1), np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
-
-
-def whole_epochs(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-
-
-def plot_curves(data: dict, path: Path) -> None:
-    """The paper's layout: one panel per setting, its four curves (the mean over
-    the finished runs, a min-max band across them), y from 0 to 1."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    settings = list(data["settings"].items())
-    cols = min(3, len(settings))
-    rows = math.ceil(len(settings) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, (setting, runs) in zip(axes.flat, settings):
-        # Finished runs; a setting with none shows what its runs recorded.
-        histories = [r["history"] for r in finished(runs)] or [r["history"] for r in runs if r["history"]]
-        ax.set_title(f"{setting} ({len(histories)} run{'s' if len(histories) != 1 else ''})", fontsize=10)
-        ax.set_ylim(0, 1.05)
-        ax.set_xlabel("epoch")
-        whole_epochs(ax)
-        if not histories:
-            ax.text(0.5, 0.5, "no data", ha="center", transform=ax.transAxes)
-            continue
-        for key, label in (("accuracy", "train acc"), ("val_accuracy", "val acc"), ("loss", "train loss"),
-                           ("val_loss", "val loss")):
-            epochs, mean, low, high = curve(histories, key)
-            ax.plot(epochs, np.clip(mean, 0, 1), color=COLOURS[key], label=label, marker=".")
-            if len(histories) > 1:
-                ax.fill_between(epochs, np.clip(low, 0, 1), np.clip(high, 0, 1), color=COLOURS[key], alpha=0.2)
-            clipped = mean > 1
-            if clipped.any():
-                ax.scatter(epochs[clipped], np.ones(clipped.sum()), marker="^", color=COLOURS[key], zorder=3)
-    for ax in list(axes.flat)[len(settings):]:
-        ax.axis("off")
-    drawn = next((ax for ax in axes.flat if ax.lines), None)
-    if drawn is not None:
-        drawn.legend(fontsize=8, loc="center right")
-    fig.suptitle("Training and validation curves (mean over runs, band: min-max; losses > 1 clipped, marked ▲)",
-                 fontsize=11)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
-def plot_compare(data: dict, path: Path) -> None:
-    """Validation loss and accuracy of every setting on shared axes, over its finished runs."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for setting, runs in data["settings"].items():
-        histories = [r["history"] for r in finished(runs)] or [r["history"] for r in runs if r["history"]]
-        if not histories:
-            continue
-        for ax, key in ((left, "val_loss"), (right, "val_accuracy")):
-            epochs, mean, low, high = curve(histories, key)
-            ax.plot(epochs, mean, marker=".", label=setting)
-            ax.fill_between(epochs, low, high, alpha=0.2)
-    left.set_title("validation loss (mean, min-max band)")
-    right.set_title("validation accuracy (mean, min-max band)")
-    for ax in (left, right):
-        ax.set_xlabel("epoch")
-        whole_epochs(ax)
-    right.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
-
-
 def fmt(value, digits=4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def decimals(spread: float | None, default: int = 3, most: int = 4, least: int = 0) -> int:
+    """Decimal places that show ``spread`` (an SD, an interval's half width) to
+    2 significant digits, between ``least`` and ``most``: a number is not
+    shown finer than the noise around it. ``default`` without a spread."""
+    if spread is None or not math.isfinite(spread) or spread <= 0:
+        return default
+    return min(most, max(least, 1 - math.floor(math.log10(spread))))
+
+
+def pm(mean: float | None, sd: float | None, n: int, default: int = 3, most: int = 4) -> str:
+    """"mean ± SD" over ``n`` runs, both to the decimals of ``decimals(sd)``; one run: its value alone."""
+    if mean is None:
+        return "-"
+    if n < 2 or sd is None:
+        return f"{mean:.{default}f}"
+    places = decimals(sd, default, most)
+    return f"{mean:.{places}f} ± {sd:.{places}f}"
+
+
+def significant(value: float | None, digits: int = 3) -> str:
+    """``value`` to ``digits`` significant digits, written out (1650, 16.5, 0.165; never 1.65e+03)."""
+    if value is None:
+        return "-"
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    return f"{value:.{max(0, digits - 1 - math.floor(math.log10(abs(value))))}f}"
+
+
+def epochs_text(epochs: list[int]) -> str:
+    """Each run's best epoch, or their median and range when there are many runs."""
+    if not epochs:
+        return "-"
+    if len(epochs) <= 5:
+        return ", ".join(str(e) for e in epochs)
+    return f"{statistics.median_low(epochs)} (median; {min(epochs)}-{max(epochs)})"
 
 
 def momentum_text(rows: list[dict], train_count: int | None, bn_stats: str) -> str:
@@ -419,20 +452,38 @@ def momentum_text(rows: list[dict], train_count: int | None, bn_stats: str) -> s
     return text
 
 
+# Said above the table, where "±" is first used.
+PLUS_MINUS = ("Each cell is a mean ± SD over the setting's finished runs: the sample standard deviation over runs "
+              "(n - 1 in the denominator). A setting with one run shows its value alone.")
+COLUMNS = [f"val loss (last {TAIL}): the ranking statistic (below); a diverged run counts as the sweep's worst.",
+           "best epoch: the epoch of each run's lowest val loss.",
+           "val AUC: at the last epoch.",
+           "s/run: seconds of training and validation per run, without the one-off compile.",
+           "compile s: that one-off, tracing and compiling the step; the most any of the setting's runs paid. "
+           "A trial pays it when its process compiles the step anew (its first trial, or one whose step differs); "
+           "a trial that reuses the compiled step pays about nothing. "
+           "\"-\": the runs' histories do not record it, and s/run includes it.",
+           "img/s: training images per second; each run's median epoch, averaged over runs."]
+
+
 def table_lines(rows: list[dict]) -> list[str]:
-    """The validation table: every number a mean ± SD over the setting's finished runs. Test metrics have
-    their own section (``clinical_lines``), with intervals."""
-    lines = [f"| setting | runs | not finished | BN momentum | val loss (last {TAIL}) | final val loss | "
-             "final val acc | best val loss (epoch) | val AUC | s/run | img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The validation table: what ± means above it, what its columns mean below.
+    Test metrics have their own section (``clinical_lines``), with intervals."""
+    lines = [PLUS_MINUS, "",
+             f"| setting | runs | not finished | BN momentum | val loss (last {TAIL}) | final val loss | "
+             "final val acc | best val loss | best epoch | val AUC | s/run | compile s | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        pm = lambda k, d=3: "-" if r[k] is None else f"{r[k]:.{d}f} ± {r[k + '_std']:.{d}f}"  # noqa: E731
+        n = r["repeats_done"]
+        cell = lambda k: pm(r[k], r.get(k + "_std"), n)  # noqa: E731
         momentum = ", ".join(f"{m:g}" for m in r["bn_momentum"]) or "-"
-        lines.append(f"| {r['setting']} | {r['repeats_done']}/{r['repeats']} | {r['flags'] or '-'} | {momentum} | "
-                     f"{pm('statistic', 4)} | {pm('final_val_loss')} | {pm('final_val_accuracy')} | "
-                     f"{fmt(r['best_val_loss'], 3)} ({fmt(r['best_epoch'], 1)}) | {fmt(r['final_val_auc'], 3)} | "
-                     f"{fmt(r['train_seconds'], 0)} | {fmt(r['images_per_second'], 1)} |")
-    return lines
+        lines.append(f"| {r['setting']} | {n}/{r['repeats']} | {r['flags'] or '-'} | {momentum} | "
+                     f"{pm(r['statistic'], r['statistic_std'], len(r['statistic_by_seed']), 4)} | "
+                     f"{cell('final_val_loss')} | {cell('final_val_accuracy')} | {cell('best_val_loss')} | "
+                     f"{epochs_text(r.get('best_epochs', []))} | {cell('final_val_auc')} | "
+                     f"{pm(r['train_seconds'], r.get('train_seconds_std'), n, 0, 1)} | "
+                     f"{significant(r.get('compile_seconds'), 2)} | {significant(r['images_per_second'])} |")
+    return lines + [""] + [f"- {line}" for line in COLUMNS]
 
 
 def clinical_lines(table: dict | None) -> list[str]:
@@ -456,8 +507,10 @@ def clinical_lines(table: dict | None) -> list[str]:
             continue
 
         def cell(metric: str) -> str:
+            # As many decimals as the interval's half width carries (2 or 3 for a proportion).
             value, (low, high) = row["metrics"].get(metric), row["intervals"].get(metric, (None, None))
-            return "-" if value is None else f"{value:.3f} ({fmt(low, 3)}-{fmt(high, 3)})"
+            places = decimals(None if low is None or high is None else (high - low) / 2, 3, 3, 2)
+            return "-" if value is None else f"{value:.{places}f} ({fmt(low, places)}-{fmt(high, places)})"
         diff = row["auc_difference"]
         diff_text = "reference" if row["setting"] == table["reference"] else "-" if diff is None else (
             f"{diff['difference']:+.3f} ({diff['low']:+.3f} to {diff['high']:+.3f}; p = {diff['p']:.2g})")
@@ -484,27 +537,37 @@ def write(folder: Path) -> dict:
     if deviations is None:  # a sweep.json from before deviations were recorded
         deviations = paper.deviations(sweep, load_manifest(sweep.base.records), data["choice"], data["machine"])
     states = trial_states(data)
+    learned = chance(rows)
     keys = [k for k in rows[0] if not isinstance(rows[0][k], (list, dict))] if rows else []
     with atomic_open(folder / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
-    plot_curves(data, folder / "curves.png")
-    plot_compare(data, folder / "compare.png")
+        writer.writerows(rounded(rows))
+    # Finished runs; a setting with none shows what its runs recorded.
+    shown = {setting: [r["history"] for r in finished(runs)] or [r["history"] for r in runs if r["history"]]
+             for setting, runs in data["settings"].items()}
+    # The best set is drawn thicker only when it leaves some setting out: a set of all is no emphasis.
+    emphasis = ranking["best_set"] if any(c.get("verdict", "").startswith("worse")
+                                          for c in ranking["comparisons"]) else []
+    plots.plot_curves(shown, folder / "curves.png")
+    plots.plot_compare(shown, folder / "compare.png", emphasis)
     trial_folders = {setting: [r["config"].out for r in runs] for setting, runs in data["settings"].items()}
     reference = ranking["best"] or ranking["leader"]
     clinical_table = clinical.clinical_table(trial_folders, reference) if reference else None
-    calibrated = clinical.plot_calibration(trial_folders, ranking["best_set"], folder / "calibration.png")
-    atomic_json(folder / "summary.json", {"rows": rows, "ranking": ranking, "claims": claims,
-                                          "deviations": deviations, "trials": states, "test": clinical_table},
+    calibrated = clinical.plot_calibration(trial_folders, emphasis, folder / "calibration.png") is not None
+    atomic_json(folder / "summary.json", rounded({"rows": rows, "ranking": ranking, "chance": learned,
+                                                  "claims": claims, "deviations": deviations, "trials": states,
+                                                  "test": clinical_table}),
                 default=str)
     scored = sorted({m.split(" (")[0] for r in rows for m in r["model_scored"]})
-    lines = [f"# {sweep.axis} study ({sweep.preset} preset)", "",
-             f"{len(rows)} settings x {sweep.repeats} repeat(s); {sweep.base.epochs} epochs; model "
-             f"{sweep.base.model.name} ({sweep.base.model.weights} weights) at {sweep.base.model.image_size} px; "
-             f"augmentation {sweep.base.augment}; budget {sweep.budget}, lr scaling {sweep.lr_scaling}; "
-             f"{data['choice'].get('precision', '?')}, XLA {data['choice'].get('xla', '?')}; test metrics of the "
-             f"{' / '.join(scored) or sweep.base.select} model of each run.", ""]
+    lines = [f"# {sweep.axis} study ({sweep.preset} preset)", ""]
+    if learned["no_setting_learned"]:
+        lines += [learned["text"], ""]
+    lines += [f"{len(rows)} settings x {sweep.repeats} repeat(s); {sweep.base.epochs} epochs; model "
+              f"{sweep.base.model.name} ({sweep.base.model.weights} weights) at {sweep.base.model.image_size} px; "
+              f"augmentation {sweep.base.augment}; budget {sweep.budget}, lr scaling {sweep.lr_scaling}; "
+              f"{data['choice'].get('precision', '?')}, XLA {data['choice'].get('xla', '?')}; test metrics of the "
+              f"{' / '.join(scored) or sweep.base.select} model of each run.", ""]
     if sweep.axis in ("batch", "grid") and sweep.budget == "epochs" and len(sweep.batch_sizes) > 1:
         low, high = min(sweep.batch_sizes), max(sweep.batch_sizes)
         lines += [f"With an equal number of epochs, a larger batch makes fewer optimizer updates (batch {high} "
@@ -547,7 +610,8 @@ def write(folder: Path) -> dict:
         lines += ["![calibration](calibration.png)", ""]
     atomic_write(folder / "report.md", "\n".join(lines))
     write_html(folder / "report.html", lines)
-    return {"rows": rows, "ranking": ranking, "claims": claims, "deviations": deviations, "trials": states}
+    return {"rows": rows, "ranking": ranking, "chance": learned, "claims": claims, "deviations": deviations,
+            "trials": states}
 
 
 def write_html(path: Path, lines: list[str]) -> None:

@@ -1,0 +1,212 @@
+"""The study's figures and the one look they share: ``curves.png``,
+``compare.png``, and the colours, sizes and fonts every study plot takes from
+here (``clinical``'s ``calibration.png`` included).
+
+A colour means one thing in every figure. The four curve kinds of
+``curves.png`` keep the paper's colours (train accuracy yellow, val accuracy
+blue, train loss red, val loss green); no setting ever takes one of them. A
+setting takes ``SETTING_COLOURS`` by its place in the sweep, so it has the
+same colour in ``compare.png`` and ``calibration.png``.
+
+Sizes are for print: a figure is one paper column (``COLUMN`` inches) or a
+page's width (``PAGE``), saved at ``DPI``; no text is under ``SMALLEST``
+points at that size. Each figure has one legend, outside the data.
+
+The functions take the histories to draw (setting to its runs' ``history.csv``
+rows), write the PNG and return the (closed) figure, so a test can inspect
+what was drawn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import textwrap
+import warnings
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from engine.io import save_figure
+
+# The paper's colours for the four curves of one setting.
+CURVE_COLOURS = {"accuracy": "gold", "val_accuracy": "tab:blue", "loss": "tab:red", "val_loss": "tab:green"}
+CURVE_LABELS = {"accuracy": "train acc", "val_accuracy": "val acc", "loss": "train loss", "val_loss": "val loss"}
+# A setting's colour: none of CURVE_COLOURS (nor their near neighbours orange,
+# olive and cyan), so "green" never means both val loss and a batch size.
+SETTING_COLOURS = ("black", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
+# After the colours run out, the same colours again in these line styles.
+SETTING_LINES = ("-", "--", "-.", ":")
+# A loss above this is drawn at the top edge of curves.png (the paper's axis
+# runs from 0 to 1, where accuracy lives) and marked.
+CLIP = 1.0
+CLIP_MARKER, CLIP_SYMBOL = "^", "▲"  # the marker, and the same shape as text for the caption
+
+COLUMN, PAGE = 3.5, 7.0  # inches: one column of a two-column paper, the page's text width
+DPI = 300
+SMALLEST = 7  # points: the smallest text a printed column stays readable at
+FONTS = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "figure.titlesize": 8,
+         "xtick.labelsize": SMALLEST, "ytick.labelsize": SMALLEST, "legend.fontsize": SMALLEST,
+         "legend.title_fontsize": SMALLEST}
+
+
+@contextlib.contextmanager
+def figure_style():
+    """Agg (no display needed) and the print font sizes, for one figure's making and saving."""
+    import matplotlib
+    matplotlib.use("Agg")
+    with matplotlib.rc_context(FONTS):
+        yield
+
+
+def setting_styles(names: Sequence[str], best: Collection[str] = ()) -> dict[str, dict]:
+    """Line properties per setting, by its place in ``names`` (the sweep's
+    order, the same list for every figure): a colour of SETTING_COLOURS, then
+    the colours again dashed, dash-dotted, dotted. The ``best`` settings are
+    drawn thicker with round markers; colour never marks them, so a setting's
+    colour does not change with the ranking."""
+    out = {}
+    for i, name in enumerate(names):
+        style = dict(color=SETTING_COLOURS[i % len(SETTING_COLOURS)],
+                     linestyle=SETTING_LINES[i // len(SETTING_COLOURS) % len(SETTING_LINES)])
+        if name in best:
+            style.update(linewidth=1.8, marker="o", markersize=3, zorder=3)
+        else:
+            style.update(linewidth=1.0, marker=".", markersize=4)
+        out[name] = style
+    return out
+
+
+def caption(text: str, width_inches: float) -> str:
+    """``text`` wrapped to the figure's width at 8 pt (about 15 characters an inch)."""
+    return textwrap.fill(text, max(30, int(width_inches * 15)))
+
+
+def curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(epochs, mean, min, max) of one curve over runs, up to the shortest run."""
+    length = min(len(h) for h in histories)
+    values = np.array([[np.nan if h[i].get(key) is None else h[i][key] for i in range(length)] for h in histories])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an epoch with no finite value stays a gap
+        return np.arange(1, length + 1), np.nanmean(values, 0), np.nanmin(values, 0), np.nanmax(values, 0)
+
+
+def whole_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def runs_label(histories: list) -> str:
+    return f"{len(histories)} run{'s' if len(histories) != 1 else ''}"
+
+
+def plot_curves(histories: Mapping[str, list[list[dict]]], path: Path):
+    """``curves.png``, the paper's layout: one panel per setting with its four
+    curves (train/val accuracy and loss, the mean over the runs given, a
+    min-max band across them) on one axis from 0 to 1.
+
+    A loss above ``CLIP`` is drawn at the top edge and each such epoch marked
+    with a triangle in the curve's colour; the legend and the caption say so,
+    with the largest value clipped. One legend under the panels.
+
+    Args:
+        histories: Setting to its runs' histories, in sweep order; a setting
+            with none gets an empty panel that says so.
+        path: Where to write the PNG.
+
+    Returns:
+        The figure (already saved and closed).
+    """
+    with figure_style():
+        import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+
+        settings = list(histories.items())
+        cols = min(3, max(len(settings), 1))
+        rows = math.ceil(max(len(settings), 1) / cols)
+        width = COLUMN if cols == 1 else PAGE
+        fig, axes = plt.subplots(rows, cols, figsize=(width, 2.2 * rows + 1.0), squeeze=False, layout="constrained")
+        highest = None  # (value, setting, curve) of the largest clipped loss
+        for ax, (setting, runs) in zip(axes.flat, settings):
+            ax.set_title(f"{setting} ({runs_label(runs)})")
+            ax.set_ylim(0, CLIP + 0.05)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("accuracy / loss")
+            whole_epochs(ax)
+            if not runs:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+                continue
+            for key, colour in CURVE_COLOURS.items():
+                epochs, mean, low, high = curve(runs, key)
+                ax.plot(epochs, np.clip(mean, 0, CLIP), color=colour, marker=".", markersize=3, linewidth=1.0)
+                if len(runs) > 1:
+                    ax.fill_between(epochs, np.clip(low, 0, CLIP), np.clip(high, 0, CLIP), color=colour, alpha=0.2,
+                                    linewidth=0)
+                # Marked where any run's value is beyond the axis, so a clipped band is never silent.
+                clipped = np.nan_to_num(high, nan=-np.inf) > CLIP
+                if clipped.any():
+                    ax.scatter(epochs[clipped], np.full(clipped.sum(), CLIP), marker=CLIP_MARKER, color=colour,
+                               s=14, zorder=3, clip_on=False)
+                    top = float(np.nanmax(high[clipped]))
+                    if highest is None or top > highest[0]:
+                        highest = (top, setting, CURVE_LABELS[key])
+        for ax in list(axes.flat)[len(settings):]:
+            fig.delaxes(ax)  # a grid's empty cells: no axes without data
+        handles = [Line2D([], [], color=c, marker=".", linewidth=1.0) for c in CURVE_COLOURS.values()]
+        labels = list(CURVE_LABELS.values())
+        text = ("Training and validation curves per setting: the mean over its finished runs, the band from the "
+                "lowest to the highest run.")
+        if highest is not None:
+            handles.append(Line2D([], [], color="0.3", marker=CLIP_MARKER, linestyle="none"))
+            labels.append(f"loss above {CLIP:g}, clipped")
+            text += (f" Losses above {CLIP:g} are drawn at the top edge and marked {CLIP_SYMBOL} "
+                     f"(largest: {highest[1]} {highest[2]} {highest[0]:.3g}).")
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
+                   handlelength=1.5, columnspacing=1.0)
+        fig.suptitle(caption(text, width))
+        save_figure(fig, path, dpi=DPI)
+    return fig
+
+
+def plot_compare(histories: Mapping[str, list[list[dict]]], path: Path, best: Collection[str] = ()):
+    """``compare.png``: validation loss (left) and accuracy (right) of every
+    setting on shared axes, the mean over the runs given with a min-max band;
+    each setting in its colour of ``setting_styles``, the ``best`` ones
+    thicker. One legend under both panels.
+
+    Args:
+        histories: Setting to its runs' histories, in sweep order.
+        path: Where to write the PNG.
+        best: The set of best settings (drawn thicker, "(best)" in the legend).
+
+    Returns:
+        The figure (already saved and closed).
+    """
+    with figure_style():
+        import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+
+        styles = setting_styles(list(histories), best)
+        drawn = [name for name, runs in histories.items() if runs]
+        legend_rows = math.ceil(max(len(drawn), 1) / 3)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(PAGE, 2.6 + 0.2 * legend_rows), layout="constrained")
+        for name in drawn:
+            for ax, key in ((left, "val_loss"), (right, "val_accuracy")):
+                epochs, mean, low, high = curve(histories[name], key)
+                ax.plot(epochs, mean, **styles[name])
+                ax.fill_between(epochs, low, high, color=styles[name]["color"], alpha=0.12, linewidth=0)
+        for ax, label in ((left, "validation loss"), (right, "validation accuracy")):
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            whole_epochs(ax)
+            if not drawn:
+                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        if drawn:
+            handles = [Line2D([], [], **styles[name]) for name in drawn]
+            labels = [f"{name} ({runs_label(histories[name])}{', best' if name in best else ''})" for name in drawn]
+            fig.legend(handles, labels, loc="outside lower center", ncols=min(len(drawn), 3), frameon=False)
+        fig.suptitle(caption("Validation loss and accuracy per setting: the mean over its finished runs, the band "
+                             "from the lowest to the highest run.", PAGE))
+        save_figure(fig, path, dpi=DPI)
+    return fig
