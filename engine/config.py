@@ -1,7 +1,10 @@
 """The engine's typed configuration: one dataclass per command (records, a
 training run with its model and input pipeline, a sweep and its presets, the
 bench), every command-line option one field (``engine.options``), written next
-to every output so any result can be re-run exactly."""
+to every output so any result can be re-run exactly. Each setting lives in one
+field and each rule in one ``validate``, run before any work; the tables those
+rules need (the models with their smallest input side, the augmentation
+policies) live here too, below the layers that implement them."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from engine.errors import UserError
 from engine.io import atomic_json
@@ -18,6 +22,22 @@ RESIZE_METHODS = ("nearest", "bilinear", "area")
 ENCODINGS = ("png", "raw", "jpeg")
 SPLIT_BY = ("patient", "source")
 LAYOUTS = ("auto", "split-class", "class", "list")
+# The backbones ``engine.model.networks`` builds, with the smallest input side
+# each accepts. Here, below the model layer, so that a config names an unknown
+# model or too small an image in one line before records are built or a
+# network is traced; the model layer keeps how each one preprocesses.
+MODEL_MIN_SIDE = {
+    "InceptionV3": 75,
+    "ResNet50": 32,
+    "EfficientNetV2B0": 32,
+    "MobileNetV3Small": 32,
+    "MobileNetV2": 32,
+    "DenseNet121": 32,
+    # A few conv + BatchNorm blocks: for tests and quick checks on a CPU.
+    "TinyCNN": 16,
+}
+# The augmentation policies ``engine.data.augment`` implements.
+AUGMENT_POLICIES = ("none", "paper", "randaugment", "augmix")
 
 
 @dataclass(frozen=True)
@@ -27,36 +47,44 @@ class RecordsConfig:
     Attributes:
         src: the image folder (or the folder a list file's paths are relative to).
         out: the records folder to create.
-        recipe: a recipe name under ``datasets/`` or a path to a recipe TOML.
-        layout: ``auto`` detects ``split-class`` (SRC/split/class/*), ``class``
-            (SRC/class/**) or ``list`` (COVIDx-style list files).
-        list_files: list files ``patientId filename label source`` (layout list).
-        classes: ``SRC=dst`` pairs selecting, renaming and merging classes.
-        fractions: train/val/test fractions for splits the engine makes.
-        split_by: ``patient`` (grouped by patient when known) or ``source``
-            (leave ``test_source`` out as the test split).
-        test_source: the source held out with ``split_by="source"``.
+        recipe: a known source's recipe (``engine recipes`` lists them), or
+            the path of a recipe TOML file.
+        layout: the folder's layout: split-class (SRC/split/class/*), class
+            (SRC/class/**) or list (COVIDx-style list files); auto detects which.
+        list_files: a list file (layout list) whose lines read ``patientId
+            filename label source``; give it once per file.
+        classes: the classes to keep, renamed and merged, as SRC=dst pairs:
+            "COVID=covid,Normal=normal". Default: every class, as named.
+        fractions: train,val,test fractions of the splits made here (summing to 1).
+        split_by: how splits are made: by patient (grouped by patient when
+            known) or by source (--test-source held out as the test split).
+        test_source: the source held out as the test split by --split-by source.
         resplit: pool the folder's own splits and split again without leakage.
-        patient_pattern / source_pattern: regexes with a named group
-            ``patient`` / ``source``, searched in each file name.
-        subset: images per split (train, val, test), drawn stratified and seeded.
-        image_size: side of the square images written.
-        resize: interpolation for that resize (nearest is what the paper's
-            ``flow_from_directory`` used).
-        encoding: ``png`` (lossless, smaller), ``raw`` (uint8 bytes) or ``jpeg``.
-        channels: ``auto`` keeps 1 channel when every image is grayscale.
+        patient_pattern: a regex whose named group ``patient`` finds the
+            patient id in a file name (splits then keep each patient in one).
+        source_pattern: a regex whose named group ``source`` finds the source
+            (hospital, site) in a file name, for --split-by source.
+        subset: train,val,test images to draw, stratified by class and
+            seeded. Default: every image.
+        image_size: side of the square images written, in pixels.
+        resize: how images are resized once (nearest: as the paper's Keras
+            loader did; area: the better choice when shrinking large images).
+        encoding: how images are stored: png (lossless, smaller), raw (uint8 bytes) or jpeg.
+        channels: channels stored; auto keeps 1 when every image is grayscale, else 3.
         seed: seed of every random choice (splits, subset, shard order).
-        workers: decode processes; None = all cores, 0 = in-process.
-        allow_duplicates: keep identical files found in two splits.
-        dedupe: drop the later copies (val/test) of identical files instead.
-        overwrite: replace an existing OUT (atomically, at the end).
-        name: dataset name used in shard file names.
-        shard_mb: size cap of one shard.
-        min_shards: shards per split at least (parallel reads), if it has examples enough.
-        max_pixels: larger images are rejected (decompression-bomb guard).
-        near_duplicate_bits: Hamming distances (of 256 and of 1024 bits, see
-            ``images.HASH_SIDES``) within which two images in different splits
-            are reported as near-duplicates.
+        workers: decode processes; 0 decodes in this process. Default: all cores.
+        allow_duplicates: keep identical files found in two splits (refused otherwise).
+        dedupe: drop the later copies (val, test) of identical files found in two splits.
+        overwrite: replace an existing OUT (atomically, once the build is done).
+        name: dataset name that starts each shard's file name (a letter,
+            then letters, digits or _).
+        shard_mb: size cap of one shard, in MB.
+        min_shards: shards per split at least, for parallel reads (when the
+            split has examples enough).
+        max_pixels: images with more pixels are rejected (a decompression-bomb guard).
+        near_duplicate_bits: how many bits (of 256, and of 1024) two images'
+            difference hashes at 16x16 and 32x32 may differ by for the pair
+            to be reported as near-duplicates across splits.
     """
 
     src: Path | None = None
@@ -126,18 +154,24 @@ class PipelineConfig:
     """Input pipeline settings.
 
     Attributes:
-        cache_mb: decoded uint8 images of a split are kept in memory when they
-            fit this budget (the paper's 500 training images at 299 px, one
-            channel, are 45 MB); larger splits are streamed from the shards.
-        shuffle_buffer: shuffle buffer when streaming (cached splits shuffle whole).
-        seed: order seed; None = nondeterministic order and AUTOTUNE freedom.
-        data_service: ``grpc://host:port`` of a tf.data service dispatcher, to
-            move decoding to other machines (TensorFlow's own service).
+        cache_mb: memory, in MB, to keep a split's decoded images in (the
+            paper's 500 at 299 px take 45 MB); a larger split streams from the shards.
+        shuffle_buffer: shuffle buffer, in images, of a split that streams
+            (a kept split shuffles whole).
+        data_service: the address of a TensorFlow data service dispatcher,
+            to decode on other machines. Default: decode here.
+
+    The order and augmentation seed is the run's (``TrainConfig.seed``),
+    passed to ``engine.data.pipeline.dataset`` as its ``seed``.
     """
+
+    # Fields earlier versions stored (``seed``, a copy of the run's seed):
+    # ignored when a stored config is read or compared, so older run folders
+    # still load and resume.
+    RETIRED: ClassVar[tuple[str, ...]] = ("seed",)
 
     cache_mb: float = 2048.0
     shuffle_buffer: int = 2048
-    seed: int | None = 0
     data_service: str | None = None
 
 
@@ -146,20 +180,25 @@ class ModelConfig:
     """The network.
 
     Attributes:
-        name: a ``keras.applications`` backbone (see BACKBONES).
-        weights: ``imagenet`` (Keras' own download and cache), ``none``, or a
-            path to backbone weights (a ``*_notop.h5`` or ``.weights.h5`` file).
-        image_size: side of the square input images (must match the records).
+        name: the backbone: InceptionV3 (the paper; 75 px or more), ResNet50,
+            EfficientNetV2B0, MobileNetV3Small, MobileNetV2, DenseNet121, or
+            TinyCNN (a few layers, for tests and quick checks).
+        weights: the backbone's starting weights: imagenet (downloaded once
+            by Keras), none (random), or the path of a weights file (a
+            *_notop.h5 or .weights.h5 file).
+        image_size: side of the square input images, in pixels; a size given
+            here must match the records (a preset's or the default adapts to them).
         channels: input channels, as stored in the records (set from them).
-        hidden: units of the relu layer of the head (the paper: relu hidden layer).
-        dropout: dropout rate before the sigmoid.
-        freeze_base: freeze the whole backbone (its BatchNorm then runs in
-            inference mode, as Keras does for frozen BatchNorm layers).
-        trainable_from: freeze backbone layers before this layer name.
-        bn_momentum: momentum of every backbone BatchNorm; None keeps Keras' 0.99.
-        fused_bn: run BatchNorm on TensorFlow's fused kernel (as Keras 2 did);
-            measured ~13 % faster per InceptionV3 step on a CPU in float32 and
-            ~34 % under mixed_bfloat16 (benchmarks/RESULTS.md).
+        hidden: units of the head's hidden relu layer (the paper's head has one).
+        dropout: dropout rate before the sigmoid output.
+        freeze_base: train the head only: the whole backbone is frozen (its
+            BatchNorm in inference mode, as Keras does).
+        trainable_from: freeze the backbone's layers before the one of this name.
+        bn_momentum: momentum of every backbone BatchNorm (set from the
+            training config's); unset keeps the network's own.
+        fused_bn: run BatchNorm on TensorFlow's fused kernel, as Keras 2 did
+            (measured 13 % faster per InceptionV3 step on a CPU in float32,
+            34 % in mixed_bfloat16).
     """
 
     name: str = "InceptionV3"
@@ -172,6 +211,19 @@ class ModelConfig:
     trainable_from: str | None = None
     bn_momentum: float | None = None
     fused_bn: bool = True
+
+    def validate(self) -> "ModelConfig":
+        """Checks the network's fields; raises UserError with a one-line message.
+        Also run by ``engine.model.networks`` on the config it builds: an image
+        size taken from the records is only known once they are read."""
+        if self.name not in MODEL_MIN_SIDE:
+            raise UserError(f"unknown --model {self.name!r}; choose one of {', '.join(MODEL_MIN_SIDE)}")
+        if self.image_size < MODEL_MIN_SIDE[self.name]:
+            raise UserError(f"{self.name} needs --image-size >= {MODEL_MIN_SIDE[self.name]}, "
+                            f"not {self.image_size}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"--dropout must be in [0, 1), not {self.dropout}")
+        return self
 
 
 OPTIMIZERS = ("adam", "sgd", "nesterov", "rmsprop", "nadam", "adamw")
@@ -187,47 +239,52 @@ class TrainConfig:
     """One training run (one trial of a study).
 
     Attributes:
-        records: records folder; None = the embedded synthetic set at
-            ``model.image_size``.
-        subset: with the embedded set: train,val,test images drawn from its
-            500/100/100 (stratified, seeded); None = all of it.
+        records: records folder; unset: the embedded synthetic set at the
+            model's image size.
+        subset: with the embedded set: train,val,test images to draw from
+            its 500,100,100 (stratified, seeded). Default: all of it.
         out: run folder (config, history, metrics, models, TensorBoard logs).
         model: the network.
-        data: the input pipeline (its seed is overridden by ``seed``).
-        optimizer: adam (the paper) | sgd | nesterov | rmsprop | nadam | adamw.
-        lr: peak learning rate.
-        batch_size: global batch (per replica x replicas under tf.distribute).
+        data: the input pipeline (its order and augmentation follow the seed).
+        optimizer: the optimizer: adam (the paper), sgd, nesterov, rmsprop, nadam or adamw.
+        lr: learning rate (the peak, with a schedule).
+        batch_size: images per step, over all devices (each of R devices gets batch / R).
         epochs: epochs to train.
-        schedule: constant (the paper) | cosine | step (x0.1 at 50 % and 75 %).
+        schedule: learning-rate schedule: constant (the paper), cosine, or
+            step (x0.1 at 50 % and 75 % of training).
         warmup_epochs: linear warm-up from 0, in epochs.
-        augment: none | paper (the study's ImageDataGenerator) | randaugment | augmix.
-        augment_placement: where the augmentation runs: ``auto`` (inside the
-            compiled step on a GPU, inside tf.data on a CPU-only machine),
-            ``data`` (tf.data) or ``step`` (the compiled training step).
-        precision: auto | float32 | mixed_float16 | mixed_bfloat16.
-        xla: auto | on | off, for the training step.
-        class_weight: none | auto (inverse class frequency, for imbalanced folders).
-        positive_class: class whose sensitivity/AUC are reported; ``auto``: covid
-            if a class is so named, else the class not named like normal,
-            negative, healthy or no finding, else label 0.
-        threshold: a number, or ``val-youden`` (chosen on validation, applied to test).
-        bn_momentum: ``auto`` (Keras' 0.99 with ImageNet or file weights; from
-            scratch tied to the steps per epoch, once per sweep), ``keras`` (0.99) or a number.
+        augment: augmentation: none, paper (the paper's Keras
+            ImageDataGenerator transform), randaugment or augmix.
+        augment_placement: where augmentation runs: data (in the input
+            pipeline) or step (inside the compiled training step); auto:
+            step on a GPU, data on a CPU.
+        precision: number format of training: float32, mixed_float16,
+            mixed_bfloat16, or auto (by GPU generation; on a CPU the fastest
+            whose losses match float32's, measured once per machine).
+        xla: compile the training step with XLA: on, off, or auto (on for
+            GPUs, measured on a CPU).
+        class_weight: class weights in the loss: none, or auto (inverse
+            class frequency, for imbalanced folders).
+        positive_class: the class whose sensitivity and AUC are reported;
+            auto: covid if a class is so named, else the class not named
+            like normal, negative, healthy or no finding, else label 0.
+        threshold: decision threshold: a number in (0, 1), or val-youden
+            (chosen on validation, applied to test).
+        bn_momentum: the backbone's BatchNorm momentum: keras (the
+            network's own, 0.99), a number, or auto (the network's own with
+            pretrained weights; from scratch tied to the steps per epoch).
         bn_stats: the BatchNorm statistics validation and scoring use:
-            ``moving`` (the moving averages training kept, as the paper) or
-            ``precise`` (re-estimated before each validation from up to 1,000
-            un-augmented training images, so they do not depend on the step
-            count; engine.training.precise_bn).
-        select: the model a finished run is scored and used with: ``best``
-            (lowest val loss, the default: for one's own data the least
-            overfit of the epochs seen) or ``last`` (the paper's "model
-            trained at epoch 20"); metrics.json, evaluate and predict all use it.
-        seed: seed of order, augmentation and initialisation.
+            moving (the averages training kept, as the paper) or precise
+            (estimated again before each validation from up to 1,000
+            un-augmented training images).
+        select: the model a finished run is scored and used with: best
+            (lowest val loss, the least overfit) or last (the paper's "model
+            trained at epoch 20"); evaluate and predict use it too.
+        seed: seed of data order, augmentation and initial weights.
         deterministic: also make TensorFlow's kernels deterministic (slower).
         bootstrap: resamples for the test metrics' 95 % intervals.
-        keep_checkpoints: keep a finished run's resume checkpoint (``ckpt/``,
-            ~350 MB for InceptionV3 with Adam's state); by default it is
-            removed once the run is done or diverged.
+        keep_checkpoints: keep a finished run's resume checkpoint (ckpt/,
+            about 350 MB for InceptionV3), removed by default once it ends.
     """
 
     records: Path | None = None
@@ -270,7 +327,7 @@ class TrainConfig:
                                      ("--precision", self.precision, PRECISIONS),
                                      ("--xla", self.xla, SWITCHES),
                                      ("--class-weight", self.class_weight, ("none", "auto")),
-                                     ("--augment", self.augment, ("none", "paper", "randaugment", "augmix")),
+                                     ("--augment", self.augment, AUGMENT_POLICIES),
                                      ("--augment-placement", self.augment_placement, ("auto", "data", "step")),
                                      ("--select", self.select, SELECTS),
                                      ("--bn-stats", self.bn_stats, BN_STATS)):
@@ -295,8 +352,7 @@ class TrainConfig:
                             "with deterministic kernels; use --xla off or auto")
         if self.warmup_epochs < 0 or self.warmup_epochs >= self.epochs:
             raise UserError(f"--warmup-epochs must be in [0, epochs), not {self.warmup_epochs}")
-        if not 0 <= self.model.dropout < 1:
-            raise UserError(f"--dropout must be in [0, 1), not {self.model.dropout}")
+        self.model.validate()
         if self.subset is not None:
             full = (500, 100, 100)  # the embedded set (engine.data.synthetic.DEFAULT_COUNTS)
             if len(self.subset) != 3 or self.subset[0] < 1 or self.subset[1] < 1 or \
@@ -315,6 +371,10 @@ BUDGETS = ("epochs", "steps")
 LR_SCALINGS = ("none", "linear", "sqrt")
 PAPER_LRS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 PAPER_BATCHES = (5, 10, 15)
+# The training fields each trial of a sweep sets from the sweep's own fields
+# (lrs, batch_sizes, optimizers, seed + repeat): a sweep's base leaves them
+# unread, and neither stores nor compares them.
+TRIAL_FIELDS = ("lr", "batch_size", "optimizer", "seed")
 
 
 @dataclass(frozen=True)
@@ -323,23 +383,27 @@ class SweepConfig:
     config they vary.
 
     Attributes:
-        axis: lr | batch | grid (lr x batch) | optimizer.
-        preset: paper (the study as published) | quick (minutes on a CPU); fills every field left unset.
-        lrs: learning rates of the lr axis (one, from the preset, on the others).
-        batch_sizes: batch sizes of the batch axis (one, from the preset, on the others).
-        optimizers: optimizers of the optimizer axis (adam on the others).
-        repeats: runs per setting, seeds ``seed``, ``seed + 1``, ...
-        seed: the first seed.
-        budget: epochs (as the paper: every batch size trains the same
-            epochs, so larger batches get fewer updates) or steps (epochs
-            scaled so every batch size makes the same number of updates).
-        lr_scaling: none | linear | sqrt, for the batch axis: the learning
-            rate times (batch / smallest batch) or its square root.
-        shard: ``i/n`` runs the i-th of n deterministic slices of the trials.
-        trial: runs one trial only: its index in the trial list (``--dry-run``
-            shows them), its name, or ``auto``: the index a job array gives
-            this task (SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX).
-        base: the training config every trial starts from.
+        axis: what the study varies: lr, batch, grid (lr x batch) or optimizer.
+        preset: the settings of every option not given: quick (minutes on a
+            CPU) or paper (the study as published).
+        lrs: learning rates tried on the lr and grid axes (the other axes train at one).
+        batch_sizes: batch sizes tried on the batch and grid axes (the other axes train at one).
+        optimizers: optimizers tried on the optimizer axis (adam on the others).
+        repeats: runs of each setting, one per seed: --seed, --seed + 1, ...
+        seed: the seed of each setting's first run.
+        budget: what every batch size trains alike: epochs (as the paper,
+            so larger batches make fewer updates) or steps (epochs scaled so
+            every batch size makes the same number of updates).
+        lr_scaling: on the batch axis, the learning rate times (batch /
+            smallest batch) with linear, or its square root with sqrt; none
+            keeps it.
+        shard: run the i-th of n fixed slices of the trials (one per machine).
+        trial: run one trial only: its index (--dry-run lists them), its
+            name, or auto: the index a job array gives this task
+            ($SLURM_ARRAY_TASK_ID or $JOB_COMPLETION_INDEX). Default: every trial.
+        base: the training config every trial starts from; each trial sets
+            its ``TRIAL_FIELDS`` (lr, batch_size, optimizer, seed) from the
+            fields above, so the base's own values of them are never read.
     """
 
     axis: str = "lr"
@@ -353,7 +417,7 @@ class SweepConfig:
     lr_scaling: str = "none"
     shard: tuple[int, int] = (0, 1)
     trial: str = ""
-    base: TrainConfig = TrainConfig()
+    base: TrainConfig = field(default=TrainConfig(), metadata={"per_trial": TRIAL_FIELDS})
 
     def validate(self) -> "SweepConfig":
         """Checks every field; raises UserError with a one-line message."""
@@ -468,35 +532,40 @@ class BenchConfig:
     XLA, in the modes asked, with the paper's stack alongside.
 
     Attributes:
-        records: records folder; None = the embedded synthetic set at ``image_size``.
+        records: records folder; unset: the embedded synthetic set at ``image_size``.
         out: folder for ``bench.json`` and ``bench.png``.
-        batch_sizes: global batch sizes.
-        image_size: image side (must match the records when given).
-        precisions: float32 | mixed_float16 | mixed_bfloat16 | auto (every
-            candidate ``auto`` could choose on this device is measured, and the
-            one it picks is marked).
-        xlas: off | on | auto (as for precisions).
-        modes: ``input`` (records -> augmented batches on the device, no model),
-            ``step`` (the compiled training step on batches already on the
-            device), ``e2e`` (the real pipeline feeding the real step).
-        baseline: also time the paper's stack (tf_keras ``ImageDataGenerator``
-            feeding a float32 tf_keras InceptionV3); None = when tf_keras is installed.
-        repeats: timed repeats of every measurement, interleaved across them.
+        batch_sizes: batch sizes to measure (images per step, over all devices).
+        image_size: image side in pixels (must match the records when given).
+        precisions: number formats to measure, comma-separated: float32,
+            mixed_float16, mixed_bfloat16, auto (every candidate auto could
+            choose on this device, its pick marked).
+        xlas: XLA settings to measure, comma-separated: off, on, auto (as
+            for --precision).
+        modes: what to measure: input (records to augmented batches on the device, no model),
+            step (the compiled training step on batches already there), e2e
+            (the real pipeline feeding the real step), all (those three), or
+            study (whole trials, scaled; given alone).
+        paper_stack: also time the paper's stack (a tf_keras
+            ImageDataGenerator feeding a float32 tf_keras InceptionV3; pip
+            install -e '.[paper]'). Default: when tf_keras is installed.
+        repeats: timed repeats of every measurement, interleaved across them (at least 3).
         step_images: images per timed repeat of a training mode (whole steps, at least 2).
         input_images: images per timed repeat of the engine's input pipeline
-            (the baseline's, 25x slower, times an eighth of it).
+            (the paper stack's, 25x slower, times an eighth of it).
         outlier_ratio: a repeat slower or faster than this factor against the
             median of the others is flagged and left out.
-        model: backbone (weights are random: they do not change the cost).
-        augment: augmentation policy timed in ``input`` and ``e2e``.
+        model: the backbone timed (its weights are random: they do not change the cost).
+        augment: the augmentation policy timed in the input and e2e modes.
         lrs: study mode: the learning rates trained at the first batch size
             (the other batch sizes train at the first rate).
         epochs: study mode: epochs per trial (at least 2: the first pays compilation).
-        train_images / val_images: study mode, embedded set: images per trial;
-            0 = the most, up to the paper's 500 / 100, that fit ``budget_minutes``.
-        budget_minutes: study mode: the time the embedded study is sized to.
-        parallel: study mode: also run the engine's trials as ``engine compare
-            --parallel N`` (its own row: it cannot be interleaved); 1 = not.
+        train_images: study mode, embedded set: training images per trial;
+            0: the most, up to the paper's 500, that fit --budget-minutes.
+        val_images: study mode, embedded set: validation images per trial;
+            0: the most, up to the paper's 100, that fit --budget-minutes.
+        budget_minutes: study mode: the minutes the embedded set's study is sized to.
+        parallel: study mode: also run the engine's trials as engine compare
+            --parallel N (a row of its own: it cannot be interleaved); 1: not.
     """
 
     records: Path | None = None
@@ -506,7 +575,7 @@ class BenchConfig:
     precisions: tuple[str, ...] = ("float32", "auto")
     xlas: tuple[str, ...] = ("off", "auto")
     modes: tuple[str, ...] = BENCH_MODES
-    baseline: bool | None = None
+    paper_stack: bool | None = None
     repeats: int = 3
     step_images: int = 40
     input_images: int = 1280
@@ -530,16 +599,15 @@ class BenchConfig:
                                 f"not {','.join(values)!r}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise UserError(f"--batch-sizes must be whole numbers >= 1, not {self.batch_sizes}")
-        if self.image_size < 75 and self.model == "InceptionV3":
-            raise UserError(f"InceptionV3 needs --image-size >= 75, not {self.image_size}")
+        ModelConfig(name=self.model, image_size=self.image_size).validate()
         if self.repeats < 3:
             raise UserError(f"--repeats must be >= 3 (a median and an outlier check need them), not {self.repeats}")
         if self.step_images < 1 or self.input_images < 1:
             raise UserError("images per repeat must be >= 1")
         if not self.outlier_ratio > 1:
             raise UserError(f"--outlier-ratio must be > 1, not {self.outlier_ratio}")
-        if self.augment not in ("none", "paper", "randaugment", "augmix"):
-            raise UserError(f"--augment must be none, paper, randaugment or augmix, not {self.augment!r}")
+        if self.augment not in AUGMENT_POLICIES:
+            raise UserError(f"--augment must be one of {', '.join(AUGMENT_POLICIES)}, not {self.augment!r}")
         if STUDY_MODE in self.modes:
             if len(self.modes) > 1:
                 raise UserError("--mode study runs on its own: give it alone")
@@ -586,18 +654,30 @@ def same_path(stored, path: Path | None) -> bool:
 
 
 def to_json(config) -> dict:
-    """A JSON-ready dict of a config dataclass, nested ones included."""
-    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    """A JSON-ready dict of a config dataclass, nested ones included (without
+    the fields of a nested config that another part sets, ``per_trial``)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = plain(getattr(config, f.name))
+        for name in f.metadata.get("per_trial", ()):
+            del value[name]
+        out[f.name] = value
+    return out
 
 
 def from_json(cls, data: dict):
-    """Inverse of ``to_json`` for the config classes: unknown keys are an error."""
+    """Inverse of ``to_json`` for the config classes: unknown keys are an
+    error, fields a class retired (``RETIRED``) are skipped and missing ones
+    take their default."""
     hints = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(data) - set(hints)
+    retired = set(getattr(cls, "RETIRED", ()))
+    unknown = set(data) - set(hints) - retired
     if unknown:
         raise UserError(f"unknown {cls.__name__} fields: {', '.join(sorted(unknown))}")
     values = {}
     for name, value in data.items():
+        if name in retired:
+            continue
         default = getattr(cls(), name)
         if dataclasses.is_dataclass(default):
             value = from_json(type(default), value)
@@ -612,7 +692,9 @@ def from_json(cls, data: dict):
 def differences(old: dict, config) -> list[str]:
     """Fields where a stored config (``to_json`` of an earlier run) differs from
     ``config``, nested ones as ``model.hidden``. A field missing from ``old``
-    (written before the field existed) stands for its default."""
+    (written before the field existed) stands for its default; one the class
+    retired (``RETIRED``), or a nested field another part sets
+    (``per_trial``), is not compared."""
     out = []
     defaults = type(config)()
     for f in dataclasses.fields(config):
@@ -621,7 +703,8 @@ def differences(old: dict, config) -> list[str]:
         value, default = getattr(config, f.name), getattr(defaults, f.name)
         stored = old.get(f.name, plain(default))
         if dataclasses.is_dataclass(value):
-            out += [f"{f.name}.{name}" for name in differences(stored, value)]
+            set_elsewhere = f.metadata.get("per_trial", ())
+            out += [f"{f.name}.{name}" for name in differences(stored, value) if name not in set_elsewhere]
         elif isinstance(value, Path) or (value is None and f.name in ("records", "out", "src")):
             if not same_path(stored, value):
                 out.append(f.name)
@@ -631,7 +714,8 @@ def differences(old: dict, config) -> list[str]:
                 out.append(f.name)
         elif stored != plain(value):
             out.append(f.name)
-    return out + sorted(set(old) - {f.name for f in dataclasses.fields(config)})
+    kept = {f.name for f in dataclasses.fields(config)} | set(getattr(config, "RETIRED", ()))
+    return out + sorted(set(old) - kept)
 
 
 def dump(config, path: Path) -> None:

@@ -4,7 +4,13 @@ Every field of a config becomes one flat option: ``TrainConfig.lr`` is
 ``--lr``, the nested ``ModelConfig.hidden`` is ``--hidden`` (``ModelConfig.name``
 is ``--model``), and the same names are the keys of a ``--config`` TOML file.
 Their help is the field's line in its class docstring, so a new field is an
-option the moment it exists (a test fails if it has no documentation).
+option the moment it exists (a test fails if it has no documentation). That
+line is written for the user: what to type and what it does, no internal
+names. A field unset by default ends its line with ``Default: TEXT.``, which
+``--help`` shows as its default. Each option also gets a help panel (the
+part of the work it sets: ``TRAIN_PANELS`` and its kin, in ``PANEL_ORDER``)
+and a placeholder that says what to type (``METAVARS``). The typer side,
+``with_fields``, turns the fields into a command's options.
 
 Values arrive as text from the command line or as TOML values, and are
 turned into the field's type here, with a one-line error otherwise. For
@@ -15,13 +21,17 @@ preset > default.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import types
 import typing
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Annotated, Optional
 
-from engine.config import PRESETS, BenchConfig, RecordsConfig, SweepConfig, TrainConfig
+import typer
+
+from engine.config import AXES, PRESETS, TRIAL_FIELDS, BenchConfig, RecordsConfig, SweepConfig, TrainConfig
 from engine.errors import UserError
 
 
@@ -33,10 +43,31 @@ class Field:
     path: tuple[str, ...]
     type: object
     help: str
+    panel: str = ""
 
     @property
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def text(self) -> str:
+        """The help as ``--help`` shows it: the docstring's line without its
+        ``Default:`` sentence or Sphinx quotes."""
+        text = split_default(self.help)[0].replace("``", "")
+        return text[:1].upper() + text[1:]
+
+    @property
+    def metavar(self) -> str:
+        """What to type, e.g. ``N``, ``i/n``, ``1e-3,1e-4``."""
+        is_list = typing.get_origin(self.base) is tuple
+        if is_list and self.name in LIST_METAVARS:
+            return LIST_METAVARS[self.name]
+        if self.name in METAVARS:
+            return METAVARS[self.name]
+        if is_list:
+            item = typing.get_args(self.base)[0]
+            return {int: "N,N", float: "X,Y"}.get(item, "A,B")
+        return {int: "N", float: "NUMBER", Path: "PATH"}.get(self.base, "TEXT")
 
     @property
     def base(self) -> object:
@@ -71,11 +102,19 @@ def attribute_docs(cls) -> dict[str, str]:
     return docs
 
 
+def split_default(text: str) -> tuple[str, str | None]:
+    """A field's docstring line split into its help and the default its
+    closing ``Default: TEXT.`` sentence states (None without one)."""
+    found = re.match(r"^(.*?)\s*Default: (.+?)\.?$", text)
+    return (found[1], found[2]) if found else (text, None)
+
+
 def fields(cls, *, rename: dict[str, str] | None = None, exclude: set[str] = frozenset(),
-           prefix: tuple[str, ...] = ()) -> dict[str, Field]:
+           prefix: tuple[str, ...] = (), panels: dict[str, str] | None = None, panel: str = "") -> dict[str, Field]:
     """The flat fields of a config class, nested configs included (dotted
-    paths in ``rename`` and ``exclude``)."""
-    rename = rename or {}
+    paths in ``rename`` and ``exclude``); each in the help panel ``panels``
+    names for it, else ``panel``."""
+    rename, panels = rename or {}, panels or {}
     hints = typing.get_type_hints(cls)
     docs = attribute_docs(cls)
     out: dict[str, Field] = {}
@@ -85,25 +124,73 @@ def fields(cls, *, rename: dict[str, str] | None = None, exclude: set[str] = fro
         if dotted in exclude or not f.compare:
             continue
         if dataclasses.is_dataclass(hints[f.name]):
-            out.update(fields(hints[f.name], rename=rename, exclude=exclude, prefix=path))
+            out.update(fields(hints[f.name], rename=rename, exclude=exclude, prefix=path, panels=panels,
+                              panel=panel))
             continue
         name = rename.get(dotted, f.name)
         if name in out:
             raise AssertionError(f"two fields would be --{name}")  # a config change to resolve by a rename
-        out[name] = Field(name, path, hints[f.name], docs.get(f.name, ""))
+        out[name] = Field(name, path, hints[f.name], docs.get(f.name, ""), panels.get(name, panel))
     return out
 
 
+# The help panels, in the order ``--help`` shows them: each option sits in
+# the one that names the part of the work it sets.
+PANEL_ORDER = ("Study", "Range test", "Source", "Measure", "Data", "Splits", "Images", "Duplicates", "Model",
+               "Training", "Scoring", "Protocol", "Study mode", "Output", "Run")
+TRAIN_PANELS = {
+    **dict.fromkeys(("subset", "image_size", "augment", "augment_placement", "cache_mb", "shuffle_buffer",
+                     "data_service"), "Data"),
+    **dict.fromkeys(("model", "weights", "hidden", "dropout", "freeze_base", "trainable_from", "fused_bn",
+                     "bn_momentum", "bn_stats"), "Model"),
+    **dict.fromkeys(("positive_class", "threshold", "select", "bootstrap"), "Scoring"),
+    "keep_checkpoints": "Run",
+}
+RECORDS_PANELS = {
+    **dict.fromkeys(("recipe", "layout", "list", "classes"), "Source"),
+    **dict.fromkeys(("split", "split_by", "test_source", "resplit", "patient_pattern", "source_pattern", "subset",
+                     "seed"), "Splits"),
+    **dict.fromkeys(("image_size", "resize", "encoding", "channels", "max_pixels"), "Images"),
+    **dict.fromkeys(("allow_duplicates", "dedupe", "near_duplicate_bits"), "Duplicates"),
+    **dict.fromkeys(("name", "shard_mb", "min_shards", "overwrite"), "Output"),
+    "workers": "Run",
+}
+BENCH_PANELS = {
+    **dict.fromkeys(("repeats", "step_images", "input_images", "outlier_ratio"), "Protocol"),
+    **dict.fromkeys(("lrs", "epochs", "train_images", "val_images", "budget_minutes", "parallel"), "Study mode"),
+}
+# Placeholders of options whose type alone does not say what to type.
+METAVARS = {
+    "axis": "lr|batch|grid|optimizer", "preset": "quick|paper", "repeats": "N", "budget": "epochs|steps",
+    "lr_scaling": "none|linear|sqrt", "shard": "i/n", "trial": "INDEX|NAME|auto", "model": "NAME",
+    "weights": "imagenet|none|PATH", "trainable_from": "LAYER", "bn_momentum": "auto|keras|NUMBER",
+    "bn_stats": "moving|precise", "optimizer": "NAME", "schedule": "constant|cosine|step", "augment": "POLICY",
+    "augment_placement": "auto|data|step", "data_service": "grpc://HOST:PORT", "precision": "PRECISION",
+    "xla": "auto|on|off", "class_weight": "none|auto", "positive_class": "CLASS|auto",
+    "threshold": "NUMBER|val-youden", "select": "best|last", "recipe": "NAME|PATH", "layout": "LAYOUT",
+    "list": "FILE", "classes": "SRC=dst,...", "split_by": "patient|source", "test_source": "SOURCE",
+    "patient_pattern": "REGEX", "source_pattern": "REGEX", "resize": "nearest|bilinear|area",
+    "encoding": "png|raw|jpeg", "channels": "auto|1|3", "name": "NAME", "cache_mb": "MB", "shard_mb": "MB",
+    "budget_minutes": "MINUTES", "outlier_ratio": "RATIO", "paper_stack": "",
+}
+LIST_METAVARS = {
+    "lrs": "1e-3,1e-4", "batch_sizes": "8,16,32", "optimizers": "adam,sgd", "subset": "TRAIN,VAL,TEST",
+    "split": "0.8,0.1,0.1", "near_duplicate_bits": "N,N", "precision": "float32,auto", "xla": "off,auto",
+    "mode": "input,step,e2e",
+}
+
+
 # Fields derived from the records or from another field, not set by hand.
-DERIVED = {"records", "out", "model.channels", "model.bn_momentum", "data.seed"}
-TRAIN = fields(TrainConfig, rename={"model.name": "model"}, exclude=DERIVED)
-# A study's own fields, then every training field it does not vary along an axis.
-SWEEP = {**fields(SweepConfig, exclude={"base"}),
-         **{name: replace(f, path=("base",) + f.path) for name, f in TRAIN.items()
-            if name not in ("lr", "batch_size", "optimizer", "seed")}}
+DERIVED = {"records", "out", "model.channels", "model.bn_momentum"}
+TRAIN = fields(TrainConfig, rename={"model.name": "model"}, exclude=DERIVED, panels=TRAIN_PANELS, panel="Training")
+# A study's own fields, then every training field its trials do not set
+# themselves (``--seed`` is the sweep's first seed).
+SWEEP = {**fields(SweepConfig, exclude={"base"}, panels={"shard": "Run", "trial": "Run"}, panel="Study"),
+         **{name: replace(f, path=("base",) + f.path) for name, f in TRAIN.items() if name not in TRIAL_FIELDS}}
 BENCH = fields(BenchConfig, rename={"precisions": "precision", "xlas": "xla", "modes": "mode"},
-               exclude={"records"})
-RECORDS = fields(RecordsConfig, rename={"fractions": "split", "list_files": "list"}, exclude={"src", "out"})
+               exclude={"records"}, panels=BENCH_PANELS, panel="Measure")
+RECORDS = fields(RecordsConfig, rename={"fractions": "split", "list_files": "list"}, exclude={"src", "out"},
+                 panels=RECORDS_PANELS)
 
 
 def describe(field: Field) -> str:
@@ -138,8 +225,8 @@ def coerce(field: Field, value):
         raise UserError(f"{field.flag} takes {describe(field)}, not {value_text(value)!r}") from None
 
 
-def value_text(value) -> str:
-    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+def value_text(value, separator: str = ",") -> str:
+    return separator.join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def scalar(kind, value):
@@ -178,21 +265,43 @@ def set_path(config, path: tuple[str, ...], value):
 
 
 def default_of(config):
-    """``field -> text`` of its value in ``config``: the default a command shows."""
+    """``field -> text`` of its value in ``config``: the default a command
+    shows ("" shows none: an unset field without a ``Default:`` sentence)."""
     def default(f: Field) -> str:
         value = config
         for name in f.path:
             value = getattr(value, name)
-        return value_text(value) if value not in (None, ()) else "none"
+        if value in (None, (), ""):
+            return split_default(f.help)[1] or ""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value_text(value, "/" if f.name == "shard" else ",")
     return default
 
 
 def sweep_default(f: Field) -> str:
-    """Shown default of an ``engine compare`` option: the quick preset's, or the config's."""
-    quick = PRESETS["quick"].fields_for("lr")
-    if f.name in quick:
-        return f"the preset's (quick: {value_text(quick[f.name])})"
-    return default_of(SweepConfig())(f)
+    """Shown default of an ``engine compare`` option: the quick preset's
+    (per axis where the axes differ), or the config's."""
+    by_axis: dict[str, list[str]] = {}
+    for axis in AXES:
+        value = PRESETS["quick"].fields_for(axis).get(f.name)
+        if value is not None:
+            by_axis.setdefault(value_text(value), []).append(axis)
+    if not by_axis:
+        return default_of(SweepConfig())(f)
+    (tried, axes), *rest = sorted(by_axis.items(), key=lambda item: -len(item[0]))
+    if not rest:
+        return f"quick preset: {tried}"
+    where = f"the {axes[0]} axis" if len(axes) == 1 else f"the {' and '.join(axes)} axes"
+    return f"quick preset: {tried} on {where}, else {rest[0][0]}"
+
+
+def with_default(text: str, default: str = "") -> str:
+    """Help text with its default shown as typer shows its own options'
+    (rich markup: the text escaped, the default dim)."""
+    from rich.markup import escape
+
+    return escape(text) + (f" [dim]\\[default: {escape(default)}][/dim]" if default else "")
 
 
 def from_command_line(given: dict, flat: dict[str, Field]) -> dict:
@@ -234,7 +343,68 @@ def sweep_config(command_line: dict, from_file: dict, records: Path | None, out:
                      if not (name == "subset" and records is not None)}
     values = {**{name: coerce(SWEEP[name], value) for name, value in preset_values.items()}, **layered}
     sweep = assemble(defaults, values, SWEEP)
-    base = replace(sweep.base, records=records, out=out, seed=sweep.seed,
-                   lr=sweep.lrs[0] if sweep.lrs else sweep.base.lr,
-                   batch_size=sweep.batch_sizes[0] if sweep.batch_sizes else sweep.base.batch_size)
-    return replace(sweep, base=base).validate()
+    # The base's lr, batch size, optimizer and seed stay unset: each trial sets them.
+    return replace(sweep, base=replace(sweep.base, records=records, out=out)).validate()
+
+
+# --- the options as typer declares them ------------------------------------
+
+def flag(name: str, help: str, panel: str | None = "Run"):
+    """A hand-written on/off option: no value to type, so no type shown."""
+    return typer.Option(name, help=help, metavar="", rich_help_panel=panel)
+
+
+def option(help: str, metavar: str, panel: str = "Run", **kwargs):
+    """A hand-written option with a value: what to type, in its panel."""
+    return typer.Option(help=help, metavar=metavar, rich_help_panel=panel, **kwargs)
+
+
+def annotation(f: Field, default: str):
+    """The typer option of a field: None when not given, its default shown in its help."""
+    shown = dict(help=with_default(f.text, default), rich_help_panel=f.panel, show_default=False)
+    if f.is_flag:
+        return Annotated[Optional[bool], typer.Option(f"{f.flag}/--no-{f.flag[2:]}", metavar="", **shown)]
+    kind = list[str] if f.name == "list" else str  # --list: a repeatable option
+    return Annotated[Optional[kind], typer.Option(f.flag, metavar=f.metavar, **shown)]
+
+
+def with_fields(flat: dict[str, Field], defaults, skip: tuple[str, ...] = ()):
+    """Adds one option per field of ``flat`` to a command (its ``**given``
+    receives them), its shown default ``defaults(field)``; the command's
+    options are ordered by their help panel (``PANEL_ORDER``)."""
+    def decorate(func):
+        hints = typing.get_type_hints(func, include_extras=True)
+        params = [p.replace(annotation=hints[p.name]) for p in inspect.signature(func).parameters.values()
+                  if p.kind != p.VAR_KEYWORD]
+        taken = {p.name for p in params} | set(skip)
+        params += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                     annotation=annotation(f, defaults(f)))
+                   for name, f in flat.items() if name not in taken]
+        arguments = [p for p in params if panel_of(p) is None]
+        rest = sorted((p.replace(kind=p.KEYWORD_ONLY) for p in params if panel_of(p) is not None),
+                      key=lambda p: PANEL_ORDER.index(panel_of(p)))
+        func.__signature__ = inspect.Signature(arguments + rest)
+        func.__annotations__ = {p.name: p.annotation for p in arguments + rest}
+        return func
+    return decorate
+
+
+def panel_of(param: inspect.Parameter) -> str | None:
+    """The help panel of a command's option (None: an argument, or an option without one)."""
+    info = typing.get_args(param.annotation)[1:]
+    return info[0].rich_help_panel if info and isinstance(info[0], typer.models.OptionInfo) else None
+
+
+def tidy_help(option, params):
+    """Leaves out of a command's help what typer adds besides the user's
+    words: the Python type of ``--help`` and of each argument (an argument's
+    name says what to give). ``--help`` sits in the last panel of the
+    command's options."""
+    for param in params:
+        if param.param_type_name == "argument":
+            param.display_type_rich = lambda ctx: None
+    if option is not None:
+        option.metavar = ""
+        option.rich_help_panel = next((p.rich_help_panel for p in reversed(params)
+                                       if getattr(p, "rich_help_panel", None)), None)
+    return option

@@ -303,4 +303,9 @@ def test_keras_cv_policies_on_grayscale(policy):
 
 
 def test_policy_names():
+    from engine import config
+
     assert AUGMENT_POLICIES == ("none", "paper", "randaugment", "augmix")
+    assert AUGMENT_POLICIES is config.AUGMENT_POLICIES  # one list: the configs accept what is implemented
+    with pytest.raises(ValueError, match="unknown augmentation policy 'mixup'"):
+        make_augment_fn("mixup", image_size=32, channels=1, seed=0)

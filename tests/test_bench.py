@@ -11,7 +11,7 @@ import tensorflow as tf
 from typer.testing import CliRunner
 
 import factories
-from engine import machine
+from engine import machine, training
 from engine.bench import engine_stack, protocol, report as bench_report, runner
 from engine.data import synthetic
 from engine.training import numerics
@@ -99,7 +99,7 @@ def fake_measures(oom_batch: int) -> list[protocol.Measure]:
         for precision in ("float32", "mixed_bfloat16"):
             for mode in ("step", "e2e"):
                 rows.append(protocol.Measure(mode, batch, protocol.ENGINE, precision, "off", 4 * batch, runs(batch)))
-        rows.append(protocol.Measure("e2e", batch, protocol.BASELINE, "float32", "off", 4 * batch, runs(batch)))
+        rows.append(protocol.Measure("e2e", batch, protocol.PAPER, "float32", "off", 4 * batch, runs(batch)))
     return rows
 
 
@@ -114,10 +114,10 @@ def test_out_of_memory_becomes_a_row_and_the_bench_goes_on(tmp_path):
             assert m.error.startswith("ResourceExhaustedError: OOM when allocating tensor")
         else:
             assert m.status == "ok" and len(m.seconds) == 3 and m.compile_s is not None
-    # Hand-made timings: float32 twice as slow as bf16, the baseline 3x slower than bf16.
+    # Hand-made timings: float32 twice as slow as bf16, the paper's stack 3x slower than bf16.
     for m in measures:
         if m.status == "ok":
-            per_image = 0.1 if m.stack == protocol.BASELINE else 0.066 if m.precision == "float32" else 0.033
+            per_image = 0.1 if m.stack == protocol.PAPER else 0.066 if m.precision == "float32" else 0.033
             m.seconds = [per_image * m.images] * 3
             m.compile_s = 1.0 + per_image * m.images
     cfg = BenchConfig(batch_sizes=(4, 8, 16), out=tmp_path)
@@ -155,7 +155,7 @@ def test_bench_choice_feeds_trainings_auto(bf16_cpu):
             for s, rate in (("float32/off", 9.0), ("float32/on", 7.0), ("mixed_bfloat16/off", 15.0),
                             ("mixed_bfloat16/on", 12.0))]
     pool = ["float32/off", "float32/on", "mixed_bfloat16/off", "mixed_bfloat16/on"]
-    runner.remember_choice(cfg, {"rows": rows, "compared_from": pool})
+    runner.remember_choice(cfg, {"rows": rows, "compared_from": pool}, channels=1)
 
     checked = []
 
@@ -163,12 +163,13 @@ def test_bench_choice_feeds_trainings_auto(bf16_cpu):
         # The bench timed the steps; training's probe only checks the reduced precision's numerics.
         checked.append((precision, xla))
         return 1.0, [0.7, 0.6, 0.65, 0.6, 0.55, 0.5, 0.52, 0.5]
-    precision, xla = numerics.resolve("auto", "auto", check_only, key="TinyCNN|96|5")
+    shape = training.PaceShape("TinyCNN", 96, 1, 5, "auto", "auto")
+    precision, xla = numerics.resolve("auto", "auto", check_only, shape)
     assert (precision.value, xla.value) == ("mixed_bfloat16", "off")
     assert "engine bench" in precision.reason and "mixed_bfloat16/off 15.00" in precision.reason
     assert checked == [("float32", "off"), ("mixed_bfloat16", "off"), ("mixed_bfloat16", "on")]
     # Checked once, it is what a time estimate (no probe) assumes too.
-    assert numerics.resolve("auto", "auto", None, key="TinyCNN|96|5")[0].value == "mixed_bfloat16"
+    assert numerics.resolve("auto", "auto", None, shape)[0].value == "mixed_bfloat16"
 
 
 # --- a tiny real bench --------------------------------------------------------
@@ -186,7 +187,7 @@ def tiny_bench(tiny_records, tmp_path_factory):
     MobileNetV2 took 10-17 s per traced batch shape and stack)."""
     out = tmp_path_factory.mktemp("bench-out")
     cfg = BenchConfig(records=tiny_records, out=out, batch_sizes=(2, 3), image_size=32, precisions=("float32",),
-                      xlas=("off",), repeats=3, step_images=4, input_images=16, baseline=True, model="TinyCNN")
+                      xlas=("off",), repeats=3, step_images=4, input_images=16, paper_stack=True, model="TinyCNN")
     return cfg, runner.run(cfg, quiet=True)
 
 
@@ -197,10 +198,10 @@ def test_tiny_bench_of_every_mode_writes_valid_json(tiny_bench):
     assert {"cpu", "cores", "gpus", "cpu_flags"} <= set(written["machine"])
     assert {"tensorflow", "keras", "tf_keras", "numpy"} <= set(written["versions"])
     kinds = {(r["mode"], r["stack"]) for r in written["rows"]}
-    assert kinds == {(m, s) for m in ("input", "step", "e2e") for s in ("engine", "baseline")}
+    assert kinds == {(m, s) for m in ("input", "step", "e2e") for s in ("engine", "paper")}
     assert len(written["rows"]) == 2 * 6
     for r in written["rows"]:
-        assert r["status"] == "ok", r
+        assert r["status"] == "ok", json.dumps(r)
         assert math.isfinite(r["img_s"]) and r["img_s"] > 0 and r["img_s_min"] <= r["img_s"] <= r["img_s_max"]
         assert len(r["rates"]) == 3 and r["compile_s"] >= 0 and r["peak_mb"] > 0
         assert r["ms_step"] == pytest.approx(1000 * r["batch"] / r["img_s"])
@@ -214,7 +215,7 @@ def test_tiny_bench_of_every_mode_writes_valid_json(tiny_bench):
     table = (cfg.out / "bench.md").read_text()
     assert table.count("\n| e2e | ") == 4 and "| input vs paper's, batch 2 |" in table
     # The paper's stack read the same images, exported from the records by class.
-    exported = sorted(p.parent.name for p in (cfg.out / "baseline-images").rglob("*.png"))
+    exported = sorted(p.parent.name for p in (cfg.out / "paper-images").rglob("*.png"))
     assert len(exported) == 24 and set(exported) == {"covid", "normal"}
 
 
@@ -231,9 +232,9 @@ def test_cli_suggest_reads_the_last_run(tiny_bench):
     assert "fastest: --precision float32 --xla off" in out.output
 
 
-def test_cli_input_only_without_baseline(tiny_records, tmp_path):
+def test_cli_input_only_without_the_paper_stack(tiny_records, tmp_path):
     out = CliRunner().invoke(app, ["bench", str(tiny_records), "--image-size", "32", "--model", "TinyCNN",
-                                   "--mode", "input", "--batch-sizes", "4", "--input-images", "8", "--no-baseline",
+                                   "--mode", "input", "--batch-sizes", "4", "--input-images", "8", "--no-paper-stack",
                                    "--quiet", "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
@@ -249,7 +250,7 @@ def test_cli_size_mismatch_is_one_line(tiny_records, tmp_path):
 
 def test_an_interrupted_bench_keeps_the_rounds_it_finished(tiny_records, tmp_path, monkeypatch):
     cfg = BenchConfig(records=tiny_records, out=tmp_path, batch_sizes=(4,), image_size=32, model="TinyCNN",
-                      modes=("input",), baseline=False, input_images=8)
+                      modes=("input",), paper_stack=False, input_images=8)
     timed = protocol.time_once
     calls = []
 

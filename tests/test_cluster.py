@@ -1,6 +1,7 @@
 """Sweeps across machines: one trial per job-array task with the commands of the
 shipped Slurm and Kubernetes examples, trial locks, a killed task rerun by the
-command `engine report` names, and training through the tf.data service."""
+command `engine report` names (`engine resume`, from sweep.json), and training
+through the tf.data service."""
 
 from __future__ import annotations
 
@@ -149,7 +150,9 @@ def test_job_array_from_the_shipped_examples(tiny_records, tmp_path):
     code, _, output = engine_here(report_command(out), env)
     assert code == 0 and "3 trials: 3 finished." in output, output
     sweep = json.loads((out / "sweep.json").read_text())
-    assert sweep["command"][:4] == ["compare", str(tiny_records.resolve()), "--out", str(out.resolve())]
+    # The rerun commands come from sweep.json alone: `engine resume DIR` reads the rest from it.
+    assert command[:3] == ["engine", "resume", str(out.resolve())] and sweep["command"] == command[1:3]
+    assert sweep["config"]["base"]["records"] == str(tiny_records.resolve())
     assert sweep["choice"]["precision"] == "float32" and len(sweep["trials"]) == 3
     for name in ("summary.json", "report.md", "curves.png"):
         assert (out / name).is_file()

@@ -34,6 +34,13 @@ def records(tmp_path_factory):
     return factories.synthetic_records(tmp_path_factory.mktemp("faults"), {"train": 24, "val": 8, "test": 8}, 32)
 
 
+@pytest.fixture(scope="module")
+def trainer():
+    """One Trainer for this module's runs, as one process of a sweep has: runs
+    of the same graph reuse one compiled classifier."""
+    return training.Trainer()
+
+
 def tiny(records_dir, out, **kwargs):
     values = dict(records=records_dir, out=out, model=ModelConfig(name="TinyCNN", weights="none", image_size=32),
                   lr=1e-3, batch_size=8, epochs=2, precision="float32", xla="off", bootstrap=20, augment="none")
@@ -85,25 +92,26 @@ def test_paths_compare_by_absolute_form_and_same_file(tmp_path, monkeypatch):
 
 
 def test_run_resumes_with_out_spelled_absolute_and_refusal_says_what_force_discards(records, tmp_path,
-                                                                                       monkeypatch):
+                                                                                       monkeypatch, trainer):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        training.train(tiny(records, Path("runs/base"), epochs=3), quiet=True, callbacks=[StopAtEpoch(1)])
+        training.train(tiny(records, Path("runs/base"), epochs=3), trainer=trainer, quiet=True,
+                       callbacks=[StopAtEpoch(1)])
     with pytest.raises(UserError, match=r"differs in: lr\).*--force to start over \(discarding finished epochs: "
                                         r"1 of 3\)"):
-        training.train(tiny(records, tmp_path / "runs" / "base", epochs=3, lr=1e-2), quiet=True)
-    result = training.train(tiny(records, tmp_path / "runs" / "base", epochs=3), quiet=True)
+        training.train(tiny(records, tmp_path / "runs" / "base", epochs=3, lr=1e-2), trainer=trainer, quiet=True)
+    result = training.train(tiny(records, tmp_path / "runs" / "base", epochs=3), trainer=trainer, quiet=True)
     assert result["status"] == "done" and epochs_of(tmp_path / "runs" / "base") == [1, 2, 3]
 
 
 # --- 2. damaged state ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def checkpointed(records, tmp_path_factory):
+def checkpointed(records, tmp_path_factory, trainer):
     """A run interrupted after its first epoch of two: its folder holds a checkpoint."""
     run = tmp_path_factory.mktemp("checkpointed") / "run"
     with pytest.raises(KeyboardInterrupt):
-        training.train(tiny(records, run), quiet=True, callbacks=[StopAtEpoch(1)])
+        training.train(tiny(records, run), trainer=trainer, quiet=True, callbacks=[StopAtEpoch(1)])
     assert (run / "ckpt" / "state-0000.npz").is_file()
     return run
 
@@ -122,12 +130,12 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
-def test_damaged_state_restarts_from_epoch_0_with_one_line(checkpointed, records, tmp_path, capsys, kind):
+def test_damaged_state_restarts_from_epoch_0_with_one_line(checkpointed, records, tmp_path, capsys, kind, trainer):
     run = tmp_path / "run"
     shutil.copytree(checkpointed, run)
     name, damage = DAMAGE[kind]
     damage(run / name)
-    result = training.train(tiny(records, run), quiet=True)
+    result = training.train(tiny(records, run), trainer=trainer, quiet=True)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "is damaged" in lines[0] and "starting again from epoch 0" in lines[0], lines
     assert Path(name).name in lines[0]
@@ -136,42 +144,42 @@ def test_damaged_state_restarts_from_epoch_0_with_one_line(checkpointed, records
     assert not (run / "ckpt").exists()  # finished: its checkpoint is removed
 
 
-def test_damaged_checkpoint_leaves_the_model_untouched(checkpointed, records, tmp_path):
+def test_damaged_checkpoint_leaves_the_model_untouched(checkpointed, records, tmp_path, trainer):
     run = tmp_path / "run"
     shutil.copytree(checkpointed, run)
     truncate(run / "ckpt" / "state-0000.npz")
-    prepared = training.prepare(tiny(records, None), quiet=True)
+    prepared = training.prepare(tiny(records, None), trainer=trainer, quiet=True)
     before = [w.copy() for w in prepared.classifier.net.get_weights()]
     with pytest.raises(DamagedState, match=r"state-0000\.npz is damaged"):
         checkpoint.load_checkpoint(run, prepared.classifier)
     assert all(np.array_equal(a, b) for a, b in zip(before, prepared.classifier.net.get_weights()))
 
 
-def test_force_starts_clean_when_the_state_cannot_be_read(checkpointed, records, tmp_path):
+def test_force_starts_clean_when_the_state_cannot_be_read(checkpointed, records, tmp_path, trainer):
     run = tmp_path / "run"
     shutil.copytree(checkpointed, run)
     (run / "config.json").write_text("{")
     (run / "ckpt" / "state-0000.npz").write_bytes(b"")
-    result = training.train(tiny(records, run), quiet=True, force=True)
+    result = training.train(tiny(records, run), trainer=trainer, quiet=True, force=True)
     assert result["status"] == "done" and epochs_of(run) == [1, 2] and not list(run.glob("*.damaged"))
 
 
-def test_temp_files_of_a_killed_write_are_removed_at_the_next_start(checkpointed, records, tmp_path):
+def test_temp_files_of_a_killed_write_are_removed_at_the_next_start(checkpointed, records, tmp_path, trainer):
     run = tmp_path / "run"
     shutil.copytree(checkpointed, run)
     leftovers = [run / "ckpt" / ".state-0001.npz.4242-1.tmp", run / ".history.csv.4242-1.tmp",
                  run / "last.tmp.keras"]
     for path in leftovers:
         path.write_bytes(b"x" * 1000)
-    training.train(tiny(records, run), quiet=True)
+    training.train(tiny(records, run), trainer=trainer, quiet=True)
     assert not any(p.exists() for p in leftovers)
 
 
 @pytest.fixture(scope="module")
-def finished_sweep(records, tmp_path_factory):
+def finished_sweep(records, tmp_path_factory, trainer):
     out = tmp_path_factory.mktemp("sweep") / "cmp"
     cfg = sweep_lib_config(records, out)
-    assert [r["status"] for r in sweep_lib.run(cfg, command=["compare", "--out", str(out)])] == ["done", "done"]
+    assert [r["status"] for r in sweep_lib.run(cfg, trainer=trainer)] == ["done", "done"]
     return out
 
 
@@ -184,54 +192,56 @@ def sweep_lib_config(records, out, **values):
     return options.sweep_config(values, {}, records, out)
 
 
-def test_sweep_fails_a_damaged_trial_with_its_way_out_and_force_resets_it(finished_sweep, records, tmp_path):
+def test_sweep_fails_a_damaged_trial_with_its_way_out_and_force_resets_it(finished_sweep, records, tmp_path, trainer):
     out = tmp_path / "cmp"
     shutil.copytree(finished_sweep, out)
     trial = out / "trials" / "lr0.01_seed0"
     truncate(trial / "config.json")
     (trial / "metrics.json").write_text("")
     cfg = sweep_lib_config(records, out)
-    results = sweep_lib.run(cfg, command=["compare", "--out", str(out)])
+    results = sweep_lib.run(cfg, trainer=trainer)
     assert results[0]["status"] == "done"  # the intact trial is skipped, not trained again
     assert results[1]["status"] == "failed"
     assert "config.json is damaged" in results[1]["reason"]
-    assert f"--out {out} --trial lr0.01_seed0 --force" in results[1]["reason"]
-    reset = sweep_lib.run(replace(cfg, trial="lr0.01_seed0"), force=True)
+    assert f"engine resume {out.resolve()} --trial lr0.01_seed0 --force" in results[1]["reason"]
+    reset = sweep_lib.run(replace(cfg, trial="lr0.01_seed0"), force=True, trainer=trainer)
     assert [r["status"] for r in reset] == ["done"] and epochs_of(trial) == [1]
 
 
-def test_damaged_metrics_of_a_finished_trial_are_rebuilt(finished_sweep, records, tmp_path):
+def test_damaged_metrics_of_a_finished_trial_are_rebuilt(finished_sweep, records, tmp_path, trainer):
     out = tmp_path / "cmp"
     shutil.copytree(finished_sweep, out)
     trial = out / "trials" / "lr0.001_seed0"
     before = json.loads((trial / "metrics.json").read_text())
     truncate(trial / "metrics.json")
-    results = sweep_lib.run(sweep_lib_config(records, out))
+    results = sweep_lib.run(sweep_lib_config(records, out), trainer=trainer)
     assert results[0]["status"] == "done" and (trial / "metrics.json.damaged").is_file()
     assert results[0]["val"]["metrics"]["auc"] == pytest.approx(before["val"]["metrics"]["auc"])
     assert json.loads((trial / "metrics.json").read_text())["model_file"] == before["model_file"]
 
 
-def test_damaged_sweep_json_is_one_line_and_force_writes_it_anew(finished_sweep, records, tmp_path):
+def test_damaged_sweep_json_is_one_line_and_force_writes_it_anew(finished_sweep, records, tmp_path, trainer):
     out = tmp_path / "cmp"
     shutil.copytree(finished_sweep, out)
     (out / "sweep.json").write_text('{"config": ')
     cfg = sweep_lib_config(records, out)
     with pytest.raises(DamagedState, match=r"sweep\.json is damaged \(not valid JSON.*rerun with --force"):
-        sweep_lib.run(cfg)
-    assert [r["status"] for r in sweep_lib.run(cfg, force=True)] == ["done", "done"]  # finished trials kept
+        sweep_lib.run(cfg, trainer=trainer)
+    # The finished trials are kept.
+    assert [r["status"] for r in sweep_lib.run(cfg, force=True, trainer=trainer)] == ["done", "done"]
     assert json.loads((out / "sweep.json").read_text())["config"]["lrs"] == [1e-3, 1e-2]
 
 
-def test_a_sweep_resumes_with_out_spelled_another_way(finished_sweep, records, tmp_path, monkeypatch):
+def test_a_sweep_resumes_with_out_spelled_another_way(finished_sweep, records, tmp_path, monkeypatch, trainer):
     out = tmp_path / "cmp"
     shutil.copytree(finished_sweep, out)
     monkeypatch.chdir(tmp_path)
     events = []
-    sweep_lib.run(sweep_lib_config(records, Path("cmp")), on_event=lambda kind, t, info: events.append(kind))
+    sweep_lib.run(sweep_lib_config(records, Path("cmp")), on_event=lambda kind, t, info: events.append(kind),
+                  trainer=trainer)
     assert "start" not in events
     with pytest.raises(UserError, match=r"discarding finished trials: 2 of 2"):
-        sweep_lib.run(sweep_lib_config(records, Path("./cmp"), epochs=2))
+        sweep_lib.run(sweep_lib_config(records, Path("./cmp"), epochs=2), trainer=trainer)
 
 
 def test_parallel_children_failing_by_trials_leave_exit_1_to_the_parent():
@@ -328,7 +338,7 @@ def test_image_size_given_that_differs_from_the_records_is_an_error(records, tmp
     assert "image size: 32 px, the records' (not 75)" in capsys.readouterr().out
 
 
-def test_divergence_bound_and_reduced_precision_reason(records, tmp_path):
+def test_divergence_bound_and_reduced_precision_reason(records, tmp_path, trainer):
     assert callbacks.divergence(2e3, None) == "training loss 2e+03 above the bound 1e+03"
     assert callbacks.divergence(None, None) == "non-finite training loss"
     assert run_lib.divergence_reason("non-finite weights", 2, "float32") == "non-finite weights at epoch 2"
@@ -337,8 +347,8 @@ def test_divergence_bound_and_reduced_precision_reason(records, tmp_path):
         def on_train_batch_end(self, batch, logs=None):
             kernel = self.model.net.get_layer("hidden").kernel
             kernel.assign(np.full(kernel.shape, np.inf, np.float32))
-    result = training.train(tiny(records, tmp_path / "bf16", precision="mixed_bfloat16", epochs=1), quiet=True,
-                            callbacks=[Blowup()])
+    result = training.train(tiny(records, tmp_path / "bf16", precision="mixed_bfloat16", epochs=1), trainer=trainer,
+                            quiet=True, callbacks=[Blowup()])
     assert result["status"] == "diverged"
     assert "diverged in mixed_bfloat16; float32 not tried" in result["reason"]
     assert json.loads((tmp_path / "bf16" / "metrics.json").read_text())["reason"] == result["reason"]
@@ -352,9 +362,9 @@ def test_lr_find_says_inconclusive_at_either_end():
 
 
 @pytest.fixture(scope="module")
-def trained(records, tmp_path_factory):
+def trained(records, tmp_path_factory, trainer):
     run = tmp_path_factory.mktemp("trained") / "run"
-    training.train(tiny(records, run, epochs=1), quiet=True)
+    training.train(tiny(records, run, epochs=1), trainer=trainer, quiet=True)
     return run
 
 
@@ -399,21 +409,21 @@ def test_signals_say_how_to_resume(records, tmp_path, monkeypatch, capsys, signu
 
 # --- 6. disk ------------------------------------------------------------------------------------------
 
-def test_finished_run_keeps_models_not_its_checkpoint(records, tmp_path):
-    training.train(tiny(records, tmp_path / "last", epochs=1, select="last"), quiet=True)
+def test_finished_run_keeps_models_not_its_checkpoint(records, tmp_path, trainer):
+    training.train(tiny(records, tmp_path / "last", epochs=1, select="last"), trainer=trainer, quiet=True)
     kept = {p.name for p in (tmp_path / "last").iterdir()}
     assert {"config.json", "data.json", "history.csv", "last.keras", "metrics.json", "tb"} <= kept
     assert not kept & {"ckpt", "best.keras"}, kept
-    again = training.train(tiny(records, tmp_path / "last", epochs=1, select="last"), quiet=True)
+    again = training.train(tiny(records, tmp_path / "last", epochs=1, select="last"), trainer=trainer, quiet=True)
     assert again["status"] == "done"  # finished: nothing to resume and nothing redone
-    training.train(tiny(records, tmp_path / "kept", epochs=1, keep_checkpoints=True), quiet=True)
+    training.train(tiny(records, tmp_path / "kept", epochs=1, keep_checkpoints=True), trainer=trainer, quiet=True)
     assert (tmp_path / "kept" / "ckpt" / "state.json").is_file() and (tmp_path / "kept" / "best.keras").is_file()
 
 
-def test_dry_run_states_the_disk(records, tmp_path):
+def test_dry_run_states_the_disk(records, tmp_path, trainer):
     plan = sweep_lib.plan_summary(sweep_lib_config(records, tmp_path / "cmp"))
     disk = plan["disk"]
-    net = training.prepare(tiny(records, None), quiet=True).classifier.net
+    net = training.prepare(tiny(records, None), trainer=trainer, quiet=True).classifier.net
     weights_mb = net.count_params() * 4 / 2 ** 20
     assert disk["trial_mb"] == round(2 * weights_mb + checkpoint.LOGS_MB)
     assert disk["total_mb"] == round(2 * (2 * weights_mb + checkpoint.LOGS_MB))

@@ -220,7 +220,7 @@ def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_data():
 
 def test_every_resample_keeps_both_classes():
     y = np.array([0] * 37 + [1] * 3)
-    indices = metrics._stratified_resamples(y, 1000, np.random.default_rng(0))
+    indices = metrics.stratified_resamples(y, 1000, np.random.default_rng(0))
     assert indices.shape == (1000, 40)
     assert (y[indices].sum(axis=1) == 3).all()
     # Draws do vary: not every row is the identity.
@@ -230,8 +230,8 @@ def test_every_resample_keeps_both_classes():
 def test_resample_metrics_match_binary_metrics_on_the_expanded_resample():
     y, s = sample(30, seed=4)
     s = np.round(s, 1)  # ties, to exercise the tie half of the AUC counting
-    indices = metrics._stratified_resamples(y, 20, np.random.default_rng(1))
-    values = metrics._resample_metrics(y, s, 0.5, indices)
+    indices = metrics.stratified_resamples(y, 20, np.random.default_rng(1))
+    values = metrics.resample_metrics(y, s, 0.5, indices)
     for row in range(20):
         direct = binary_metrics(y[indices[row]], s[indices[row]], 0.5)
         for name in RATE_METRICS:
@@ -244,7 +244,7 @@ def test_bootstrap_is_nan_aware():
     s = np.array([0.9] + [0.3] * 9 + [0.1] * 30)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        values = metrics._bootstrap_values(y, s, 0.5, 500, 0)
+        values = metrics.bootstrap_values(y, s, 0.5, 500, 0)
         intervals = bootstrap_intervals(y, s, 0.5, n_resamples=500)
         one_class = bootstrap_intervals(np.zeros(10, int), np.linspace(0, 1, 10), 0.5, n_resamples=50)
     undefined = np.isnan(values["precision"])

@@ -1,15 +1,23 @@
-"""Automatic precision and XLA: rules, the measured probe, its numerics check and its cache."""
+"""Automatic precision and XLA: rules, the measured probe, its numerics check and
+its cache (``pace.json``, shared with the measured training rates); the
+BatchNorm momentum as a number."""
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 
 from engine import machine
 from engine.io import cache_dir
-from engine.training import numerics
+from engine.training import numerics, pace
 
 HEALTHY = [0.70, 0.66, 0.61, 0.65, 0.58, 0.55, 0.60, 0.52]
+
+
+def at(model):
+    """A probe's shape of its own (the cache folder is shared by the session's tests)."""
+    return pace.Shape(model, 299, 1, 5, "auto", "auto")
 
 
 def test_explicit_settings_are_kept():
@@ -46,12 +54,17 @@ RATES = {("float32", "off"): 4.6, ("float32", "on"): 2.4, ("mixed_bfloat16", "of
 def test_cpu_probe_picks_the_fastest_that_passes_and_is_cached(cpu):
     cpu("avx512f", "avx512_bf16")
     measure, calls = prober(RATES, {("mixed_bfloat16", "off"): [v + 0.01 for v in HEALTHY]})
-    precision, xla = numerics.resolve("auto", "auto", measure, key="InceptionV3|299|5")
+    precision, xla = numerics.resolve("auto", "auto", measure, at("k-fast"))
     assert (precision.value, xla.value) == ("mixed_bfloat16", "off")
     assert "mixed_bfloat16/off 6.20 img/s" in precision.reason
     assert sorted(calls) == sorted(RATES)  # float32/off's losses serve as the reference
-    again, _ = numerics.resolve("auto", "auto", measure, key="InceptionV3|299|5")
+    again, _ = numerics.resolve("auto", "auto", measure, at("k-fast"))
     assert again.value == "mixed_bfloat16" and len(calls) == 4  # from the cache, no new probe
+    # One cache: each setting's step rate sits in its pace.json entry, where a
+    # time estimate finds it; a user's own settings reuse what auto measured.
+    assert pace.estimate(replace(at("k-fast"), precision="float32", xla="on")).train_img_s == 2.4
+    assert not (cache_dir() / "probe.json").exists()
+    assert numerics.resolve("float32", "auto", measure, at("k-fast"))[1].value == "off" and len(calls) == 4
 
 
 def test_a_faster_precision_whose_training_goes_non_finite_is_rejected(cpu, monkeypatch):
@@ -59,19 +72,20 @@ def test_a_faster_precision_whose_training_goes_non_finite_is_rejected(cpu, monk
     monkeypatch.setenv("ENGINE_ALLOW_AMX_BF16", "1")  # let auto consider bf16 on AMX: the check must catch it
     broken = HEALTHY[:2] + [math.nan] * 6
     measure, _ = prober(RATES, {("mixed_bfloat16", "off"): broken, ("mixed_bfloat16", "on"): broken})
-    precision, xla = numerics.resolve("auto", "auto", measure, key="k-broken")
+    precision, xla = numerics.resolve("auto", "auto", measure, at("k-broken"))
     assert precision.value == "float32" and xla.value == "off"
     assert "mixed_bfloat16/off rejected: loss not finite at probe step 3 of 8" in precision.reason
     # The verdict is cached with the rates: no later run picks the broken precision either.
-    cached = numerics.cached_probe(numerics.probe_key("k-broken", "auto", "auto"))
-    assert cached["checks"]["mixed_bfloat16/off"]["ok"] is False
+    cached = pace.probe_result(replace(at("k-broken"), precision="mixed_bfloat16", xla="off"))
+    assert cached["check"]["ok"] is False and cached["step_img_s"] == 6.2
+    assert numerics.resolve("auto", "auto", None, at("k-broken"))[0].value == "float32"
 
 
 def test_a_precision_far_from_float32_is_rejected(cpu):
     cpu("avx512_bf16")
     off = [v + 0.5 for v in HEALTHY]
     measure, _ = prober(RATES, {("mixed_bfloat16", "off"): off, ("mixed_bfloat16", "on"): off})
-    precision, _ = numerics.resolve("auto", "auto", measure, key="k-far")
+    precision, _ = numerics.resolve("auto", "auto", measure, at("k-far"))
     assert precision.value == "float32" and "first-step loss 1.200 against float32's 0.700" in precision.reason
 
 
@@ -94,7 +108,7 @@ def test_amx_keeps_float32_without_probing_bf16(cpu):
     cpu("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
     assert numerics.auto_candidates("precision") == ["float32"]
     measure, calls = prober(RATES)
-    precision, xla = numerics.resolve("auto", "auto", measure, key="k-amx")
+    precision, xla = numerics.resolve("auto", "auto", measure, at("k-amx"))
     assert precision.value == "float32" and "Intel AMX" in precision.reason
     assert {p for p, _ in calls} == {"float32"}
     # Without measuring (what a time estimate assumes) the same, and says why.
@@ -103,21 +117,25 @@ def test_amx_keeps_float32_without_probing_bf16(cpu):
 
 def test_a_probe_result_from_before_the_check_is_not_reused(cpu):
     cpu("avx512_bf16")
-    old_key = numerics.probe_key("k-old", "auto", "auto").split("|", 1)[1]  # the unversioned form
-    path = cache_dir() / "probe.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data[old_key] = {"rates": {"mixed_bfloat16/off": 99.0, "float32/off": 1.0}, "when": "2026-12-01"}
+    for name, rate in (("mixed_bfloat16/off", 99.0), ("float32/off", 1.0)):
+        precision, xla = name.split("/")
+        pace.record_probe(replace(at("k-old"), precision=precision, xla=xla), step_img_s=rate, source="test")
+    path = cache_dir() / pace.PACE_FILE
+    data = json.loads(path.read_text())
+    for entry in data.values():  # what a probe of version 1 (speed alone) stored
+        if entry["shape"]["model"] == "k-old":
+            entry["probe"] = {"version": 1, "step_img_s": entry["probe"]["step_img_s"], "when": "2026-12-01",
+                              "source": "probe"}
     path.write_text(json.dumps(data))
     measure, calls = prober(RATES)
-    precision, _ = numerics.resolve("auto", "auto", measure, key="k-old")
+    precision, _ = numerics.resolve("auto", "auto", measure, at("k-old"))
     assert len(calls) == 4 and "99.00" not in precision.reason
 
 
 def test_cpu_without_bf16_only_probes_xla(cpu):
     cpu("avx2")
     measure, calls = prober({("float32", "off"): 1.0, ("float32", "on"): 2.0})
-    precision, xla = numerics.resolve("auto", "auto", measure, key="k")
+    precision, xla = numerics.resolve("auto", "auto", measure, at("k"))
     assert precision.value == "float32" and xla.value == "on"
     assert {p for p, _ in calls} == {"float32"}
 
@@ -125,7 +143,7 @@ def test_cpu_without_bf16_only_probes_xla(cpu):
 def test_auto_xla_with_explicit_precision(cpu):
     cpu("avx512_bf16")
     measure, _ = prober({("float32", "on"): 1.0, ("float32", "off"): 3.0})
-    precision, xla = numerics.resolve("float32", "auto", measure, key="k2")
+    precision, xla = numerics.resolve("float32", "auto", measure, at("k2"))
     assert precision.value == "float32" and precision.reason == "set"
     assert xla.value == "off" and "probe" in xla.reason
 
@@ -151,3 +169,37 @@ def test_the_probe_trains_real_batches_in_both_precisions(tmp_path):
     assert measure("float32", "off")[1] == reference
     assert bf16 != reference  # another arithmetic, really run
     assert numerics.numerics_check(reference, bf16)["ok"]
+
+
+def test_bn_momentum_is_always_a_number():
+    assert numerics.bn_momentum("keras", 100, "none", "InceptionV3") == (0.99, "set: InceptionV3's own 0.99 (Keras)")
+    assert numerics.bn_momentum("auto", 100, "imagenet", "MobileNetV2")[0] == 0.999
+    assert numerics.bn_momentum("0.97", 100, "imagenet", "InceptionV3") == (0.97, "set")
+    chosen = numerics.Numerics(numerics.Choice("float32", "set"), numerics.Choice("off", "set"), 0.9, "set")
+    assert numerics.Numerics.from_json(chosen.to_json()) == chosen
+    # An older sweep.json wrote a backbone's own momentum as 0.99 whatever the backbone.
+    old = {"precision": "float32", "reason": "set", "xla": "off", "bn_momentum": 0.99,
+           "bn_momentum_reason": "auto: Keras' 0.99, the imagenet weights carry their own statistics"}
+    assert numerics.Numerics.from_json(old).bn_momentum == 0.99
+    assert numerics.Numerics.from_json(old, model="EfficientNetV2B0").bn_momentum == 0.9
+    assert numerics.Numerics.from_json(dict(old, bn_momentum_reason="set"), model="EfficientNetV2B0").bn_momentum \
+        == 0.99
+
+
+def test_every_backbone_has_its_own_bn_momentum():
+    from engine.config import MODEL_MIN_SIDE
+
+    assert set(numerics.BACKBONE_BN_MOMENTUM) == set(MODEL_MIN_SIDE)
+
+
+@pytest.mark.slow
+def test_backbone_bn_momentum_table_is_keras_own():
+    """The backbones whose own momentum is not Keras' 0.99 default, built as Keras
+    builds them (5 s on 2 cores: worth it when Keras is upgraded)."""
+    import keras
+
+    for name, momentum in numerics.BACKBONE_BN_MOMENTUM.items():
+        if momentum != numerics.KERAS_BN_MOMENTUM:
+            net = getattr(keras.applications, name)(include_top=False, weights=None, input_shape=(32, 32, 3))
+            assert {layer.momentum for layer in net.layers
+                    if isinstance(layer, keras.layers.BatchNormalization)} == {momentum}, name

@@ -1,16 +1,20 @@
 """Options generated from the configs: every field, its type, and the precedence
-command line > --config > preset > default."""
+command line > --config > preset > default; each setting stored in one field
+(older stored configs still load and resume); the configs' rules fail in one
+line before any work."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
-from engine import options
-from engine.config import PRESETS, SweepConfig, TrainConfig
+from engine import config, options
+from engine.config import MODEL_MIN_SIDE, PRESETS, BenchConfig, SweepConfig, TrainConfig
 from engine.errors import UserError
 
 
@@ -56,7 +60,7 @@ def test_precedence_command_line_over_file_over_preset_over_default(tmp_path):
     assert sweep.repeats == PRESETS["quick"].values["repeats"] and base.model.image_size == 75  # preset
     assert base.subset == (160, 40, 40)  # the preset's subset of the embedded set (no RECORDS given)
     assert base.model.hidden == 256 and base.warmup_epochs == 0.0  # defaults
-    assert base.lr == 1e-3 and base.batch_size == 16  # the first setting of each axis
+    assert sweep.batch_sizes == (16,)  # the quick preset's one batch size on the lr axis
     # The file's axis and preset count, and the command line still wins over them.
     (tmp_path / "paper.toml").write_text('preset = "paper"\naxis = "batch"\n')
     paper = options.sweep_config({}, options.from_toml(tmp_path / "paper.toml", options.SWEEP), None, Path("/x"))
@@ -124,3 +128,80 @@ def test_the_quick_presets_subset_is_for_the_embedded_set_only(tmp_path):
     assert given.base.subset is None and given.base.model.image_size == 75
     embedded = options.sweep_config({"subset": (100, 20, 0)}, {}, None, tmp_path / "out")
     assert embedded.base.subset == (100, 20, 0)
+
+
+def test_a_sweep_holds_each_trial_setting_once():
+    sweep = options.sweep_config({"lrs": (1e-3, 1e-4), "seed": 7}, {}, None, Path("/x"))
+    assert sweep.lrs == (1e-3, 1e-4) and sweep.seed == 7
+    # The base's lr, batch size, optimizer and seed are the trials': not copied, stored or compared.
+    assert (sweep.base.lr, sweep.base.seed) == (TrainConfig().lr, TrainConfig().seed)
+    stored = sweep.to_json()
+    assert not set(config.TRIAL_FIELDS) & set(stored["base"])
+    assert config.from_json(SweepConfig, stored) == sweep
+    # A sweep.json written when the base held copies of the first setting resumes.
+    stored["base"].update(lr=1e-3, batch_size=16, optimizer="adam", seed=7)
+    assert config.differences(stored, sweep) == []
+    assert config.from_json(SweepConfig, stored).to_json() == sweep.to_json()
+    stored["base"]["epochs"] = 99  # a base field the trials do not set still counts
+    assert config.differences(stored, sweep) == ["base.epochs"]
+
+
+def test_a_config_stored_with_the_retired_data_seed_still_loads_and_resumes(tmp_path):
+    cfg = TrainConfig(records=tmp_path / "records", out=tmp_path / "run", seed=3)
+    stored = cfg.to_json()
+    assert "seed" not in stored["data"]  # the run's seed keys the pipeline: one field
+    stored["data"]["seed"] = 3  # as a run folder from before holds it
+    assert config.differences(stored, cfg) == []
+    assert config.from_json(TrainConfig, stored) == cfg
+    stored["data"]["buffer"] = 1  # an unknown field is still an error
+    assert config.differences(stored, cfg) == ["data.buffer"]
+    with pytest.raises(UserError, match="unknown PipelineConfig fields: buffer"):
+        config.from_json(TrainConfig, stored)
+
+
+@pytest.mark.parametrize("values,message", [
+    ({"model": "Nope"}, f"unknown --model 'Nope'; choose one of {', '.join(MODEL_MIN_SIDE)}"),
+    ({"model": "InceptionV3", "image_size": 74}, "InceptionV3 needs --image-size >= 75, not 74"),
+    ({"model": "TinyCNN", "image_size": 15}, "TinyCNN needs --image-size >= 16, not 15"),
+    ({"augment": "mixup"}, "--augment must be one of none, paper, randaugment, augmix, not 'mixup'"),
+    ({"batch_size": 0}, "--batch-size must be >= 1, not 0"),
+])
+def test_each_training_rule_is_one_line(values, message):
+    flat = options.from_command_line({k: str(v) for k, v in values.items()}, options.TRAIN)
+    with pytest.raises(UserError) as err:
+        options.assemble(TrainConfig(), flat, options.TRAIN).validate()
+    assert str(err.value) == message
+
+
+def test_bench_and_the_model_layer_check_the_model_by_the_same_rule():
+    from engine.model import BACKBONES, backbone
+
+    with pytest.raises(UserError, match="^InceptionV3 needs --image-size >= 75, not 50$"):
+        BenchConfig(image_size=50).validate()
+    with pytest.raises(UserError, match="^unknown --model 'Nope'"):
+        BenchConfig(model="Nope").validate()
+    BenchConfig(model="TinyCNN", image_size=16).validate()
+    assert set(BACKBONES) == set(MODEL_MIN_SIDE)
+    # A size taken from the records after the command line's config was checked: refused before Keras builds.
+    with pytest.raises(UserError, match="^InceptionV3 needs --image-size >= 75, not 50$"):
+        backbone(config.ModelConfig(image_size=50))
+
+
+@pytest.mark.parametrize("command,message", [
+    (["compare", "--model", "Nope"], f"unknown --model 'Nope'; choose one of {', '.join(MODEL_MIN_SIDE)}"),
+    (["train", "--model", "InceptionV3", "--image-size", "50"], "InceptionV3 needs --image-size >= 75, not 50"),
+])
+def test_a_bad_model_fails_in_one_line_before_any_work(tmp_path, monkeypatch, capsys, command, message):
+    from engine import cli
+
+    records, out = tmp_path / "records", tmp_path / "out"  # neither may be read, built or created
+    monkeypatch.setattr(sys, "argv", ["engine", command[0], str(records), *command[1:], "--out", str(out)])
+    previous = signal.getsignal(signal.SIGTERM)  # main() installs its own handler
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert list(tmp_path.iterdir()) == []

@@ -1,8 +1,12 @@
 """The time estimator: measured rates remembered per machine, scaled to other
 shapes, and the run-time formula (exact values)."""
 
+import json
+from dataclasses import replace
+
 import pytest
 
+from engine.io import cache_dir
 from engine.training import pace
 from engine.training.evaluation import eval_batch_size
 
@@ -77,6 +81,19 @@ def test_unmeasured_process_count_shares_one_process_rates():
     assert two.first_step_s == 20.0 and "shared by 2 processes" in two.basis
     pace.record(shape(batch=4, processes=2), train_img_s=7.0, source="test")  # measured: used as it is
     assert pace.estimate(shape(batch=4, processes=2)).train_img_s == 7.0
+
+
+def test_training_rates_and_probe_results_share_one_entry():
+    mine = shape(model="ResNet50", batch=3)
+    pace.record(mine, train_img_s=5.0, source="test")
+    pace.record_probe(mine, step_img_s=7.0, source="engine bench")
+    pace.record_probe(mine, check={"ok": True, "why": "close"}, source="probe")  # a check alone
+    entry = json.loads((cache_dir() / pace.PACE_FILE).read_text())[mine.key()]
+    assert entry["train_img_s"] == 5.0 and entry["probe"]["step_img_s"] == 7.0 and entry["probe"]["check"]["ok"]
+    assert entry["probe"]["source"] == "engine bench"  # the step rate's
+    # A time estimate may not know the records' channels: another count's probe serves.
+    assert pace.probe_result(replace(mine, channels=3))["step_img_s"] == 7.0
+    assert pace.probe_result(replace(mine, xla="on")) is None
 
 
 @pytest.mark.parametrize("count,train_batch,expected", [(100, 5, 50), (100, 15, 50), (64, 5, 64), (65, 5, 33),

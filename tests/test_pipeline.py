@@ -1,11 +1,13 @@
-"""The tf.data pipeline: every example once in evaluation, seeded epoch orders,
-tf.data service, tf.distribute, and named faults."""
+"""The tf.data pipeline: every example once in evaluation, epoch orders and
+augmentations keyed by one seed, the batch-size rule, tf.data service,
+tf.distribute, and named faults."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from engine.data import pipeline, records
+from engine.data.manifest import check_batch_size, load_manifest
 from engine.config import RecordsConfig
 from engine.errors import UserError
 from engine.config import PipelineConfig
@@ -52,9 +54,9 @@ def test_evaluation_counts_every_example_once(folder, cache_mb):
 @pytest.mark.parametrize("cache_mb", [2048, 0])
 def test_training_epochs_are_seeded_permutations(folder, cache_mb):
     tf.random.set_seed(123)  # a global seed, as training sets, must not break seeded shuffles
-    config = PipelineConfig(cache_mb=cache_mb, seed=3)
+    config = PipelineConfig(cache_mb=cache_mb)
     steps = COUNT // 4
-    ds = pipeline.dataset(folder, "train", 4, training=True, config=config, end_epoch=3)
+    ds = pipeline.dataset(folder, "train", 4, training=True, config=config, seed=3, end_epoch=3)
     # The batch dimension is unknown (one traced step serves every batch
     # size), yet every batch is whole: the remainder is dropped per epoch.
     assert ds.element_spec[0].shape.as_list() == [None, 32, 32, 1]
@@ -64,20 +66,35 @@ def test_training_epochs_are_seeded_permutations(folder, cache_mb):
     for epoch in epochs:
         assert len(set(epoch)) == 16 and set(epoch) <= set(all_images(folder))
     assert epochs[0] != epochs[1] != epochs[2]
-    again = epoch_batches(pipeline.dataset(folder, "train", 4, training=True, config=config, end_epoch=3),
-                          3 * steps)
+    again = epoch_batches(pipeline.dataset(folder, "train", 4, training=True, config=config, seed=3,
+                                           end_epoch=3), 3 * steps)
     assert again == batches
-    resumed = epoch_batches(pipeline.dataset(folder, "train", 4, training=True, config=config,
+    resumed = epoch_batches(pipeline.dataset(folder, "train", 4, training=True, config=config, seed=3,
                                              start_epoch=2, end_epoch=3), steps)
     assert resumed == batches[2 * steps:]
-    other = epoch_batches(pipeline.dataset(folder, "train", 4, training=True,
-                                           config=PipelineConfig(cache_mb=cache_mb, seed=4)), steps)
+    other = epoch_batches(pipeline.dataset(folder, "train", 4, training=True, config=config, seed=4), steps)
     assert other != batches[:steps]
 
 
+def test_without_a_seed_training_orders_are_fresh_and_evaluation_keeps_file_order(folder):
+    fresh = [epoch_batches(pipeline.dataset(folder, "train", 4, training=True), COUNT // 4) for _ in range(2)]
+    assert fresh[0] != fresh[1]  # 16 of 17 images in the same order twice: a chance of 1 in 10^14
+    passes = [[fp for images, _ in pipeline.dataset(folder, "train", 5, training=False) for fp in fingerprints(images)]
+              for _ in range(2)]
+    assert passes[0] == passes[1]
+
+
 def test_batch_larger_than_split(folder):
-    with pytest.raises(UserError, match="batch size 18 is larger than the train split"):
+    with pytest.raises(UserError, match=r"^--batch-size 18 is larger than the train split \(17 images\)$"):
         pipeline.dataset(folder, "train", 18, training=True)
+    pipeline.dataset(folder, "train", 18, training=False)  # evaluation: one smaller batch
+
+
+def test_the_batch_size_rule_on_a_manifest(folder):
+    manifest = load_manifest(folder)
+    check_batch_size(COUNT, manifest)  # the whole split in one batch
+    with pytest.raises(UserError, match=r"^--batch-size 5 is larger than the val split \(0 images\)$"):
+        check_batch_size(5, manifest, "val")  # a split the records lack holds no images
 
 
 def test_missing_split(folder):
@@ -100,7 +117,7 @@ def test_tf_data_service_yields_the_same_examples(folder):
 def test_distribute_over_two_replicas(folder):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     strategy = tf.distribute.MirroredStrategy(devices)
-    ds = pipeline.dataset(folder, "train", 4, training=True)
+    ds = pipeline.dataset(folder, "train", 4, training=True, seed=0)
     local = next(iter(ds))[0]
     dist = iter(strategy.experimental_distribute_dataset(ds))
     per_replica = strategy.experimental_local_results(next(dist)[0])
@@ -141,7 +158,7 @@ def test_augmentation_inside_tf_data_is_chunked_and_seeded(folder):
 
     fn = augment.make_augment_fn("paper", image_size=32, channels=1, seed=0)
     make = lambda seed: pipeline.dataset(folder, "train", 4, training=True, end_epoch=2,  # noqa: E731
-                                         augment_fn=fn, augment_seed=seed)
+                                         augment_fn=fn, seed=seed)
     ds = make(7)
     assert ds.element_spec[0].shape.as_list() == [None, 32, 32, 1] and ds.element_spec[0].dtype == tf.float32
     first = [images.numpy() for images, _ in ds.take(8)]  # two epochs of 4 steps (17 // 4)
@@ -151,8 +168,8 @@ def test_augmentation_inside_tf_data_is_chunked_and_seeded(folder):
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, b) for a, b in zip(first, other))
-    plain = [images.numpy() for images, _ in pipeline.dataset(folder, "train", 4, training=True, end_epoch=2)
-             .take(8)]
+    plain = [images.numpy() for images, _ in pipeline.dataset(folder, "train", 4, training=True, seed=7,
+                                                               end_epoch=2).take(8)]
     # Same order of examples, now warped: the augmentation changes pixels, not the order.
     assert not np.array_equal(first[0], plain[0].astype(np.float32))
     np.testing.assert_allclose([a.mean() for a in first], [p.mean() for p in plain], rtol=0.35)

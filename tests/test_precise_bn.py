@@ -118,11 +118,13 @@ def test_precise_run_writes_its_cost_resumes_exactly_and_leaves_training_alone(r
                            lr=3e-3, batch_size=16, epochs=3, precision="float32", xla="off", bootstrap=50,
                            deterministic=True, bn_momentum="keras", bn_stats=bn_stats)
 
-    whole = train.train(cfg(tmp_path / "whole", "precise"), quiet=True)
-    moving = train.train(cfg(tmp_path / "moving", "moving"), quiet=True)
+    trainer = train.Trainer()  # the four runs share one compiled classifier and its traced passes
+    whole = train.train(cfg(tmp_path / "whole", "precise"), trainer=trainer, quiet=True)
+    moving = train.train(cfg(tmp_path / "moving", "moving"), trainer=trainer, quiet=True)
     with pytest.raises(Killed):
-        train.train(cfg(tmp_path / "resumed", "precise"), quiet=True, callbacks=[KillAtEpoch(2)])
-    resumed = train.train(cfg(tmp_path / "resumed", "precise"), quiet=True)
+        train.train(cfg(tmp_path / "resumed", "precise"), trainer=trainer, quiet=True, callbacks=[KillAtEpoch(2)])
+    resumed = train.train(cfg(tmp_path / "resumed", "precise"), trainer=trainer, quiet=True)
+    assert trainer.compiles == 1
 
     history = rows(tmp_path / "whole")
     assert whole["status"] == "done" and all(row["bn_seconds"] > 0 for row in history)

@@ -75,6 +75,41 @@ def test_parse_fn_reads_static_shapes(tmp_path):
     assert labels == [0, 0, 0, 1, 1, 1]
 
 
+@pytest.mark.parametrize("encoding", ["png", "raw"])
+def test_tfds_reads_the_records_as_they_are(tmp_path, encoding):
+    """TFDS's metadata beside the shards: tfds.builder_from_directory reads every
+    split, its examples equal to the engine's own reading of them."""
+    import tensorflow_datasets as tfds
+
+    src = split_folder(tmp_path / "src", {"train": {"covid": 3, "normal": 3}, "val": {"covid": 1, "normal": 1}})
+    manifest = build(src, tmp_path / "out", min_shards=2, encoding=encoding)
+    builder = tfds.builder_from_directory(str(tmp_path / "out"))
+    assert builder.info.features["image/class/label"].names == ["covid", "normal"]
+    assert {name: split.num_examples for name, split in builder.info.splits.items()} == {"train": 6, "val": 2}
+    assert builder.info.splits["train"].num_shards == 2
+    engine_read = {}
+    parse = reading.parse_fn(manifest)
+    for serialized in tf.data.TFRecordDataset(reading.shard_paths(tmp_path / "out", "train")):
+        ex = tf.io.parse_single_example(serialized, {"image/source_id": tf.io.FixedLenFeature([], tf.string)})
+        engine_read[ex["image/source_id"].numpy().decode()] = [t.numpy() for t in parse(serialized)]
+    read = list(builder.as_dataset(split="train"))
+    assert len(read) == 6
+    for ex in read:
+        image, label = engine_read[ex["image/source_id"].numpy().decode()]
+        assert ex["image/encoded"].dtype == tf.uint8 and ex["image/encoded"].shape == (32, 32, 1)
+        np.testing.assert_array_equal(ex["image/encoded"].numpy(), image)
+        assert ex["image/class/label"].numpy() == label and ex["image/format"].numpy().decode() == encoding
+    image, label = next(iter(builder.as_dataset(split="val", as_supervised=True)))
+    assert image.shape == (32, 32, 1) and int(label) in (0, 1)
+
+
+def test_a_name_tfds_cannot_read_is_refused_before_any_work(tmp_path):
+    src = class_folder(tmp_path / "src", {"covid": 2, "normal": 2})
+    with pytest.raises(UserError, match="--name must be a letter"):
+        build(src, tmp_path / "out", name="chest-xray")
+    assert not (tmp_path / "out").exists()
+
+
 def test_manifest_records_everything(tmp_path):
     src = split_folder(tmp_path / "src", {"train": {"covid": 4, "normal": 4}, "val": {"covid": 1, "normal": 1},
                                           "test": {"covid": 1, "normal": 2}},

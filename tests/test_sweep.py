@@ -4,7 +4,9 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -139,7 +141,7 @@ def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, m
     events.clear()
     sweep.run(cfg, on_event=lambda kind, trial, info: events.append((kind, trial.name)))
     assert not [e for e in events if e[0] == "start"]
-    with pytest.raises(UserError, match=r"another config \(differs in: lrs, base\.lr\)"):
+    with pytest.raises(UserError, match=r"another config \(differs in: lrs\)"):
         sweep.run(tiny_sweep(tiny_records, out, lrs=(1e-4, 1e-2)))
 
 
@@ -274,12 +276,49 @@ def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
     assert any(e["shape"]["processes"] == 2 and e["shape"]["model"] == "TinyCNN" for e in entries)
 
 
-def test_child_arguments_drop_parallel_and_shard_in_both_spellings():
-    from engine.study.launch import child_args
+def test_trial_processes_start_after_sweep_json_and_are_told_only_folder_shard_and_count(tiny_records, tmp_path,
+                                                                                         monkeypatch):
+    from engine.study import compare, launch
 
-    argv = ["compare", "--parallel=2", "--lrs", "1e-3", "--shard", "0/2", "--parallel", "3", "--shard=1/2", "--quiet"]
-    assert child_args(argv, Path("/r")) == ["compare", "/r", "--lrs", "1e-3", "--quiet", "--parallel", "1"]
-    assert child_args(["compare", "/r", "--parallel", "2"], Path("/r")) == ["compare", "/r", "--parallel", "1"]
+    out = tmp_path / "p"
+    started = []
+
+    class Recorded:  # a trial process that runs nothing: what it was given is the point
+        def __init__(self, args, **kwargs):
+            stored = json.loads((out / "sweep.json").read_text())  # written before any process starts
+            started.append((args, kwargs["env"], stored))
+            self.stdout = iter(())
+
+        def wait(self):
+            return 0
+    monkeypatch.setattr(launch, "subprocess", SimpleNamespace(Popen=Recorded, PIPE=subprocess.PIPE,
+                                                             STDOUT=subprocess.STDOUT))
+    monkeypatch.setattr(sys, "argv", ["engine", "compare", "--parallel", "2", "--lrs", "9"])  # never read
+    cfg = tiny_sweep(tiny_records, out)
+    outcome = compare.run(cfg, parallel="2", quiet=True)
+    folder = str(out.resolve())
+    assert [args for args, _, _ in started] == [
+        [sys.executable, "-m", "engine.study.worker", folder, "--shard", f"{i}/2", "--processes", "2"] for i in (0, 1)]
+    assert not any("ENGINE_PARALLEL_PROCESSES" in env for _, env, _ in started)
+    stored = started[0][2]
+    assert stored["config"]["lrs"] == [1e-3, 1e-2] and stored["choice"]["precision"] == "float32"
+    assert stored["config"]["base"]["records"] == str(tiny_records.resolve())  # resolved once, by the parent
+    assert stored["command"] == ["resume", folder] and len(stored["trials"]) == 2
+    assert outcome["results"] == [] and outcome["report"] is not None
+    # What a trial process reads: the sweep as the parent resolved it, its shard chosen by the process.
+    loaded, numerics = sweep.load(Path(folder))
+    assert sweep.changed_fields(stored, loaded) == [] and numerics.precision.value == "float32"
+    assert [t.name for t in sweep.trials(replace(loaded, shard=(1, 2)))] == ["lr0.01_seed0"]
+    # --force on a changed sweep: sweep.json written anew first, and the processes told to start over.
+    started.clear()
+    compare.run(tiny_sweep(tiny_records, out, lrs=(1e-3,)), parallel="2", force=True, quiet=True)
+    assert [args[-1] for args, _, stored in started] == ["--restart", "--restart"]
+    assert all(stored["config"]["lrs"] == [1e-3] for _, _, stored in started)
+    # Its command line alone: a bad one is refused before anything is read.
+    from engine.study import worker
+    with pytest.raises(SystemExit):
+        worker.parse([folder, "--shard", "two", "--processes", "2"])
+    assert worker.parse([folder, "--shard", "1/2", "--processes", "2"]).shard == (1, 2)
 
 
 def test_each_child_gets_one_of_the_inherited_gpus():
@@ -311,18 +350,19 @@ def test_interrupted_sweep_resumes_where_it_stopped(tiny_records, tmp_path):
 
 
 def test_config_file_fields(tiny_records, tmp_path):
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+
     (tmp_path / "sweep.toml").write_text('axis = "batch"\nbatch_sizes = [8, 16]\nepochs = 1\nrepeats = 3\n'
                                          'model = "TinyCNN"\nweights = "none"\nimage_size = 64\n')
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    cmd = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--config", str(tmp_path / "sweep.toml"),
-           "--out", str(tmp_path / "c"), "--dry-run"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
+    args = ["compare", str(tiny_records), "--out", str(tmp_path / "c"), "--dry-run"]
+    done = CliRunner().invoke(app, args + ["--config", str(tmp_path / "sweep.toml")])
+    assert done.exit_code == 0, done.output
     assert "6 trials" in done.stdout and "batch16_seed2" in done.stdout
     (tmp_path / "bad.toml").write_text('axes = "lr"\n')
-    bad = subprocess.run(cmd[:-5] + ["--config", str(tmp_path / "bad.toml"), "--dry-run"], capture_output=True,
-                         text=True, env=env, timeout=300)
-    assert bad.returncode == 2 and "unknown fields axes" in bad.stderr.strip().splitlines()[-1]
+    bad = CliRunner().invoke(app, args + ["--config", str(tmp_path / "bad.toml")])
+    assert isinstance(bad.exception, UserError) and "unknown fields axes" in str(bad.exception)
 
 
 def test_cpu_children_get_their_own_cores_and_thread_pools():
@@ -332,10 +372,8 @@ def test_cpu_children_get_their_own_cores_and_thread_pools():
     assert cpu_slices(2, [0, 1, 2, 3, 4]) == [[0, 1], [2, 3]]
     assert cpu_slices(3, [0, 1]) == [[0], [1], [0]]
     env = child_env(1, 2, None, 0, [0, 1, 2, 3])
-    assert env == {"ENGINE_PARALLEL_PROCESSES": "2", "TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1",
-                   "ENGINE_SWEEP_EVENTS": "1"}
-    assert child_env(1, 2, None, 2, [0, 1]) == {"ENGINE_PARALLEL_PROCESSES": "2", "CUDA_VISIBLE_DEVICES": "1",
-                                                "ENGINE_SWEEP_EVENTS": "1"}
+    assert env == {"TF_NUM_INTRAOP_THREADS": "2", "TF_NUM_INTEROP_THREADS": "1"}
+    assert child_env(1, 2, None, 2, [0, 1]) == {"CUDA_VISIBLE_DEVICES": "1"}
 
 
 def test_child_events_reach_the_parent_dashboard_with_batches_summed():

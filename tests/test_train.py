@@ -29,6 +29,14 @@ from factories import KillAtEpoch, Killed, damage
 
 
 @pytest.fixture(scope="module")
+def trainer():
+    """One Trainer for the tests of this module, as a sweep's process has one:
+    a test whose graph is the previous one's reuses its compiled classifier
+    (tests that need a fresh one make their own)."""
+    return train.Trainer()
+
+
+@pytest.fixture(scope="module")
 def synthetic_records(tmp_path_factory):
     return factories.synthetic_records(tmp_path_factory.mktemp("train"), {"train": 240, "val": 60, "test": 60}, 96,
                                        64, resize="area", patient_pattern=synthetic.FILENAME_PATTERN)
@@ -62,7 +70,7 @@ def history(run):
     return [dict(zip(header, row)) for row in rows]
 
 
-def test_short_training_learns(synthetic_records, tmp_path):
+def test_short_training_learns(synthetic_records, tmp_path, trainer):
     # Learning is judged by AUC, which does not depend on where the sigmoid
     # sits after 8 epochs: accuracy at the fixed 0.5 threshold swung from 0.50
     # to 0.95 over seeds 0-5 (with the paper's augmentation, from 0.50 to 0.90),
@@ -70,7 +78,8 @@ def test_short_training_learns(synthetic_records, tmp_path):
     # seeds 0-5 with oneDNN on and off (two different float paths), val AUC
     # measured 0.914-0.994 and test AUC 0.927-0.962: 0.8 leaves a wide margin
     # and is far from chance (0.5).
-    result = train.train(tiny(synthetic_records, tmp_path / "run", epochs=8, lr=1e-3, augment="none"), quiet=True)
+    result = train.train(tiny(synthetic_records, tmp_path / "run", epochs=8, lr=1e-3, augment="none"),
+                         trainer=trainer, quiet=True)
     rows = history(tmp_path / "run")
     assert result["status"] == "done" and len(rows) == 8
     assert float(rows[-1]["loss"]) < float(rows[0]["loss"])
@@ -102,13 +111,15 @@ def test_short_training_learns(synthetic_records, tmp_path):
 
 
 
-def test_resume_after_kill_equals_uninterrupted(synthetic_records, tmp_path):
-    whole = train.train(tiny(synthetic_records, tmp_path / "whole", epochs=4, deterministic=True), quiet=True)
-    cfg = tiny(synthetic_records, tmp_path / "resumed", epochs=4, deterministic=True)
+def test_resume_after_kill_equals_uninterrupted(small_records, tmp_path, trainer):
+    # (the mechanics need no learning: the small records, 3 steps an epoch)
+    whole = train.train(small(small_records, tmp_path / "whole", epochs=4, deterministic=True), trainer=trainer,
+                        quiet=True)
+    cfg = small(small_records, tmp_path / "resumed", epochs=4, deterministic=True)
     with pytest.raises(Killed):
-        train.train(cfg, quiet=True, callbacks=[KillAtEpoch(2)])
+        train.train(cfg, trainer=trainer, quiet=True, callbacks=[KillAtEpoch(2)])
     assert len(history(tmp_path / "resumed")) == 2
-    resumed = train.train(cfg, quiet=True)
+    resumed = train.train(cfg, trainer=trainer, quiet=True)
     a, b = history(tmp_path / "whole"), history(tmp_path / "resumed")
     assert len(b) == 4
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
@@ -128,22 +139,21 @@ class CaptureStepInput:
                 self.value.assign(tf.cast(inputs, tf.float32))
             return original(classifier, inputs, training=training)
         monkeypatch.setattr(classifier_lib.Classifier, "call", call)
-        classifier_lib._last.clear()  # trace anew, with the recording call
 
 
 @pytest.mark.parametrize("xla,precision", [("off", "float32"), ("on", "float32"), ("off", "mixed_float16")])
 def test_augmentation_in_the_step_runs_and_resumes(small_records, tmp_path, monkeypatch, xla, precision):
     """The GPU path on the CPU: the paper's augmentation inside the compiled step."""
-    from engine.config import PipelineConfig
     from engine.data import augment, pipeline
 
     # Keras compiles no XLA step with deterministic kernels; TinyCNN's CPU
     # kernels repeat their results without them.
     options = dict(augment_placement="step", xla=xla, precision=precision, deterministic=xla == "off", epochs=3)
     capture = CaptureStepInput(monkeypatch, (16, 32, 32, 1))
-    whole = train.train(small(small_records, tmp_path / "whole", **options), quiet=True)
+    trainer = train.Trainer()  # traces anew, with the recording call
+    whole = train.train(small(small_records, tmp_path / "whole", **options), trainer=trainer, quiet=True)
     assert whole["augment_placement"] == "step" and whole["xla"]["value"] == xla
-    classifier = classifier_lib._last[0].classifier
+    classifier = trainer.classifier
     assert classifier.jit_compile == (xla == "on")
     conv = next(layer for layer in classifier.net.layers if isinstance(layer, keras.Model)).get_layer("conv0")
     assert conv.compute_dtype == {"float32": "float32", "mixed_float16": "float16"}[precision]
@@ -151,8 +161,7 @@ def test_augmentation_in_the_step_runs_and_resumes(small_records, tmp_path, monk
     # (uint8: tf.data did not augment it), augmented eagerly with the step's
     # key: (seed, epoch) and the step's index within the epoch.
     steps = 48 // 16
-    batches = pipeline.dataset(small_records, "train", 16, training=True, config=PipelineConfig(seed=0),
-                               start_epoch=2, end_epoch=3)
+    batches = pipeline.dataset(small_records, "train", 16, training=True, seed=0, start_epoch=2, end_epoch=3)
     last = list(batches.take(steps))[-1][0]
     assert last.dtype == tf.uint8
     eager = augment.make_augment_fn("paper", jit_compile=False, image_size=32, channels=1, seed=0)
@@ -164,17 +173,18 @@ def test_augmentation_in_the_step_runs_and_resumes(small_records, tmp_path, monk
         assert isinstance(classifier.optimizer, keras.optimizers.LossScaleOptimizer)
     cfg = small(small_records, tmp_path / "resumed", **options)
     with pytest.raises(Killed):
-        train.train(cfg, quiet=True, callbacks=[KillAtEpoch(2)])
-    resumed = train.train(cfg, quiet=True)
+        train.train(cfg, trainer=trainer, quiet=True, callbacks=[KillAtEpoch(2)])
+    resumed = train.train(cfg, trainer=trainer, quiet=True)
     a, b = history(tmp_path / "whole"), history(tmp_path / "resumed")
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         np.testing.assert_allclose([float(r[key]) for r in b], [float(r[key]) for r in a], rtol=1e-5, err_msg=key)
     assert resumed["test"]["metrics"] == whole["test"]["metrics"]
+    assert trainer.compiles == 1  # the kill and the resume reused the compiled step
 
 
-def test_two_seeded_deterministic_runs_are_identical(small_records, tmp_path):
-    a = train.train(small(small_records, tmp_path / "a", epochs=2, deterministic=True), quiet=True)
-    b = train.train(small(small_records, tmp_path / "b", epochs=2, deterministic=True), quiet=True)
+def test_two_seeded_deterministic_runs_are_identical(small_records, tmp_path, trainer):
+    a = train.train(small(small_records, tmp_path / "a", epochs=2, deterministic=True), trainer=trainer, quiet=True)
+    b = train.train(small(small_records, tmp_path / "b", epochs=2, deterministic=True), trainer=trainer, quiet=True)
     assert history(tmp_path / "a")[-1]["val_loss"] == history(tmp_path / "b")[-1]["val_loss"]
     assert a["test"]["metrics"] == b["test"]["metrics"]
 
@@ -195,9 +205,9 @@ class PoisonWeights(keras.callbacks.Callback):
             kernel.assign(np.full(kernel.shape, np.nan, np.float32))
 
 
-def test_nan_loss_marks_run_diverged(synthetic_records, tmp_path):
+def test_nan_loss_marks_run_diverged(synthetic_records, tmp_path, trainer):
     cfg = tiny(synthetic_records, tmp_path / "nan", epochs=3)
-    result = train.train(cfg, quiet=True, callbacks=[PoisonWeights(epoch=1, batch=3)])
+    result = train.train(cfg, trainer=trainer, quiet=True, callbacks=[PoisonWeights(epoch=1, batch=3)])
     assert result["status"] == "diverged"
     assert result["diverged_at_epoch"] == 2
     rows = history(tmp_path / "nan")
@@ -205,24 +215,24 @@ def test_nan_loss_marks_run_diverged(synthetic_records, tmp_path):
     assert json.loads((tmp_path / "nan" / "metrics.json").read_text())["status"] == "diverged"
 
 
-def test_config_change_on_existing_run_is_refused(synthetic_records, tmp_path):
-    train.train(tiny(synthetic_records, tmp_path / "run", epochs=1), quiet=True)
+def test_config_change_on_existing_run_is_refused(synthetic_records, tmp_path, trainer):
+    train.train(tiny(synthetic_records, tmp_path / "run", epochs=1), trainer=trainer, quiet=True)
     with pytest.raises(UserError, match=r"another config \(differs in: lr\)"):
-        train.train(tiny(synthetic_records, tmp_path / "run", epochs=1, lr=1e-2), quiet=True)
+        train.train(tiny(synthetic_records, tmp_path / "run", epochs=1, lr=1e-2), trainer=trainer, quiet=True)
 
 
-def test_run_from_before_a_new_field_resumes(synthetic_records, tmp_path):
+def test_run_from_before_a_new_field_resumes(synthetic_records, tmp_path, trainer):
     cfg = tiny(synthetic_records, tmp_path / "run", epochs=1)
-    train.train(cfg, quiet=True)
+    train.train(cfg, trainer=trainer, quiet=True)
     path = tmp_path / "run" / "config.json"
     old = json.loads(path.read_text())
     del old["augment_placement"], old["model"]["fused_bn"]  # as written before these fields existed
     path.write_text(json.dumps(old))
-    assert train.train(cfg, quiet=True)["status"] == "done"  # finished: nothing refused
+    assert train.train(cfg, trainer=trainer, quiet=True)["status"] == "done"  # finished: nothing refused
     changed = dict(old, augment="none")
     path.write_text(json.dumps(changed))
     with pytest.raises(UserError, match=r"differs in: augment\)"):
-        train.train(cfg, quiet=True)
+        train.train(cfg, trainer=trainer, quiet=True)
 
 
 @pytest.mark.parametrize("changes,message", [
@@ -236,15 +246,19 @@ def test_run_from_before_a_new_field_resumes(synthetic_records, tmp_path):
     ({"positive_class": "flu"}, "--positive-class 'flu' is not a class"),
     ({"deterministic": True, "xla": "on"}, "--deterministic and --xla on exclude each other"),
 ])
-def test_bad_arguments_fail_before_work(synthetic_records, tmp_path, changes, message):
+def test_bad_arguments_fail_before_work(synthetic_records, tmp_path, changes, message, trainer):
     with pytest.raises(UserError, match=message):
-        train.train(tiny(synthetic_records, tmp_path / "bad", **changes), quiet=True)
+        train.train(tiny(synthetic_records, tmp_path / "bad", **changes), trainer=trainer, quiet=True)
     assert not (tmp_path / "bad" / "history.csv").exists()
 
 
 def test_missing_records_is_one_line(tmp_path):
     with pytest.raises(UserError, match="is not a records folder"):
         train.train(tiny(tmp_path / "nothing", tmp_path / "run"), quiet=True)
+    # Training never builds records (the embedded set included): the callers resolve them.
+    with pytest.raises(UserError, match=r"^no records folder: build records with `engine build-records`"):
+        train.train(tiny(None, tmp_path / "run"), quiet=True)
+    assert not (tmp_path / "run").exists()
 
 
 def test_auto_bn_momentum_values():
@@ -281,9 +295,12 @@ def test_memory_does_not_grow_over_runs(small_records, tmp_path):
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
     sizes = []
+    trainer = train.Trainer()
     for i in range(8):
-        train.train(small(small_records, tmp_path / f"r{i}", epochs=1, seed=i, lr=1e-3 * (i + 1)), quiet=True)
+        train.train(small(small_records, tmp_path / f"r{i}", epochs=1, seed=i, lr=1e-3 * (i + 1)), trainer=trainer,
+                    quiet=True)
         sizes.append(rss_mb())
+    assert trainer.compiles == 1
     # Rebuilding and retracing the model per run added ~14 MB each time for
     # this small model (TensorFlow keeps traced graphs; far more for
     # InceptionV3); with reuse what remains is ~5 MB a run from the tf.data
@@ -372,15 +389,16 @@ class BatchLosses(keras.callbacks.Callback):
         self.losses.append(float(logs["loss"]))
 
 
-def test_mirrored_two_devices_same_loss_as_one(small_records, tmp_path):
+def test_mirrored_two_devices_same_loss_as_one(small_records, tmp_path, trainer):
     # No augmentation and no dropout: their random draws differ per replica by design.
     model = ModelConfig(name="TinyCNN", weights="none", image_size=32, dropout=0.0)
     one_losses, two_losses = BatchLosses(), BatchLosses()
     one = train.train(tiny(small_records, tmp_path / "one", epochs=1, augment="none", model=model),
-                      quiet=True, callbacks=[one_losses])
+                      trainer=trainer, quiet=True, callbacks=[one_losses])
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     two = train.train(tiny(small_records, tmp_path / "two", epochs=1, augment="none", model=model),
-                      quiet=True, callbacks=[two_losses], distribution=tf.distribute.MirroredStrategy(devices))
+                      trainer=trainer, quiet=True, callbacks=[two_losses],
+                      distribution=tf.distribute.MirroredStrategy(devices))
     # Same first steps up to float rounding (synchronised BatchNorm over the
     # global batch split in two, Keras' BatchNorm path instead of the fused
     # kernel); later steps drift apart only by rounding.
@@ -390,24 +408,25 @@ def test_mirrored_two_devices_same_loss_as_one(small_records, tmp_path):
     assert one["status"] == two["status"] == "done"
 
 
+@pytest.mark.slow  # the default run covers it: test_trial_state (one trainer, one strategy, reuse counted) and
+# test_mirrored_two_devices_same_loss_as_one (training under a MirroredStrategy of two CPU devices)
 def test_trials_share_one_strategy_and_one_compiled_model(small_records, tmp_path, monkeypatch):
-    """On a machine with two GPUs (here two CPU devices stand in), every run of the
-    process gets the same MirroredStrategy, so the next trial reuses the compiled model."""
-    from engine.training import distribute
-
+    """On a machine with two GPUs (here two CPU devices stand in), every run given
+    one Trainer gets its MirroredStrategy, so the next trial reuses the compiled model."""
     devices = tf.config.list_logical_devices("CPU")[:2]
     listed = tf.config.list_logical_devices
     monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: devices if kind == "GPU" else listed(kind))
-    first = distribute.strategy()
+    trainer = train.Trainer()
+    first = trainer.strategy()
     assert isinstance(first, tf.distribute.MirroredStrategy) and first.num_replicas_in_sync == 2
-    assert distribute.strategy() is first
+    assert trainer.strategy() is first
     model = ModelConfig(name="TinyCNN", weights="none", image_size=32, dropout=0.0)
     options = dict(epochs=1, augment="none", augment_placement="data", model=model)
-    train.train(tiny(small_records, tmp_path / "a", **options), quiet=True)
-    compiled = classifier_lib._last[0].classifier
+    train.train(tiny(small_records, tmp_path / "a", **options), trainer=trainer, quiet=True)
+    compiled = trainer.classifier
     assert compiled.distribute_strategy is first
-    train.train(tiny(small_records, tmp_path / "b", seed=1, lr=2e-3, **options), quiet=True)
-    assert classifier_lib._last[0].classifier is compiled
+    train.train(tiny(small_records, tmp_path / "b", seed=1, lr=2e-3, **options), trainer=trainer, quiet=True)
+    assert trainer.classifier is compiled and trainer.reused and trainer.compiles == 1
 
 
 def free_port():
@@ -450,11 +469,12 @@ def moving_stat_gap(run: Path, records_dir: Path) -> float:
     return float(np.mean(np.abs(np.log(moving / features.var(0)))))
 
 
-def test_auto_bn_momentum_tracks_the_data(synthetic_records, tmp_path):
+def test_auto_bn_momentum_tracks_the_data(synthetic_records, tmp_path, trainer):
     # Short run, small data, 15 steps an epoch: Keras' 0.99 leaves the moving
     # statistics near their start (variance 1), which is what validation reads.
-    train.train(tiny(synthetic_records, tmp_path / "keras", epochs=3, lr=1e-3, bn_momentum="keras"), quiet=True)
-    tied = train.train(tiny(synthetic_records, tmp_path / "auto", epochs=3, lr=1e-3), quiet=True)
+    train.train(tiny(synthetic_records, tmp_path / "keras", epochs=3, lr=1e-3, bn_momentum="keras"), trainer=trainer,
+                quiet=True)
+    tied = train.train(tiny(synthetic_records, tmp_path / "auto", epochs=3, lr=1e-3), trainer=trainer, quiet=True)
     assert tied["bn_momentum"] == 0.9
     lagging = moving_stat_gap(tmp_path / "keras", synthetic_records)
     tracking = moving_stat_gap(tmp_path / "auto", synthetic_records)
@@ -462,29 +482,29 @@ def test_auto_bn_momentum_tracks_the_data(synthetic_records, tmp_path):
     assert tracking < 0.6 and lagging > 1.5 and lagging > 4 * tracking, (tracking, lagging)
 
 
-def test_pretrained_weights_keep_keras_momentum(synthetic_records, tmp_path):
+def test_pretrained_weights_keep_keras_momentum(synthetic_records, tmp_path, trainer):
     # The paper's setting: weights that carry real-image statistics (here a
     # file, as ImageNet's cannot be fetched) keep Keras' 0.99 under auto.
     config = ModelConfig(name="TinyCNN", weights="none", image_size=64, channels=1)
     path = tmp_path / "tiny.weights.h5"
     model_lib.backbone(config).save_weights(path)
     result = train.train(tiny(synthetic_records, tmp_path / "run", epochs=1,
-                              model=replace(config, weights=str(path))), quiet=True)
+                              model=replace(config, weights=str(path))), trainer=trainer, quiet=True)
     assert result["bn_momentum"] == 0.99 and "weights carry their own statistics" in result["bn_momentum_reason"]
     net = keras.models.load_model(tmp_path / "run" / "last.keras", safe_mode=True)
     base = next(layer for layer in net.layers if isinstance(layer, keras.Model))
     assert {layer.momentum for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
-    assert numerics.bn_momentum("auto", 100, "imagenet")[0] is None
-    assert numerics.bn_momentum("auto", 100, "none")[0] == pytest.approx(0.01 ** (1 / 100))
+    assert numerics.bn_momentum("auto", 100, "imagenet", "InceptionV3")[0] == 0.99  # the backbone's own
+    assert numerics.bn_momentum("auto", 100, "none", "InceptionV3")[0] == pytest.approx(0.01 ** (1 / 100))
 
 
 @pytest.mark.parametrize("select", ["best", "last"])
-def test_one_model_behind_every_metric(synthetic_records, tmp_path, select):
+def test_one_model_behind_every_metric(small_records, tmp_path, select, trainer):
     run = tmp_path / select
     # Seed 2: its lowest val loss came before the last epoch when measured, so
     # the best model is swapped in (any seed must pass).
-    result = train.train(tiny(synthetic_records, run, epochs=4, seed=2, select=select, threshold="val-youden"),
-                         quiet=True)
+    result = train.train(small(small_records, run, epochs=4, seed=2, select=select, threshold="val-youden"),
+                         trainer=trainer, quiet=True)
     rows = history(run)
     if select == "last":
         assert result["model"] == "last (epoch 4)" and result["model_file"] == "last.keras"
@@ -554,20 +574,24 @@ def test_sigkill_mid_run_then_rerun_completes(small_records, tmp_path):
     assert state.is_file(), "killed before the first checkpoint"
     done_before = json.loads(state.read_text())["epoch"] + 1
     assert done_before < 4
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    # The rerun in this process (the same command line; TensorFlow's start-up spared).
+    from typer.testing import CliRunner
+
+    from engine.cli import app
+    done = CliRunner().invoke(app, cmd[3:], catch_exceptions=False)
+    assert done.exit_code == 0, done.output[-2000:]
     assert [int(r["epoch"]) for r in history(run)] == [1, 2, 3, 4]
     assert json.loads((run / "metrics.json").read_text())["status"] == "done"
 
 
-def test_damaged_shard_during_training_is_named(synthetic_records, tmp_path):
+def test_damaged_shard_during_training_is_named(synthetic_records, tmp_path, trainer):
     import shutil
 
     copy = tmp_path / "records"
     shutil.copytree(synthetic_records, copy)
     shard = damage(sorted(copy.glob("*-train.tfrecord-*"))[1])
     with pytest.raises(UserError, match=rf"{shard.name}: record \d+ cannot be read"):
-        train.train(tiny(copy, tmp_path / "run", epochs=1), quiet=True)
+        train.train(tiny(copy, tmp_path / "run", epochs=1), trainer=trainer, quiet=True)
 
 
 def test_class_weights_inverse_frequency():
@@ -588,10 +612,10 @@ def test_freeze_base_and_trainable_from():
         model_lib.build(replace(config, trainable_from="nope"))
 
 
-def test_validation_does_not_depend_on_its_batch(synthetic_records):
+def test_validation_does_not_depend_on_its_batch(synthetic_records, trainer):
     # Validation runs at a larger batch than training (faster); BatchNorm is in
     # inference mode there, so the metrics must not change with the batch.
-    run = train.prepare(tiny(synthetic_records, None, batch_size=4), quiet=True)
+    run = train.prepare(tiny(synthetic_records, None, batch_size=4), trainer=trainer, quiet=True)
     run.classifier.fit(run.batches("train"), epochs=1, steps_per_epoch=run.steps_per_epoch, verbose=0)
     assert run.eval_batch_size("val") == 60
     small = run.classifier.evaluate(run.batches("val", batch_size=4), verbose=0, return_dict=True)
@@ -646,7 +670,7 @@ def test_checkpoint_keeps_the_best_weights_apart(tmp_path):
     assert [p.name for p in (tmp_path / "ckpt").glob("state-*.npz")] == ["state-0003.npz"]
 
 
-def test_batch_sizes_share_one_compiled_model(synthetic_records, tmp_path, monkeypatch):
+def test_batch_sizes_share_one_compiled_model(small_records, tmp_path, monkeypatch):
     # A batch sweep builds and compiles one classifier, and Keras traces its
     # step once: training batches leave tf.data with the batch dimension
     # unknown, so the one trace serves every batch size.
@@ -657,13 +681,14 @@ def test_batch_sizes_share_one_compiled_model(synthetic_records, tmp_path, monke
         traced.append(data[0].shape[0])
         return original(self, data)
     monkeypatch.setattr(classifier_lib.Classifier, "train_step", train_step)
-    classifier_lib._last.clear()
+    trainer = train.Trainer()  # traces anew, with the recording step
     options = dict(epochs=1, augment="paper")
-    train.train(tiny(synthetic_records, tmp_path / "b16", batch_size=16, **options), quiet=True)
-    compiled = classifier_lib._last[0].classifier
+    train.train(small(small_records, tmp_path / "b16", batch_size=16, **options), trainer=trainer, quiet=True)
+    compiled = trainer.classifier
     for batch in (32, 8):
-        train.train(tiny(synthetic_records, tmp_path / f"b{batch}", batch_size=batch, **options), quiet=True)
-        assert classifier_lib._last[0].classifier is compiled
-        assert int(compiled.steps_per_epoch.numpy()) == 240 // batch
+        train.train(small(small_records, tmp_path / f"b{batch}", batch_size=batch, **options), trainer=trainer,
+                    quiet=True)
+        assert trainer.classifier is compiled and trainer.reused
+        assert int(compiled.steps_per_epoch.numpy()) == 48 // batch
     assert traced == [None]
     assert [len(history(tmp_path / f"b{b}")) for b in (16, 32, 8)] == [1, 1, 1]

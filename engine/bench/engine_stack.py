@@ -21,7 +21,8 @@ def train_config(cfg: BenchConfig, folder: Path, manifest: dict, batch: int, pre
                        xla=xla, bn_momentum="keras", positive_class=min(manifest["label_map"]))
 
 
-def engine_measures(cfg: BenchConfig, folder: Path, manifest: dict, precision: str, xla: str) -> list[Measure]:
+def engine_measures(cfg: BenchConfig, folder: Path, manifest: dict, precision: str, xla: str,
+                    trainer: "training.Trainer | None" = None) -> list[Measure]:
     """The engine's rows for one precision/XLA setting: one classifier prepared
     as training prepares it, traced once per batch shape."""
     import tensorflow as tf
@@ -29,7 +30,8 @@ def engine_measures(cfg: BenchConfig, folder: Path, manifest: dict, precision: s
     modes = [m for m in ("step", "e2e") if m in cfg.modes]
     if not modes:
         return []
-    run = training.prepare(train_config(cfg, folder, manifest, cfg.batch_sizes[0], precision, xla), quiet=True)
+    run = training.prepare(train_config(cfg, folder, manifest, cfg.batch_sizes[0], precision, xla),
+                           trainer=trainer, quiet=True)
     in_data = run.placement == "data" and cfg.augment != "none"
     size, channels = cfg.image_size, manifest["channels"]
     rng = np.random.default_rng(0)
@@ -71,7 +73,8 @@ def engine_measures(cfg: BenchConfig, folder: Path, manifest: dict, precision: s
     return measures
 
 
-def engine_input_measures(cfg: BenchConfig, folder: Path, manifest: dict) -> list[Measure]:
+def engine_input_measures(cfg: BenchConfig, folder: Path, manifest: dict,
+                          trainer: "training.Trainer | None" = None) -> list[Measure]:
     """Records -> augmented batches on the device, no model, placed as training places it."""
     import tensorflow as tf
 
@@ -79,9 +82,10 @@ def engine_input_measures(cfg: BenchConfig, folder: Path, manifest: dict) -> lis
     measures = []
     for batch in cfg.batch_sizes:
         train_cfg = train_config(cfg, folder, manifest, batch)
-        in_step = training.step_augment_fn(train_cfg, manifest)  # None when tf.data augments
+        in_step = training.step_augment_fn(train_cfg, manifest, trainer)  # None when tf.data augments
         steps = steps_for(cfg.input_images, batch)
-        ds = training.input_batches(train_cfg, manifest, "train", end_epoch=epochs_for(steps, batch, manifest))
+        ds = training.input_batches(train_cfg, manifest, "train", end_epoch=epochs_for(steps, batch, manifest),
+                                    trainer=trainer)
 
         def prepare(ds=ds, steps=steps, in_step=in_step):
             it = iter(ds)  # started inside the clock, destroyed after it (see e2e)

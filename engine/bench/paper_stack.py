@@ -1,6 +1,6 @@
 """The paper's stack, timed beside the engine: tf_keras ``ImageDataGenerator``
 with the paper's augmentation over a class folder, feeding a float32, non-XLA
-tf_keras InceptionV3 (``pip install -e '.[baseline]'``)."""
+tf_keras InceptionV3 (``pip install -e '.[paper]'``)."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.bench.protocol import BASELINE, Measure, steps_for
+from engine.bench.protocol import PAPER, Measure, steps_for
 from engine.config import BenchConfig
 from engine.data.manifest import parse_fn, shard_paths
 
 
-def baseline_available() -> bool:
+def paper_available() -> bool:
     try:
         import scipy  # noqa: F401  (ImageDataGenerator's affine transforms)
         import tf_keras  # noqa: F401
@@ -125,7 +125,7 @@ def paper_trial(images: Path, out: Path, *, model: str, size: int, batch: int, l
             "train_images": train.samples, "val_images": val.samples}
 
 
-def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], None]) -> list[Measure]:
+def paper_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], None]) -> list[Measure]:
     import tf_keras
     from tf_keras.utils import OrderedEnqueuer
 
@@ -148,7 +148,7 @@ def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], N
                         x, _ = next(flow)
                     float(x[:, 0, 0, 0].sum())
                 return timed
-            measures.append(Measure("input", batch, BASELINE, "-", "-", steps * batch, prepare_input))
+            measures.append(Measure("input", batch, PAPER, "-", "-", steps * batch, prepare_input))
         steps = steps_for(cfg.step_images, batch)
         if "step" in modes:
             px = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
@@ -160,7 +160,7 @@ def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], N
                         loss = model.train_on_batch(px, py)[0]
                     float(loss)
                 return timed
-            measures.append(Measure("step", batch, BASELINE, "float32", "off", steps * batch, prepare_step))
+            measures.append(Measure("step", batch, PAPER, "float32", "off", steps * batch, prepare_step))
         if "e2e" in modes:
             def prepare_e2e(flow=flow, steps=steps):
                 # What the paper's fit() runs: tf_keras' OrderedEnqueuer with
@@ -184,7 +184,7 @@ def baseline_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], N
                         raise
                     return enqueuer.stop  # after the clock: joining its thread is not a step
                 return timed
-            measures.append(Measure("e2e", batch, BASELINE, "float32", "off", steps * batch, prepare_e2e))
+            measures.append(Measure("e2e", batch, PAPER, "float32", "off", steps * batch, prepare_e2e))
     return measures
 
 

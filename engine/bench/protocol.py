@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from engine import machine
 
-ENGINE, BASELINE = "engine", "baseline"
+ENGINE, PAPER = "engine", "paper"  # the two stacks timed (paper: the paper's tf_keras stack)
 # Host memory below which no measurement starts (a judgement: the grid preset
 # with four settings alive filled 21.5 of 24 GB before reaching batch 32).
 LOW_MEMORY_MB = 3072.0

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from engine import machine
 from engine.bench import flops
-from engine.bench.protocol import BASELINE, ENGINE, Measure, summarize
+from engine.bench.protocol import ENGINE, PAPER, Measure, summarize
 from engine.config import BenchConfig
 from engine.io import atomic_json, atomic_write, save_figure
 
@@ -77,7 +77,7 @@ def ratios_and_targets(rows: list[dict], batches) -> tuple[list[dict], list[dict
     ratios, targets = [], []
     for batch in batches:
         engine_in, paper_in = find(rows, mode="input", batch=batch, stack=ENGINE), \
-            find(rows, mode="input", batch=batch, stack=BASELINE)
+            find(rows, mode="input", batch=batch, stack=PAPER)
         if engine_in:
             targets.append({"what": f"input img/s, batch {batch}", "value": engine_in["img_s"], "target": INPUT_RATE,
                             "unit": "img/s", "met": engine_in["img_s"] >= INPUT_RATE})
@@ -86,7 +86,7 @@ def ratios_and_targets(rows: list[dict], batches) -> tuple[list[dict], list[dict
             ratios.append({"what": "input / paper's input", "batch": batch, "setting": "-", "value": value})
             targets.append({"what": f"input vs paper's, batch {batch}", "value": value, "target": INPUT_RATIO,
                             "unit": "x", "met": value >= INPUT_RATIO})
-        paper_e2e = find(rows, mode="e2e", batch=batch, stack=BASELINE)
+        paper_e2e = find(rows, mode="e2e", batch=batch, stack=PAPER)
         for r in rows:
             if r["stack"] != ENGINE or r["batch"] != batch or r["mode"] != "e2e" or r["status"] != "ok":
                 continue
@@ -212,7 +212,7 @@ def markdown(result: dict) -> str:
              + (" (host / GPU)" if m["gpus"] else "") + " | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     order = {"input": 0, "step": 1, "e2e": 2}
-    for r in sorted(result["rows"], key=lambda r: (order[r["mode"]], r["batch"], r["stack"] != BASELINE,
+    for r in sorted(result["rows"], key=lambda r: (order[r["mode"]], r["batch"], r["stack"] != PAPER,
                                                    r["setting"])):
         setting = ("* " if r["chosen"] else "") + r["setting"]
         if r["status"] != "ok":
@@ -240,7 +240,7 @@ def target_text(t: dict) -> tuple[str, str]:
 
 
 def label(r: dict) -> str:
-    return "paper's stack (tf_keras float32)" if r["stack"] == BASELINE else \
+    return "paper's stack (tf_keras float32)" if r["stack"] == PAPER else \
         "engine input pipeline" if r["mode"] == "input" else f"engine {r['setting']}"
 
 
@@ -259,7 +259,7 @@ def plot(result: dict, path: Path) -> None:
         for name in dict.fromkeys(label(r) for r in rows):
             mine = sorted((r for r in rows if label(r) == name), key=lambda r: r["batch"])
             ok = [r for r in mine if r["status"] == "ok"]
-            dashed = mine[0]["stack"] == BASELINE
+            dashed = mine[0]["stack"] == PAPER
             if ok:
                 xs, ys = [r["batch"] for r in ok], [r["img_s"] for r in ok]
                 err = [[y - r["img_s_min"] for y, r in zip(ys, ok)], [r["img_s_max"] - y for y, r in zip(ys, ok)]]
@@ -301,7 +301,7 @@ SHORT = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16", "
 
 
 def short_setting(r: dict) -> str:
-    if r["stack"] == BASELINE:
+    if r["stack"] == PAPER:
         return "paper" if r["mode"] == "input" else "paper fp32"
     if r["mode"] == "input":
         return "engine"
@@ -320,7 +320,7 @@ def print_tables(result: dict, console: Console) -> None:
                  "peak MB" + (" host/GPU" if result["machine"]["gpus"] else ""), "note"):
         table.add_column(name, justify="left" if name in ("mode", "setting", "note") else "right")
     order = {"input": 0, "step": 1, "e2e": 2}
-    for r in sorted(result["rows"], key=lambda r: (order[r["mode"]], r["batch"], r["stack"] != BASELINE,
+    for r in sorted(result["rows"], key=lambda r: (order[r["mode"]], r["batch"], r["stack"] != PAPER,
                                                    r["setting"])):
         if r["status"] != "ok":
             table.add_row(r["mode"], str(r["batch"]), short_setting(r), f"[red]{r['status']}[/red]", "", "", "",

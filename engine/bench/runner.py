@@ -12,12 +12,14 @@ from pathlib import Path
 
 from engine import machine, training
 from engine.bench import engine_stack, flops, paper_stack, report
-from engine.bench.protocol import BASELINE, ENGINE, Measure, fail, run_measures, steps_for
+from engine.bench.protocol import ENGINE, PAPER, Measure, fail, run_measures, steps_for
 from engine.config import BenchConfig
-from engine.data.embedded import records_or_embedded, synthetic_root
+from engine.data.embedded import synthetic_root
 from engine.data.manifest import load_manifest
 from engine.errors import UserError
 from engine.progress import progress
+from engine.study.inputs import records_folder
+
 
 def candidates(value: str, kind: str) -> list[str]:
     """What ``value`` stands for (``kind`` precision or xla): itself, or for
@@ -42,16 +44,20 @@ def settings(cfg: BenchConfig) -> tuple[list[tuple[str, str]], list[tuple[str, s
 
 
 def build_measures(cfg: BenchConfig, folder: Path, manifest: dict, engine_settings: list[tuple[str, str]],
-                   baseline_images: Path | None, on_note: Callable[[str], None]) -> tuple[list[Measure], dict]:
+                   paper_images: Path | None, on_note: Callable[[str], None]) -> tuple[list[Measure], dict]:
     """Every measurement of the run, and the build time of each model."""
     measures: list[Measure] = []
     build_s: dict[str, float] = {}
+    # One trainer for every engine row, as one sweep process has: the
+    # augmentation is traced once for all batch sizes, and a setting whose
+    # graph is the previous one's reuses its compiled step.
+    trainer = training.Trainer()
     if "input" in cfg.modes:
-        measures += engine_stack.engine_input_measures(cfg, folder, manifest)
+        measures += engine_stack.engine_input_measures(cfg, folder, manifest, trainer)
     for precision, xla in engine_settings:
         start = time.perf_counter()
         try:
-            measures += engine_stack.engine_measures(cfg, folder, manifest, precision, xla)
+            measures += engine_stack.engine_measures(cfg, folder, manifest, precision, xla, trainer)
         except Exception as err:  # noqa: BLE001  (a setting this device cannot build is a row, not a crash)
             for batch in cfg.batch_sizes:
                 for mode in ("step", "e2e"):
@@ -61,23 +67,23 @@ def build_measures(cfg: BenchConfig, folder: Path, manifest: dict, engine_settin
                         measures.append(row)
         build_s[f"engine {precision}/{xla}"] = time.perf_counter() - start
         on_note(f"built engine {precision}/{xla} in {build_s[f'engine {precision}/{xla}']:.1f} s")
-    if baseline_images is not None:
+    if paper_images is not None:
         start = time.perf_counter()
         try:
-            measures += paper_stack.baseline_measures(cfg, baseline_images, on_note)
+            measures += paper_stack.paper_measures(cfg, paper_images, on_note)
         except Exception as err:  # noqa: BLE001  (as for the engine's settings)
             for batch in cfg.batch_sizes:
                 for mode in cfg.modes:
-                    row = Measure(mode, batch, BASELINE, "-" if mode == "input" else "float32",
+                    row = Measure(mode, batch, PAPER, "-" if mode == "input" else "float32",
                                   "-" if mode == "input" else "off", 0)
                     fail(row, err)
                     measures.append(row)
-        build_s["baseline float32/off"] = time.perf_counter() - start
+        build_s["paper float32/off"] = time.perf_counter() - start
     return measures, build_s
 
 
 def resolve_data(cfg: BenchConfig, quiet: bool) -> tuple[Path, dict]:
-    folder = records_or_embedded(cfg.records, cfg.image_size, quiet)
+    folder = records_folder(cfg.records, cfg.image_size, quiet=quiet)
     manifest = load_manifest(folder)
     if manifest["image_size"][0] != cfg.image_size:
         raise UserError(f"{folder} holds {manifest['image_size'][0]}-px images; pass --image-size "
@@ -89,14 +95,15 @@ def resolve_data(cfg: BenchConfig, quiet: bool) -> tuple[Path, dict]:
     return folder, manifest
 
 
-def want_baseline(cfg: BenchConfig, on_note: Callable[[str], None]) -> bool:
-    if cfg.baseline is False:
+def want_paper(cfg: BenchConfig, on_note: Callable[[str], None]) -> bool:
+    """Whether the paper's stack is timed: when asked, else when tf_keras is installed."""
+    if cfg.paper_stack is False:
         return False
-    if paper_stack.baseline_available():
+    if paper_stack.paper_available():
         return True
-    if cfg.baseline:
-        raise UserError("--baseline needs tf_keras and scipy: pip install 'engine[baseline]'")
-    on_note("no baseline: tf_keras is not installed (pip install 'engine[baseline]' to time the paper's stack)")
+    if cfg.paper_stack:
+        raise UserError("timing the paper's stack needs tf_keras: pip install 'engine[paper]'")
+    on_note("the paper's stack is not timed: tf_keras is not installed (pip install 'engine[paper]')")
     return False
 
 
@@ -111,14 +118,14 @@ def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None]
     cfg = replace(cfg, records=folder)
     engine_settings, auto_pool = settings(cfg)
     cfg.out.mkdir(parents=True, exist_ok=True)
-    baseline_images = None
-    if want_baseline(cfg, note):
+    paper_images = None
+    if want_paper(cfg, note):
         # The embedded set's generated PNGs are its source images: the paper's
         # stack reads and resizes them as it would a downloaded folder. A
-        # user's records are exported (already resized, which favours the baseline).
-        baseline_images = synthetic_root() / "images" / "train" if embedded else \
-            paper_stack.export_class_folder(folder, manifest, cfg.out / "baseline-images")
-    measures, build_s = build_measures(cfg, folder, manifest, engine_settings, baseline_images, note)
+        # user's records are exported (already resized, which favours the paper's stack).
+        paper_images = synthetic_root() / "images" / "train" if embedded else \
+            paper_stack.export_class_folder(folder, manifest, cfg.out / "paper-images")
+    measures, build_s = build_measures(cfg, folder, manifest, engine_settings, paper_images, note)
     macs = model_macs(cfg, manifest)
     peaks = {p: device_peak(p) for p in sorted({m.precision for m in measures if m.mode != "input"})}
 
@@ -133,7 +140,7 @@ def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None]
     with progress(total, "Benchmarking", "runs", quiet=quiet) as advance:
         run_measures(measures, cfg.repeats, advance, note, on_round=lambda: save(False))
     result = save(True)
-    remember_choice(cfg, result)
+    remember_choice(cfg, result, manifest["channels"])
     remember_rates(cfg, result, manifest["channels"])
     return result
 
@@ -151,7 +158,7 @@ def model_macs(cfg: BenchConfig, manifest: dict) -> int:
     return flops.model_macs(build(engine_stack.train_config(cfg, cfg.records, manifest, 1).model))
 
 
-def remember_choice(cfg: BenchConfig, result: dict) -> None:
+def remember_choice(cfg: BenchConfig, result: dict, channels: int) -> None:
     """Stores the measured step rates as the CPU probe result training's ``auto``
     reads, so ``engine train`` picks what the bench found fastest without probing."""
     if machine.gpus() or "step" not in cfg.modes or "auto" not in cfg.precisions or "auto" not in cfg.xlas:
@@ -165,7 +172,8 @@ def remember_choice(cfg: BenchConfig, result: dict) -> None:
             if len(rates) == len(pool):
                 break
         if len(rates) == len(pool) and len(pool) > 1:
-            training.remember_rates(cfg.model, cfg.image_size, batch, rates, "engine bench")
+            shape = training.PaceShape(cfg.model, cfg.image_size, channels, batch, "auto", "auto")
+            training.remember_rates(shape, rates, "engine bench")
 
 
 def estimate_seconds(cfg: BenchConfig) -> tuple[float, int]:
@@ -188,7 +196,7 @@ def estimate_seconds(cfg: BenchConfig) -> tuple[float, int]:
             seconds += len(step_modes) * rounds * steps_for(cfg.step_images, batch) * batch / pace.train_img_s
             seconds += pace.first_step_s if step_modes else 0  # step and e2e share one trace
             count += len(step_modes)
-    if cfg.baseline is not False and paper_stack.baseline_available():
+    if cfg.paper_stack is not False and paper_stack.paper_available():
         paper_modes = step_modes if paper_stack.has_model(cfg.model) else []
         for batch in cfg.batch_sizes:
             pace = training.estimate_pace(paper_shape(cfg, batch))
@@ -204,7 +212,7 @@ def estimate_seconds(cfg: BenchConfig) -> tuple[float, int]:
 
 def paper_shape(cfg: BenchConfig, batch: int) -> "training.PaceShape":
     """The paper's stack as the time estimator knows it: float32, no XLA, RGB."""
-    return training.PaceShape(cfg.model, cfg.image_size, 3, batch, "float32", "off", stack="paper")
+    return training.PaceShape(cfg.model, cfg.image_size, 3, batch, "float32", "off", stack=PAPER)
 
 
 def remember_rates(cfg: BenchConfig, result: dict, channels: int) -> None:
@@ -222,9 +230,9 @@ def dry_run_text(cfg: BenchConfig) -> str:
     engine_settings, _ = settings(cfg)
     basis = training.estimate_pace(training.PaceShape(cfg.model, cfg.image_size, 1, cfg.batch_sizes[0],
                                                       *engine_settings[0])).basis if engine_settings else "-"
-    baseline = "yes" if cfg.baseline is not False and paper_stack.baseline_available() else "no"
+    paper = "yes" if cfg.paper_stack is not False and paper_stack.paper_available() else "no"
     return (f"engine settings: {', '.join(f'{p}/{x}' for p, x in engine_settings)}; batch sizes "
-            f"{', '.join(map(str, cfg.batch_sizes))}; modes {', '.join(cfg.modes)}; baseline {baseline}\n"
+            f"{', '.join(map(str, cfg.batch_sizes))}; modes {', '.join(cfg.modes)}; the paper's stack {paper}\n"
             f"{count} measurements x ({cfg.repeats} repeats + warm-up): roughly {seconds / 60:.0f} min "
             f"(training rates: {basis})")
 

@@ -3,9 +3,12 @@ against the paper's stack, and the full paper study projected from it.
 
 Users run studies, not steps, so this times what they run. The engine's
 trials go through ``engine compare``'s own path (``engine.study.sweep``: run
-folders, per-epoch checkpoints, history, the report): the learning rates at
-the first batch size as one sweep, the other batch sizes at the first rate
-as another. The paper's stack runs each trial as the paper's script did
+folders, per-epoch checkpoints, history, the report), all on one trainer as
+a sweep's runner trains them: the learning rates at the first batch size as
+one sweep, the other batch sizes at the first rate as another. With
+``--parallel N`` they run again through ``engine.study.compare.run``, as
+``engine compare --parallel N`` runs them (N trial processes). The paper's
+stack runs each trial as the paper's script did
 (``paper_stack.paper_trial``: a fresh tf_keras model, ``fit`` over
 ``flow_from_directory`` train and validation generators with the paper's
 augmentation, float32, no XLA, the model saved at the end), on the same
@@ -31,7 +34,6 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,13 +41,13 @@ from pathlib import Path
 
 from engine import machine, training
 from engine.bench import paper_stack
+from engine.bench.protocol import ENGINE, PAPER  # the two stacks' one name each
 from engine.config import PAPER_LRS, BenchConfig, ModelConfig, SweepConfig, TrainConfig
 from engine.data.manifest import load_manifest
 from engine.errors import UserError
 from engine.io import atomic_json, atomic_write
 from engine.progress import progress
 
-ENGINE, PAPER = "engine", "paper"
 # The full study the projection is for: the paper's two axes.
 PAPER_EPOCHS, PAPER_TRAIN, PAPER_VAL = 20, 500, 100
 # Train-image counts tried, largest first, when the run is sized to its budget.
@@ -148,11 +150,11 @@ def prepare_data(cfg: BenchConfig, train: int, val: int, quiet: bool) -> tuple[P
         for split in ("train", "val"):
             paper_stack.export_class_folder(cfg.records, manifest, images / split, limit=10 ** 9, split=split)
         return cfg.records, images
-    from engine.data.embedded import synthetic_records
+    from engine.study import inputs
 
     # A seeded, stratified subset of the generated 299-px PNGs, cached as the
     # embedded set's records are.
-    folder, _ = synthetic_records(cfg.image_size, quiet=quiet, subset=(train, val, 0))
+    folder = inputs.records_folder(None, cfg.image_size, subset=(train, val, 0), quiet=quiet)
     manifest = load_manifest(folder)
     images = work / f"paper-images-{train}-{val}"
     if not images.is_dir():
@@ -183,8 +185,10 @@ def sweeps(cfg: BenchConfig, records: Path, precision: str, xla: str) -> tuple[S
     return lr_sweep, batch_sweep
 
 
-def engine_trial(sweep: SweepConfig, lr: float, batch: int, on_epoch: Callable[[], None]) -> dict:
-    """One engine trial through ``engine compare``'s path, timed, then its reference rates."""
+def engine_trial(sweep: SweepConfig, lr: float, batch: int, on_epoch: Callable[[], None], trainer) -> dict:
+    """One engine trial through ``engine compare``'s path on ``trainer`` (the
+    one every engine trial of the bench shares, as a sweep's runner does),
+    timed, then its reference rates."""
     from engine.study import sweep as sweep_lib
     from engine.study.report import read_history
 
@@ -192,14 +196,14 @@ def engine_trial(sweep: SweepConfig, lr: float, batch: int, on_epoch: Callable[[
                  if t.config.lr == lr and t.config.batch_size == batch)
     events = lambda kind, *_: on_epoch() if kind == "epoch" else None  # noqa: E731
     start = time.perf_counter()
-    result = sweep_lib.run(replace(sweep, trial=trial.name), on_event=events)[0]
+    result = sweep_lib.run(replace(sweep, trial=trial.name), on_event=events, trainer=trainer)[0]
     wall = time.perf_counter() - start
     if result.get("status") != training.STATUS_DONE:
         raise UserError(f"engine trial {trial.name} ended {result.get('status')}: {result.get('reason', '')}")
     history = read_history(trial.config.out / "history.csv")
     choice = json.loads((sweep.base.out / "sweep.json").read_text())["choice"]
-    run = training.prepare(replace(trial.config, out=None, precision=choice["precision"], xla=choice["xla"]),
-                           quiet=True, numerics=training.Numerics.from_json(choice))
+    run = training.prepare(replace(trial.config, out=None), trainer=trainer, quiet=True,
+                           numerics=training.Numerics.from_json(choice))
     reference = reference_rates(run)
     return {"stack": ENGINE, "lr": lr, "batch": batch, "seconds": wall, "epochs": history,
             "final_save_seconds": result.get("final_save_seconds", 0.0), "reference": reference,
@@ -358,8 +362,8 @@ def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None]
     """Runs the study bench; writes ``bench.json``, ``bench.md`` and the two
     stacks' run folders under ``OUT/study``; returns the JSON content."""
     note = on_note or (lambda s: None)
-    if not paper_stack.baseline_available():
-        raise UserError("--mode study times the paper's stack: pip install 'engine[baseline]'")
+    if not paper_stack.paper_available():
+        raise UserError("--mode study times the paper's stack: pip install 'engine[paper]'")
     started = time.perf_counter()
     manifest = load_manifest(cfg.records) if cfg.records else None
     train, val = sized(cfg, manifest)
@@ -374,8 +378,8 @@ def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None]
         # (precision, XLA, momentum: a cached probe at most) are made here,
         # outside the clock.
         shutil.rmtree(sweep.base.out, ignore_errors=True)
-        sweep.base.out.mkdir(parents=True)
-        sweep_lib.shared_choices(sweep, False, None)
+        sweep_lib.begin(sweep)
+    trainer = training.Trainer()
     shutil.rmtree(cfg.out / "study" / "paper", ignore_errors=True)
     plan = study_trials(cfg)
     note(f"study: {len(plan)} trials per stack, {cfg.epochs} epochs, {train} train / {val} val images, "
@@ -384,7 +388,7 @@ def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None]
     with progress(2 * len(plan) * cfg.epochs, "Study bench", "epochs", quiet=quiet) as advance:
         for lr, batch in plan:
             sweep = lr_sweep if batch == cfg.batch_sizes[0] else batch_sweep
-            trials.append(engine_trial(sweep, lr, batch, advance))
+            trials.append(engine_trial(sweep, lr, batch, advance, trainer))
             trials.append(paper_trial(cfg, images, lr, batch, advance))
             save(cfg, trials, train, val, started, complete=False)
     # The engine's reports (report.md, curves, summaries), as engine compare
@@ -404,24 +408,21 @@ def run(cfg: BenchConfig, *, quiet: bool = False, on_note: Callable[[str], None]
 
 
 def parallel_row(cfg: BenchConfig, lr_sweep: SweepConfig, batch_sweep: SweepConfig | None, note) -> dict:
-    """The engine's trials again as ``engine compare --parallel N`` (shard
-    processes, thread pools split and pinned), not interleavable, timed whole."""
-    import subprocess
+    """The engine's trials again as ``engine compare --parallel N`` runs them
+    (``compare.run``: N trial processes, thread pools split and pinned, the
+    report), not interleavable, timed whole. This process is its parent, so
+    the parent's start-up (TensorFlow imported) is not in the time."""
+    from engine.study import compare, sweep as sweep_lib
 
     seconds = 0.0
     for sweep in (s for s in (lr_sweep, batch_sweep) if s is not None):
         folder = sweep.base.out.with_name(sweep.base.out.name + f"-parallel{cfg.parallel}")
-        args = [sys.executable, "-m", "engine.cli", "compare", str(sweep.base.records), "--out", str(folder),
-                "--axis", sweep.axis, "--preset", "paper", "--lrs", ",".join(f"{x:g}" for x in sweep.lrs),
-                "--batch-sizes", ",".join(map(str, sweep.batch_sizes)), "--epochs", str(cfg.epochs),
-                "--weights", "none", "--image-size", str(cfg.image_size), "--model", cfg.model,
-                "--precision", sweep.base.precision, "--xla", sweep.base.xla, "--augment", cfg.augment,
-                "--parallel", str(cfg.parallel), "--force", "--quiet"]
+        shutil.rmtree(folder, ignore_errors=True)  # every run times its trials anew
         start = time.perf_counter()
-        done = subprocess.run(args, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise UserError(f"engine compare --parallel {cfg.parallel} failed: {done.stderr.strip()[-300:]}")
+        outcome = compare.run(replace(sweep, base=replace(sweep.base, out=folder)), parallel=str(cfg.parallel),
+                              quiet=True)
         seconds += time.perf_counter() - start
+        sweep_lib.check_failed(outcome["results"])
     note(f"--parallel {cfg.parallel}: the engine's trials in {seconds:.0f} s")
     return {"processes": cfg.parallel, "seconds": seconds}
 

@@ -41,6 +41,8 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from engine.config import AUGMENT_POLICIES
+
 __all__ = [
     "AUGMENT_POLICIES",
     "AugmentFn",
@@ -53,8 +55,6 @@ __all__ = [
     "sample_paper_params",
     "warp_bilinear_nearest",
 ]
-
-AUGMENT_POLICIES: tuple[str, ...] = ("none", "paper", "randaugment", "augmix")
 
 AugmentFn = Callable[[tf.Tensor, "int | tf.Tensor", "int | tf.Tensor"], tf.Tensor]
 
@@ -385,13 +385,17 @@ def _check_shape(images: tf.Tensor, height: int, width: int, channels: int) -> N
                          f"got {images.shape}")
 
 
+# The third-party policies, by their keras-cv layer.
+_KERAS_CV_LAYERS = {"randaugment": "RandAugment", "augmix": "AugMix"}
+# The configs accept exactly the policies implemented here (engine.config lists them).
+assert set(AUGMENT_POLICIES) == {"none", "paper", *_KERAS_CV_LAYERS}, AUGMENT_POLICIES
+
+
 def _keras_cv_layer(policy: str, seed: int, value_range: tuple[float, float]) -> Callable:
     """Builds the keras-cv layer of a third-party policy (imported lazily)."""
     import keras_cv  # Heavy import, only for the policies that need it.
 
-    if policy == "randaugment":
-        return keras_cv.layers.RandAugment(value_range=value_range, seed=seed)
-    return keras_cv.layers.AugMix(value_range=value_range, seed=seed)
+    return getattr(keras_cv.layers, _KERAS_CV_LAYERS[policy])(value_range=value_range, seed=seed)
 
 
 def make_augment_fn(policy: str, *, jit_compile: bool | None = None,

@@ -1,5 +1,7 @@
 """The embedded dataset: synthetic chest X-rays generated and built into records
-once, cached in the user's cache folder, used whenever no RECORDS are given."""
+once, cached in the user's cache folder, used whenever no RECORDS are given
+(``engine.study.inputs.records_folder``, above training, is where a command
+turns "no RECORDS" into these records)."""
 
 from __future__ import annotations
 

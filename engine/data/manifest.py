@@ -1,5 +1,6 @@
 """Reading records: the manifest, the shard files of a split and the parser of
-one ``tf.train.Example`` (writing them is ``engine.data.records``)."""
+one ``tf.train.Example`` (writing them is ``engine.data.records``), and the
+rule a batch size must meet against a split's size."""
 
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ def load_manifest(folder: Path) -> dict:
 
 # What every reader of a manifest relies on.
 REQUIRED = ("splits", "label_map", "image_size", "channels", "encoding", "resize")
+
+
+def check_batch_size(batch_size: int, manifest: dict, split: str = "train") -> None:
+    """The one rule of a batch against the records: a training batch holds no
+    more images than its split (training drops the incomplete last batch, so
+    a larger one would train on nothing). Raises UserError in one line."""
+    count = manifest["splits"].get(split, {}).get("count", 0)
+    if batch_size > count:
+        raise UserError(f"--batch-size {batch_size} is larger than the {split} split ({count} images)")
 
 
 def shard_paths(folder: Path, split: str, manifest: dict | None = None) -> list[str]:

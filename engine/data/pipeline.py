@@ -5,19 +5,21 @@ Decoding runs on the host CPU inside tf.data; batches leave the pipeline as
 conversion, augmentation and ``preprocess_input`` scaling happen on the device
 (``engine.data.augment`` and the model's stem).
 
-Order is a pure function of (seed, epoch): epoch ``e`` is shuffled with a seed
+Order and the augmentation run inside tf.data are pure functions of (seed,
+epoch), the run's one seed keying both: epoch ``e`` is shuffled with a seed
 derived from both, so a run resumed at epoch ``e`` sees exactly the batches an
 uninterrupted run would, and every trial of a sweep sees the same order.
 """
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 import tensorflow as tf
 
 from engine.config import PipelineConfig
-from engine.data.manifest import load_manifest, parse_fn, shard_paths
+from engine.data.manifest import check_batch_size, load_manifest, parse_fn, shard_paths
 from engine.data.augment import run_epoch_key
 from engine.errors import UserError
 
@@ -52,35 +54,38 @@ def read_examples(files: list[str], manifest: dict, deterministic: bool,
 
 
 def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
-            config: PipelineConfig = PipelineConfig(), start_epoch: int = 0,
+            config: PipelineConfig = PipelineConfig(), seed: int | None = None, start_epoch: int = 0,
             end_epoch: int | None = None, manifest: dict | None = None,
-            augment_fn=None, augment_seed: int = 0) -> tf.data.Dataset:
+            augment_fn=None) -> tf.data.Dataset:
     """Batches of (uint8 images [B, H, W, C], int32 labels [B]).
 
     Training: epochs ``start_epoch`` to ``end_epoch`` (exclusive; default one
-    epoch) laid end to end, each shuffled by (seed, epoch) (pass
+    epoch) laid end to end, each shuffled by (``seed``, epoch) (pass
     ``steps_per_epoch = count // batch_size`` to Keras), remainder dropped so
-    every batch is full. The batch dimension is left unknown (``None``) in
-    the element spec: Keras traces its training step for the spec it first
-    sees, so one traced and optimized step then serves every batch size of a
-    sweep (a static first batch size costs one more trace, ~30 s at 75 px on
-    2 cores, when the second batch size arrives).
+    every batch is full; ``seed`` None draws fresh orders and augmentations
+    and lets tf.data deliver out of order. ``batch_size`` is >= 1 (the
+    configs check it); a training batch larger than the split is a UserError
+    (``manifest.check_batch_size``). The batch dimension is left unknown
+    (``None``) in the element spec: Keras traces its training step for the
+    spec it first sees, so one traced and optimized step then serves every
+    batch size of a sweep (a static first batch size costs one more trace,
+    ~30 s at 75 px on 2 cores, when the second batch size arrives).
     Evaluation: one pass in file order, every example exactly once, the last
-    batch smaller.
+    batch smaller (``seed`` is not used).
 
     ``augment_fn(images, epoch_key, chunk)`` (training only) augments inside
     tf.data, in parallel with the consumer, in chunks of at least
-    ``AUGMENT_CHUNK`` images keyed by (``augment_seed``, epoch, chunk index);
+    ``AUGMENT_CHUNK`` images keyed by (``seed``, epoch, chunk index);
     batches then leave as float32.
     """
     manifest = manifest or load_manifest(folder)
     files = shard_paths(folder, split, manifest)
     count = manifest["splits"][split]["count"]
-    if batch_size < 1:
-        raise UserError(f"batch size must be >= 1, not {batch_size}")
-    if training and batch_size > count:
-        raise UserError(f"batch size {batch_size} is larger than the {split} split ({count} images)")
-    deterministic = config.seed is not None
+    if training:
+        check_batch_size(batch_size, manifest, split)
+    # Evaluation keeps file order whatever the seed: per-image scores are
+    # matched to the records' ids by that order, and compared across runs.
+    deterministic = seed is not None or not training
     cached = split_bytes(manifest, split) <= config.cache_mb * 2 ** 20
     if cached:
         # Decoded once, on the first pass; every later epoch reads memory.
@@ -95,7 +100,7 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
         def one_epoch(epoch: int) -> tf.data.Dataset:
             # Python-int seeds per epoch (tf.data rejects tensor seeds once a
             # global seed is set); without a seed each epoch draws fresh ones.
-            order = epoch_seed(config.seed, epoch) if deterministic else None
+            order = epoch_seed(seed, epoch) if deterministic else None
             if cached:
                 ds = base.shuffle(count, seed=order, reshuffle_each_iteration=False)
             else:
@@ -113,12 +118,14 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
             # which dominates at the paper's batch of 5 (measured: 1,500 img/s
             # per batch of 5 against 6,000+ per chunk of 64 on 2 cores). The
             # key of an image is (seed, epoch, chunk index).
-            key = run_epoch_key(augment_seed, epoch)
+            key = run_epoch_key(augment_key, epoch)
             chunks = ds.batch(max(batch_size, AUGMENT_CHUNK)).enumerate().map(
                 lambda step, batch: (augment_fn(batch[0], key, tf.cast(step, tf.int32)), batch[1]),
                 num_parallel_calls=AUTOTUNE, deterministic=deterministic)
             return chunks.rebatch(batch_size)
 
+        # Without a seed, augmentations are as fresh as the order.
+        augment_key = seed if seed is not None else secrets.randbits(31)
         ds = one_epoch(start_epoch)
         for epoch in range(start_epoch + 1, end_epoch or start_epoch + 1):
             ds = ds.concatenate(one_epoch(epoch))

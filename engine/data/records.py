@@ -10,6 +10,12 @@ with ``image/encoded``, ``image/format``, ``image/height``, ``image/width``,
 holds counts, the label map, image size, channels, encoding, every example's
 id, patient, source, source path and sha256, and the command that built it.
 
+The shard names are TFDS's own (``{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}``),
+and TFDS's metadata is written beside them (``write_tfds_metadata``:
+``dataset_info.json``, ``features.json``, the class names), so
+``tfds.builder_from_directory(OUT).as_dataset(split="train")`` reads the
+records as they are, every key above a feature of the same name.
+
 A build happens in a hidden sibling folder that is renamed to OUT at the end:
 a build killed at any moment leaves no OUT that looks complete, and the next
 build removes the leftover.
@@ -22,6 +28,7 @@ import csv
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -44,6 +51,10 @@ from engine.io import atomic_json, atomic_write, needing
 from engine.progress import progress
 
 REJECTS = "rejects.csv"
+# TFDS's default file template, which ``shard_name`` writes; TFDS parses a
+# dataset name as a letter followed by letters, digits or _ (``DATASET_NAME``).
+TFDS_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+DATASET_NAME = re.compile(r"[A-Za-z]\w*")
 
 
 def shard_name(name: str, split: str, index: int, count: int) -> str:
@@ -238,6 +249,45 @@ def write_shards(folder: Path, cfg: RecordsConfig, examples: list[tuple[Candidat
     return shards, shard_of
 
 
+def write_tfds_metadata(folder: Path, manifest: dict) -> None:
+    """TFDS's metadata for the shards in ``folder``, so that
+    ``tfds.builder_from_directory(folder)`` reads them without a builder of
+    their own: one feature per ``tf.train.Example`` key, under the key's own
+    name; ``image/encoded`` a decoded uint8 image of the records' shape (a
+    ``Tensor`` of raw bytes for ``raw``, an ``Image`` for png and jpeg),
+    ``image/class/label`` a ``ClassLabel`` with the class names; the splits
+    with their shard lengths (from ``manifest``, not by reading the shards);
+    ``as_supervised=True`` gives (image, label)."""
+    import tensorflow_datasets as tfds  # imported here only: a build is its one user
+
+    size, channels, encoding = manifest["image_size"][0], manifest["channels"], manifest["encoding"]
+    if encoding == "raw":
+        image = tfds.features.Tensor(shape=(size, size, channels), dtype=np.uint8,
+                                     encoding=tfds.features.Encoding.BYTES)
+    else:
+        image = tfds.features.Image(shape=(size, size, channels), encoding_format=encoding)
+    labels = manifest["label_map"]
+    features = {"image/encoded": image, "image/class/label": tfds.features.ClassLabel(
+        names=sorted(labels, key=labels.get))}
+    for key in ("image/height", "image/width", "image/channels"):
+        features[key] = tfds.features.Scalar(np.int64)
+    for key in ("image/format", "image/class/text", "image/source_id", "image/patient_id", "image/source"):
+        features[key] = tfds.features.Text()
+    template = tfds.core.ShardedFileTemplate(data_dir=tfds.core.Path(folder), template=TFDS_TEMPLATE,
+                                             dataset_name=manifest["name"], filetype_suffix="tfrecord")
+    lengths = collections.Counter(e["shard"] for e in manifest["examples"])
+    splits = [tfds.core.SplitInfo(name=split, shard_lengths=[lengths[name] for name in info["shards"]],
+                                  num_bytes=sum((folder / name).stat().st_size for name in info["shards"]),
+                                  filename_template=template)
+              for split, info in manifest["splits"].items()]
+    tfds.folder_dataset.write_metadata(
+        data_dir=folder, features=tfds.features.FeaturesDict(features), split_infos=splits,
+        filename_template=template, version="1.0.0", check_data=False,  # read back by the tests instead
+        supervised_keys=("image/encoded", "image/class/label"),
+        description="Written by `engine build-records`; manifest.json beside the shards holds every "
+                    "example's provenance (path, patient, source, sha256) and the build command.")
+
+
 def clean_stale(out: Path) -> list[Path]:
     """Removes folders left by builds of ``out`` that were killed."""
     stale = sorted(out.parent.glob(f".{out.name}.partial-*"))
@@ -255,6 +305,9 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
     cfg = with_recipe(cfg).validate()
     if cfg.src is None or cfg.out is None:
         raise UserError("build-records needs SRC and OUT")
+    if not DATASET_NAME.fullmatch(cfg.name):
+        raise UserError(f"--name must be a letter followed by letters, digits or _ (TFDS reads the records "
+                        f"by it), not {cfg.name!r}")
     out = cfg.out.resolve()
     cfg = replace(cfg, src=cfg.src.resolve(), out=out)
     if out.exists() and not cfg.overwrite:
@@ -320,6 +373,7 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
         manifest = make_manifest(cfg, layout, root, labels, channels, accepted, rejected, shards,
                                  shard_of, duplicates, near_count, near_pairs, notes, seconds)
         write_rejects(tmp / REJECTS, rejected)
+        write_tfds_metadata(tmp, manifest)
         atomic_json(tmp / MANIFEST, manifest)
         publish(tmp, out)
         return manifest

@@ -13,22 +13,25 @@ from pathlib import Path
 
 import keras
 
-from engine.config import ModelConfig
+from engine.config import MODEL_MIN_SIDE, ModelConfig
 from engine.model.fused_bn import fuse_batchnorm
 from engine.errors import UserError
 
-# name -> (preprocess_input mode of keras.applications, smallest input side).
-# Mode "none": the backbone rescales inside (include_preprocessing=True).
+# name -> preprocess_input mode of keras.applications; mode "none": the
+# backbone rescales inside (include_preprocessing=True). The names and their
+# smallest input side are engine.config.MODEL_MIN_SIDE, which the configs
+# check before any work.
 BACKBONES = {
-    "InceptionV3": ("tf", 75),
-    "ResNet50": ("caffe", 32),
-    "EfficientNetV2B0": ("none", 32),
-    "MobileNetV3Small": ("none", 32),
-    "MobileNetV2": ("tf", 32),
-    "DenseNet121": ("torch", 32),
+    "InceptionV3": "tf",
+    "ResNet50": "caffe",
+    "EfficientNetV2B0": "none",
+    "MobileNetV3Small": "none",
+    "MobileNetV2": "tf",
+    "DenseNet121": "torch",
     # A few conv + BatchNorm blocks: for tests and quick checks on a CPU.
-    "TinyCNN": ("tf", 16),
+    "TinyCNN": "tf",
 }
+assert set(BACKBONES) == set(MODEL_MIN_SIDE), "engine.config.MODEL_MIN_SIDE lists other backbones"
 
 
 @keras.saving.register_keras_serializable(package="engine")
@@ -53,11 +56,10 @@ class Preprocess(keras.layers.Layer):
 
 def backbone(config: ModelConfig) -> keras.Model:
     """The backbone without its top, weights loaded as asked."""
-    if config.name not in BACKBONES:
-        raise UserError(f"unknown --model {config.name!r}; choose one of {', '.join(BACKBONES)}")
-    mode, min_side = BACKBONES[config.name]
-    if config.image_size < min_side:
-        raise UserError(f"{config.name} needs images of at least {min_side} px, not {config.image_size}")
+    # The config's own rules again, for the size it holds now (taken from the
+    # records after the command line's config was checked); no work is lost.
+    config.validate()
+    mode = BACKBONES[config.name]
     weights = config.weights
     path = None
     if weights not in ("imagenet", "none"):
@@ -147,7 +149,7 @@ def build(config: ModelConfig, synchronized_bn: bool = False) -> keras.Model:
     if config.channels == 1:
         # Grayscale becomes RGB only here, after the cheap 1-channel stages.
         x = keras.layers.Concatenate(name="gray_to_rgb")([x, x, x])
-    mode = BACKBONES[config.name][0]
+    mode = BACKBONES[config.name]
     if mode != "none":
         x = Preprocess(mode, name="preprocess")(x)
     x = base(x)

@@ -1,80 +1,38 @@
-"""Where a sweep's runners come from: several shard processes at once
+"""Where a sweep's runners come from: several trial processes at once
 (``engine compare --parallel N``), or one trial per task of a job array
-(``--trial auto``: Slurm arrays, Kubernetes Indexed Jobs)."""
+(``--trial auto``: Slurm arrays, Kubernetes Indexed Jobs).
+
+``run_parallel`` starts N trial processes (``engine.study.worker``) on a
+sweep whose sweep.json its caller has written: each is told the sweep
+folder, its shard and the process count, nothing else, and sends its sweep
+events back as JSON lines (``worker.EventWriter``, ``read_event``). Each gets one
+GPU, or on a CPU its own slice of the cores (``child_env``, ``cpu_slices``);
+``auto_parallel`` decides how many.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from engine import machine
+from engine import machine, training
+from engine.data.manifest import load_manifest
 from engine.errors import RuntimeFailure, UserError
+from engine.study import sweep as sweep_lib
+from engine.study.worker import EVENT_PREFIX, EventWriter, first_trial, read_event  # noqa: F401 - the protocol
 
-# A child's line for failed trials (engine compare's own): the parent reports them.
+# A trial process' line for failed trials (``sweep.check_failed``): the parent reports them itself.
 TRIALS_FAILED = re.compile(r"\d+ trials? failed ")
 
-# Options the parent sets for each child itself.
-OWN_OPTIONS = ("--parallel", "--shard")
 # Start-up chatter of TensorFlow in a child's output, not worth relaying.
 NOISE = ("I0000", "W0000", "E0000", "WARNING: All", "To enable")
-# A child of run_parallel (this variable set) reports its sweep events as
-# JSON lines with this prefix on its stdout; the parent's dashboard shows them.
-EVENTS_ENV = "ENGINE_SWEEP_EVENTS"
-EVENT_PREFIX = "@engine-event "
-
-
-def _plain(value):
-    """JSON for what Keras logs and results hold besides JSON types (NumPy scalars, paths)."""
-    return value.item() if hasattr(value, "item") else str(value)
-
-
-class EventWriter:
-    """A child process' ``on_event``: each sweep event as one JSON line on
-    stdout for the parent (``run_parallel``). Batch events are summed and sent
-    at most every ``every`` seconds (and before any other event): a line per
-    step would cost the parent a parse per step of every child."""
-
-    def __init__(self, stream=None, every: float = 0.5):
-        self.stream, self.every = stream or sys.stdout, every
-        self.pending, self.pending_trial, self.sent = 0, None, 0.0
-
-    def __call__(self, kind: str, trial, info: dict) -> None:
-        if kind == "batch":
-            self.pending, self.pending_trial = self.pending + 1, trial
-            if time.monotonic() - self.sent < self.every:
-                return
-        self.flush()
-        if kind != "batch":
-            self.write(kind, trial.name, info)
-
-    def flush(self) -> None:
-        if self.pending:
-            self.write("batch", self.pending_trial.name, {"steps": self.pending})
-            self.pending = 0
-        self.sent = time.monotonic()
-
-    def write(self, kind: str, name: str, info: dict) -> None:
-        line = json.dumps({"kind": kind, "trial": name, "info": info}, default=_plain)
-        self.stream.write(EVENT_PREFIX + line + "\n")
-        self.stream.flush()
-
-
-def read_event(line: str) -> tuple[str, str, dict] | None:
-    """(kind, trial name, info) of an ``EventWriter`` line; None for any other line."""
-    if not line.startswith(EVENT_PREFIX):
-        return None
-    try:
-        event = json.loads(line[len(EVENT_PREFIX):])
-        return event["kind"], event["trial"], event["info"]
-    except (ValueError, KeyError, TypeError):
-        return None
+# The module a trial process runs.
+WORKER = "engine.study.worker"
 
 
 def array_index(environ=os.environ) -> int:
@@ -96,51 +54,21 @@ def array_index(environ=os.environ) -> int:
 def resolve_trial(sweep):
     """The sweep with ``--trial auto`` turned into this task's index; None when
     the index is past the last trial (an array sized larger than the sweep)."""
-    from dataclasses import replace
-
-    from engine.study.sweep import trials
-
     if sweep.trial != "auto":
         return sweep
-    index, count = array_index(), len(trials(sweep, every_shard=True))
+    index, count = array_index(), len(sweep_lib.trials(sweep, every_shard=True))
     if index >= count:
         print(f"array index {index}: the sweep has {count} trials (0-{count - 1}); nothing to run here", flush=True)
         return None
     return replace(sweep, trial=str(index))
 
 
-def rerun_args(records: Path | None, out: Path, config: Path | None, given: dict) -> list[str]:
-    """The ``engine`` arguments that run this sweep again from anywhere (paths
-    made absolute), without the options that pick a part of it."""
-    args = ["compare", *([str(records.resolve())] if records else []), "--out", str(out.resolve())]
-    if config:
-        args += ["--config", str(config.resolve())]
-    for name, value in given.items():
-        flag = "--" + name.replace("_", "-")
-        if value is None or name in ("trial", "shard"):
-            continue
-        args += [flag if value else "--no-" + flag[2:]] if isinstance(value, bool) else [flag, str(value)]
-    return args
-
-
-def child_args(argv: list[str], records: Path | None) -> list[str]:
-    """The parent's ``compare`` arguments for a child: without ``--parallel``
-    and ``--shard`` (as ``--flag value`` or ``--flag=value``), and with the
-    records folder the parent resolved when it was not given."""
-    args, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-            continue
-        if arg in OWN_OPTIONS:
-            skip = True
-            continue
-        if arg.startswith(tuple(f"{flag}=" for flag in OWN_OPTIONS)):
-            continue
-        args.append(arg)
-    if "compare" in args and records is not None and str(records) not in args:
-        args.insert(args.index("compare") + 1, str(records))
-    return args + ["--parallel", "1"]  # explicit: a child never spawns children (ENGINE_PARALLEL)
+def worker_args(folder: Path, index: int, count: int, restart: bool = False) -> list[str]:
+    """The command line of trial process ``index`` of ``count``: the sweep
+    folder, its shard and the process count (and ``--restart`` when its
+    trials start over); the rest it reads from the folder's sweep.json."""
+    return [sys.executable, "-m", WORKER, str(folder.resolve()), "--shard", f"{index}/{count}",
+            "--processes", str(count), *(["--restart"] if restart else [])]
 
 
 def visible_gpu(index: int, inherited: str | None, gpus: int) -> str | None:
@@ -177,8 +105,9 @@ def child_env(index: int, count: int, inherited: str | None, gpus: int, cpus: li
     thread pools sized to its slice of the cores (TensorFlow reads
     ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS`` at start-up):
     left at their default, each process would size its pools to every core
-    and the processes would fight over them."""
-    env = {"ENGINE_PARALLEL_PROCESSES": str(count), EVENTS_ENV: "1"}
+    and the processes would fight over them. (The process count itself is
+    on the child's command line: ``worker_args``.)"""
+    env = {}
     device = visible_gpu(index, inherited, gpus)
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
@@ -206,8 +135,6 @@ def auto_parallel(trials: int, shape=None) -> tuple[int, str]:
     process on the 2-core AVX2 CPU; one thread did 0.58x of two at 299 px:
     benchmarks/RESULTS.md).
     """
-    from engine import training
-
     gpus = len(machine.gpus())
     if gpus:
         return max(1, min(gpus, trials)), f"one process per GPU ({gpus})"
@@ -237,16 +164,12 @@ def parallel_count(setting: str, sweep, channels: int | None = None) -> tuple[in
     for the sweep's trials at its first trial's shape; and why. A runner of
     one shard or one trial (``--shard``, ``--trial``) is one process.
     ``channels``: the records' (read from their manifest when not given)."""
-    from engine import training
-    from engine.data.manifest import load_manifest
-    from engine.study.sweep import trials
-
     count = check_parallel(setting, sweep)
     if count is not None:
         return count, "set"
     if sweep.trial or sweep.shard[1] > 1:
         return 1, "one shard or trial of the sweep"
-    plan = trials(sweep)
+    plan = sweep_lib.trials(sweep)
     if not plan:
         return 1, "no trials"
     cfg = plan[0].config
@@ -273,20 +196,23 @@ def check_parallel(setting: str, sweep) -> int | None:
     return count
 
 
-def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool, *, plan=(), on_event=None,
+def run_parallel(count: int, folder: Path, *, restart: bool = False, quiet: bool = False, plan=(), on_event=None,
                  show=None) -> None:
-    """Runs the sweep as ``count`` shard processes into the same folder.
+    """Runs the sweep stored in ``folder`` as ``count`` shard processes.
 
-    Each process gets one GPU (CUDA_VISIBLE_DEVICES) when there are GPUs, and
-    on a CPU its own slice of the cores (pinned, thread pools sized to it).
-    Their sweep events (``EventWriter``) go to ``on_event`` with the trial of
-    ``plan`` they name, so one dashboard shows every process' trials; any
-    other line of theirs goes to ``show`` (default print) with a ``[i]``
-    prefix. The report is the caller's to write once all have finished.
+    The caller has written ``folder/sweep.json`` (``sweep.begin``): every
+    process reads the sweep from it (``worker_args``); ``restart``: their
+    trials start over. Each process gets one GPU (CUDA_VISIBLE_DEVICES)
+    when there are GPUs, and on a CPU its own slice of the cores (pinned,
+    thread pools sized to it). Their sweep events (``EventWriter``) go to
+    ``on_event`` with the trial of ``plan`` they name, so one dashboard
+    shows every process' trials; any other line of theirs goes to ``show``
+    (default print) with a ``[i]`` prefix. Each process' first trial is
+    marked ``starting`` as the process starts. The report is the caller's to
+    write once all have finished.
     """
     gpus = len(machine.gpus())
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    args = child_args(argv, records)
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     by_name = {trial.name: trial for trial in plan}
     show = show or (lambda text: print(text, flush=True))
@@ -296,9 +222,14 @@ def run_parallel(count: int, argv: list[str], records: Path | None, quiet: bool,
     for i in range(count):
         env = {**os.environ, **child_env(i, count, inherited, gpus, cpus)}
         pin = None if gpus or not hasattr(os, "sched_setaffinity") else cpu_slices(count, cpus)[i]
-        procs.append(subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--shard", f"{i}/{count}"],
+        procs.append(subprocess.Popen(worker_args(folder, i, count, restart),
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                       preexec_fn=(lambda cpus=pin: os.sched_setaffinity(0, cpus)) if pin else None))
+        # The trial it trains first is starting from now (importing TensorFlow,
+        # compiling the step: most of a minute on a CPU), not queued.
+        starting = first_trial(folder, (i, count), restart)
+        if on_event is not None and starting in by_name:
+            on_event("starting", by_name[starting], {})
 
     def relay(i, proc):
         for line in proc.stdout:

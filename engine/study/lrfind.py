@@ -24,6 +24,7 @@ from engine import training
 from engine.config import TrainConfig
 from engine.errors import UserError
 from engine.io import atomic_json, save_figure
+from engine.study import inputs
 
 RULE = ("steepest descent of the smoothed loss against log10(lr), before its minimum "
         "(also reported: the minimum's lr / 10)")
@@ -49,12 +50,16 @@ def suggest(lrs: list[float], smoothed: list[float]) -> dict:
 
 def run(cfg: TrainConfig, out: Path, start: float = 1e-7, end: float = 1.0, steps: int = 100,
         quiet: bool = False) -> dict:
-    """Runs the range test; writes ``lr_find.json`` and ``lr_find.png`` into ``out``."""
+    """Runs the range test; writes ``lr_find.json`` and ``lr_find.png`` into
+    ``out``. ``cfg.records`` None: the embedded set (``inputs``), built on first use."""
     if not 0 < start < end:
         raise UserError(f"lr-find needs 0 < --start < --end, not {start} and {end}")
     if steps < 5:
         raise UserError(f"--steps must be >= 5, not {steps}")
-    prepared = training.prepare(replace(cfg, lr=start, out=None), quiet=quiet)
+    # The ramp sets each step's rate itself, so the run's own schedule is off.
+    cfg = inputs.with_records(replace(cfg, lr=start, out=None, schedule="constant", warmup_epochs=0.0), quiet)
+    # The range test's own trainer: the ramp trains its model, which serves nothing after it.
+    prepared = training.prepare(cfg, trainer=training.Trainer(), quiet=quiet)
     batches = prepared.batches("train", end_epoch=math.ceil(steps / prepared.steps_per_epoch) + 1)
     lrs, losses, smoothed = [], [], []
     average, best = 0.0, math.inf
@@ -81,20 +86,23 @@ def run(cfg: TrainConfig, out: Path, start: float = 1e-7, end: float = 1.0, step
 
 
 def plot(result: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(result["lrs"], result["losses"], color="0.7", label="loss")
-    ax.plot(result["lrs"], result["smoothed"], color="tab:red", label="smoothed loss")
-    if result["suggested"]:
-        ax.axvline(result["suggested"], color="tab:green", linestyle="--",
-                   label=f"suggested {result['suggested']:.2g}")
-    ax.set_xscale("log")
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("training loss")
-    ax.set_title("Learning-rate range test")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path)
+    from engine.study import plots
+
+    # The report's figure style and colours: red is training loss, as in
+    # curves.png; the suggestion takes a setting's colour, never val loss's green.
+    with plots.figure_style():
+        fig, ax = plt.subplots(figsize=(plots.COLUMN, plots.COLUMN * 0.75))
+        ax.plot(result["lrs"], result["losses"], color="0.7", label="loss")
+        ax.plot(result["lrs"], result["smoothed"], color=plots.CURVE_COLOURS["loss"], label="smoothed loss")
+        if result["suggested"]:
+            ax.axvline(result["suggested"], color=plots.SETTING_COLOURS[0], linestyle="--",
+                       label=f"suggested {result['suggested']:.2g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("training loss")
+        ax.set_title("Learning-rate range test")
+        ax.legend()
+        fig.tight_layout()
+        save_figure(fig, path)

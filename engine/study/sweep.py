@@ -1,11 +1,16 @@
-"""``engine compare``: the paper's learning-rate and batch-size studies as a sweep.
+"""The paper's learning-rate and batch-size studies as a sweep of trials.
 
-Every trial is one training run (``engine.training``) in ``DIR/trials/<name>``;
-trials of one shape reuse one compiled model, so a sweep builds and compiles
-InceptionV3 once per batch size, not once per trial. Precision and XLA are
-resolved once for the whole sweep. A finished trial is skipped when the same
-command runs again, an interrupted one resumes from its last epoch, and a
-different config on the same DIR is refused.
+``trials`` turns a study (``SweepConfig``) into its trial list; ``begin``
+makes the sweep's one-time choices (precision, XLA, BatchNorm momentum) and
+writes them with the config and the trial list to ``DIR/sweep.json``, or
+adopts the ``sweep.json`` another runner created; ``run_trials`` runs a
+runner's trials from that, each one training run (``engine.training``) in
+``DIR/trials/<name>``. A runner's trials share one ``training.Trainer``, so
+a sweep traces and compiles its model once, not once per trial. A finished
+trial is skipped when the sweep runs again, an interrupted one resumes from
+its last epoch, and a different config on the same DIR is refused.
+``load`` reads a stored sweep back: everything a trial process
+(``engine.study.worker``) or ``engine resume`` runs from.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from pathlib import Path
 import keras
 
 from engine import machine, training
-from engine.config import SweepConfig, TrainConfig, differences
-from engine.data.manifest import load_manifest
-from engine.errors import DamagedState, Terminated, UserError, one_line
+from engine.config import SweepConfig, TrainConfig, differences, from_json
+from engine.data.manifest import check_batch_size, load_manifest
+from engine.errors import DamagedState, RuntimeFailure, Terminated, UserError, one_line
 from engine.io import FolderLock, atomic_json, create_once, read_json, remove_temp_files
-from engine.study import paper
+from engine.study import inputs, paper
 
 LOCK = ".lock"  # a trial folder's lock: held while a runner trains it
 
@@ -95,8 +100,9 @@ def pick_trial(plan: list[Trial], wanted: str) -> Trial:
 
 def split_counts(sweep: SweepConfig) -> dict[str, int]:
     """Images per split of the sweep's records (and their channels; for the
-    embedded set before it is built, its 500/100/100 in 1 channel); a batch
-    larger than train is an error."""
+    embedded set before it is built, its 500/100/100 in 1 channel). Every
+    batch size is checked against the train split here, before any trial
+    trains (``check_batch_size``: the one rule)."""
     records = sweep.base.records
     built = False
     if records is None:
@@ -108,11 +114,10 @@ def split_counts(sweep: SweepConfig) -> dict[str, int]:
             return {"train": train, "val": val, "test": test, "channels": 1}
         built = True
     manifest = load_manifest(records)
+    for batch in sweep.batch_sizes:
+        check_batch_size(batch, manifest, split="train")
     counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
     counts.update(channels=manifest["channels"], built=built)
-    too_big = [b for b in sweep.batch_sizes if b > counts["train"]]
-    if too_big:
-        raise UserError(f"batch size {too_big[0]} is larger than the train split ({counts['train']} images)")
     return counts
 
 
@@ -126,7 +131,7 @@ def step_key(cfg) -> tuple:
     sweep (training's classifier reuses one step while its graph is the
     same): the optimizer, and with a schedule built from the steps (not
     constant, or warmed up) the trial's own settings too."""
-    if cfg.schedule == "constant" and cfg.warmup_epochs == 0:
+    if training.constant_schedule(cfg):
         return (cfg.optimizer,)
     return (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs)
 
@@ -160,16 +165,15 @@ def estimate_seconds(sweep: SweepConfig, trial_list: list[Trial], counts: dict[s
     return START_UP_SECONDS + slowest, basis
 
 
-def plan_summary(sweep: SweepConfig, parallel: str = "1") -> dict:
+def plan_summary(sweep: SweepConfig, processes: int = 1, why: str = "one process",
+                 counts: dict[str, int] | None = None) -> dict:
     """What ``--dry-run`` shows: the trials (with their index in the whole
-    sweep, for sizing a job array), the trial processes ``parallel`` becomes
-    and an estimated time."""
-    from engine.study.launch import parallel_count
-
+    sweep, for sizing a job array), the trial processes that will run them
+    (``processes``, and ``why``: ``launch.parallel_count``) and an estimated
+    time. ``counts``: ``split_counts(sweep)`` when the caller has them."""
     everything = trials(sweep, every_shard=True)
     shown = trials(replace(sweep, trial="") if sweep.trial == "auto" else sweep)
-    counts = split_counts(sweep)
-    processes, why = parallel_count(parallel, sweep, counts.get("channels", 1))
+    counts = counts or split_counts(sweep)
     seconds, basis = estimate_seconds(sweep, shown, counts, processes)
     return {"count": len(everything), "seconds": round(seconds), "basis": basis, "processes": processes,
             "processes_why": why, "disk": disk_summary(everything, counts.get("channels", 1), processes),
@@ -221,14 +225,15 @@ def size_text(mb: float) -> str:
 
 
 def with_records(sweep: SweepConfig, quiet: bool = False, size_given: bool = False) -> SweepConfig:
-    """The sweep on its records: the embedded set's, at the sweep's image
-    size, built on first use when none were given. Records of another size
-    than a ``size_given`` by the user are an error; a preset's size adapts."""
-    from engine.data.embedded import records_or_embedded
-
-    records = records_or_embedded(sweep.base.records, sweep.base.model.image_size, quiet, sweep.base.subset)
-    training.check_image_size(sweep.base.model.image_size, load_manifest(records), records, size_given, quiet)
-    return replace(sweep, base=replace(sweep.base, records=records))
+    """The sweep on its records (``inputs.records_folder``: the embedded
+    set's, at the sweep's image size, built on first use when none were
+    given), as an absolute path: sweep.json names them for runners started
+    anywhere. Records of another size than a ``size_given`` by the user are
+    an error; a preset's size adapts."""
+    base = sweep.base
+    records = inputs.records_folder(base.records, base.model.image_size, base.subset, quiet).resolve()
+    training.check_image_size(base.model.image_size, load_manifest(records), records, size_given, quiet)
+    return replace(sweep, base=replace(base, records=records))
 
 
 def total_steps(plan: list[Trial], train_images: int) -> int:
@@ -292,7 +297,14 @@ def training_finished(folder: Path) -> bool:
         return False
 
 
-def shared_choices(sweep: SweepConfig, force: bool, command: list[str] | None) -> "training.Numerics":
+def rerun_args(out: Path) -> list[str]:
+    """The ``engine`` arguments that run the sweep stored in ``out`` again,
+    from any folder: ``engine resume`` reads everything else from sweep.json
+    (``engine report`` adds ``--trial NAME`` for one trial)."""
+    return ["resume", str(out.resolve())]
+
+
+def shared_choices(sweep: SweepConfig, force: bool) -> "training.Numerics":
     """The sweep's precision, XLA and BatchNorm momentum: made by the first
     runner, which creates sweep.json (only if it is still absent: another
     shard or array task may create it at the same moment), and adopted from
@@ -304,11 +316,12 @@ def shared_choices(sweep: SweepConfig, force: bool, command: list[str] | None) -
     # Resolved once for the whole sweep (``auto`` probes the first trial's
     # shape; the BatchNorm momentum suits the trial with the fewest steps), so
     # every trial runs the same numerics and no axis is confounded by them.
-    numerics = training.choose_numerics(replace(sweep.base, batch_size=sweep.batch_sizes[0]),
+    numerics = training.choose_numerics(replace(sweep.base, lr=sweep.lrs[0], batch_size=sweep.batch_sizes[0],
+                                                seed=sweep.seed),
                                         largest_batch=max(sweep.batch_sizes))
     described = machine.describe()
     content = {
-        "config": sweep.to_json(), "command": command, "machine": described, "choice": numerics.to_json(),
+        "config": sweep.to_json(), "command": rerun_args(out), "machine": described, "choice": numerics.to_json(),
         "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(), described),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "trials": [{"index": i, "name": t.name, "setting": t.setting, "lr": t.config.lr,
@@ -321,6 +334,41 @@ def shared_choices(sweep: SweepConfig, force: bool, command: list[str] | None) -
         # Another runner created it first: its choices are the sweep's.
         return training.Numerics.from_json(json.loads(path.read_text())["choice"])
     return numerics
+
+
+def begin(sweep: SweepConfig, force: bool = False) -> tuple["training.Numerics", bool]:
+    """Makes the sweep's folder ready for its runners: sweep.json created or
+    adopted (``shared_choices``; refused when it holds another config,
+    unless ``force``), the TensorBoard experiment written. Returns the
+    sweep's numerics and whether this runner's trials start over: with
+    ``force``, those of a sweep whose config changed, or the one ``--trial``.
+    The records must be resolved (``with_records``)."""
+    if sweep.base.records is None:
+        raise ValueError("a sweep's records are resolved before it begins (with_records)")
+    out = sweep.base.out
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temp_files(out)
+    existing = stored_sweep(out, force)
+    changed = bool(existing and changed_fields(existing, sweep))
+    # The choices start over only with the config (or a damaged sweep.json):
+    # one trial reset by --trial NAME --force keeps the sweep's numerics.
+    numerics = shared_choices(sweep, force and (changed or existing is None))
+    write_hparams_config(out / "trials", sweep)
+    return numerics, force and (changed or bool(sweep.trial))
+
+
+def load(out: Path) -> tuple[SweepConfig, "training.Numerics"]:
+    """The sweep stored in ``out/sweep.json`` (its folder ``out``, however
+    spelled here; all its trials, whichever part the runner that wrote it
+    ran) and its numerics: all a runner started from the folder alone needs."""
+    stored = stored_sweep(out)
+    if stored is None:
+        raise UserError(f"{out} is not a sweep folder (no sweep.json)")
+    if "bn_momentum" not in stored.get("choice", {}):
+        raise UserError(f"{out / 'sweep.json'} was written by an older engine: rerun its engine compare command")
+    sweep = from_json(SweepConfig, stored["config"])
+    whole = replace(sweep, shard=(0, 1), trial="", base=replace(sweep.base, out=out))
+    return whole, training.Numerics.from_json(stored["choice"])
 
 
 def finished_result(trial: Trial) -> dict | None:
@@ -348,34 +396,38 @@ def terminate(*_) -> None:
     raise Terminated()
 
 
-def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list[str] | None = None) -> list[dict]:
+def run(sweep: SweepConfig, *, force: bool = False, on_event=None, trainer=None, processes: int = 1) -> list[dict]:
     """Runs (or resumes) every trial of this runner (its shard or its one
-    trial); returns their results.
+    trial), after ``begin``; returns their results. ``force`` starts over the
+    trials of a sweep whose config changed, or this runner's one ``--trial``.
+    See ``run_trials`` for the rest."""
+    numerics, restart = begin(sweep, force)
+    return run_trials(sweep, numerics, restart=restart, on_event=on_event, trainer=trainer, processes=processes)
+
+
+def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bool = False, on_event=None,
+               trainer=None, processes: int = 1) -> list[dict]:
+    """Runs (or resumes) this runner's trials of a begun sweep with its
+    ``numerics``; returns their results.
 
     A trial that diverges or fails (e.g. out of memory) is recorded with its
     reason and the sweep goes on. Each trial is run under a lock in its
     folder: a trial another live process is running is skipped (result
     status "running elsewhere"). ``on_event(kind, trial, info)`` drives the
-    dashboard: kinds are queued, start, batch, epoch, note, end. ``command``
-    (the arguments that rerun this sweep) is kept in sweep.json. ``force``
-    starts over the trials of a sweep whose config changed, or this runner's
-    one ``--trial``; a trial whose state is damaged is recorded as failed,
-    with the command that resets it.
+    dashboard: kinds are queued, start, batch, epoch, note, end.
+    ``restart`` trains the trials from scratch. Every trial trains on
+    ``trainer`` (one is made when None), which keeps the compiled model for
+    the next; ``processes``: the trial processes sharing this machine (for
+    the rates training records). A trial whose state is damaged is recorded
+    as failed, with the command that resets it.
     """
-    sweep = with_records(sweep, quiet=True)
-    out = sweep.base.out
-    out.mkdir(parents=True, exist_ok=True)
-    remove_temp_files(out)
-    existing = stored_sweep(out, force)
-    changed = bool(existing and changed_fields(existing, sweep))
-    restart = force and (changed or bool(sweep.trial))
-    # The choices start over only with the config (or a damaged sweep.json):
-    # one trial reset by --trial NAME --force keeps the sweep's numerics.
-    numerics = shared_choices(sweep, force and (changed or existing is None), command)
-    write_hparams_config(out / "trials", sweep)
+    trainer = trainer or training.Trainer()
+    rerun = rerun_args(sweep.base.out)
     event = on_event or (lambda *args: None)
-    plan = [replace(t, config=replace(t.config, precision=numerics.precision.value, xla=numerics.xla.value))
-            for t in trials(sweep)]
+    # Each trial config stays as the trial list says; the sweep's precision,
+    # XLA and momentum reach training as ``numerics``, and each trial's
+    # metrics.json records what it ran with.
+    plan = trials(sweep)
     for trial in plan:
         event("queued", trial, {})
     results, compiled = [], set()
@@ -393,7 +445,7 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
                     compiles = step_key(trial.config) not in compiled  # what the dashboard says
                     compiled.add(step_key(trial.config))
                     result = (None if restart else finished_result(trial)) or \
-                        run_trial(trial, restart, numerics, event, compiles, command)
+                        run_trial(trial, restart, numerics, event, trainer, processes, compiles, rerun)
                 finally:
                     lock.release()
             event("end", trial, result)
@@ -401,29 +453,37 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, command: list
     return results
 
 
-def run_trial(trial: Trial, force: bool, numerics, event, compiles: bool = True,
-              command: list[str] | None = None) -> dict:
+def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: int, compiles: bool,
+              rerun: list[str]) -> dict:
     event("start", trial, {"compiles": compiles})
     try:
         if not force:  # (train(force=True) clears the folder: the session is written after it)
             write_hparams(trial)
-        result = training.train(trial.config, quiet=True, force=force, callbacks=[EpochEvents(trial, event)],
-                                numerics=numerics, on_damage="raise")
+        result = training.train(trial.config, trainer=trainer, processes=processes, quiet=True, force=force,
+                                callbacks=[EpochEvents(trial, event)], numerics=numerics, on_damage="raise")
         if force:
             write_hparams(trial)
         return result
     except UserError:
         raise
     except DamagedState as err:  # skipped, listed as failed with the way out; the sweep goes on
-        rerun = " ".join(shlex.quote(a) for a in (command or ["compare", "..."]))
         result = {"status": "failed", "reason": f"damaged state: {err}; to start it over: "
-                                                f"engine {rerun} --trial {trial.name} --force"}
+                                                f"engine {shlex.join(rerun)} --trial {trial.name} --force"}
     except Exception as err:  # noqa: BLE001 - a failed trial (e.g. OOM) must not stop the sweep
         line = one_line(err) if isinstance(err, OSError) else str(err).splitlines()[0][:300] if str(err) else ""
         result = {"status": "failed", "reason": f"{type(err).__name__}: {line}"}
     trial.config.out.mkdir(parents=True, exist_ok=True)
     atomic_json(trial.config.out / "metrics.json", result)
     return result
+
+
+def check_failed(results: list[dict]) -> None:
+    """Raises for failed trials (exit status 1: worth retrying, as a job
+    array's task or a scheduler's retry would), naming the first's reason."""
+    failed = [r for r in results if r.get("status") == "failed"]
+    if failed:
+        raise RuntimeFailure(f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({failed[0]['reason']})"
+                             + ("" if "rerun" in failed[0]["reason"] else "; rerun the same command to retry"))
 
 
 def write_hparams_config(folder: Path, sweep: SweepConfig) -> None:

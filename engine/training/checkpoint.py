@@ -8,6 +8,7 @@ import shutil
 import threading
 import zipfile
 from pathlib import Path
+from types import MappingProxyType
 
 import keras
 import numpy as np
@@ -161,7 +162,7 @@ def checkpoint_mb(classifier) -> float:
 
 # Optimizer state per trainable weight (slots: Adam's two moments, one for
 # RMSprop's average and for SGD's momentum).
-SLOTS = {"adam": 2, "nadam": 2, "adamw": 2, "rmsprop": 1, "sgd": 1, "nesterov": 1}
+SLOTS = MappingProxyType({"adam": 2, "nadam": 2, "adamw": 2, "rmsprop": 1, "sgd": 1, "nesterov": 1})
 # TensorBoard logs and the small files of a run (history, metrics, scores):
 # ~30 KB measured per trial of the quick preset; rounded up for longer runs.
 LOGS_MB = 0.5

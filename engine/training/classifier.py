@@ -1,25 +1,20 @@
 """The classifier as training runs it: the network wrapped with its compiled
-training step (augmentation inside it where it belongs), and the process-wide
-reuse of one compiled graph by every run of the same shape (a sweep's trials).
+training step (augmentation inside it where it belongs), where the
+augmentation runs, and the dtype policy a network is built under. Which
+compiled classifier a run gets, new or reused, is the ``Trainer``'s
+(``engine.training.trainer``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import json
-from dataclasses import dataclass, replace
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from engine.config import TrainConfig
 from engine.data import augment
-from engine.model import build
-from engine.training.distribute import describe
 from engine.training.optim import make_optimizer
-from engine.training.seeding import seed_run
 
 
 def augment_placement(setting: str = "auto") -> str:
@@ -121,133 +116,18 @@ def confusion_metrics() -> list:
             keras.metrics.FalsePositives(name="fp"), keras.metrics.FalseNegatives(name="fn")]
 
 
-_augment_fns: dict[tuple, object] = {}
-
-
-def shared_augment_fn(policy: str, manifest: dict):
-    """One augmentation function per (policy, image shape) for the whole
-    process: its traces and XLA compilations are kept, not redone per run.
-    The augmentation's own seed is fixed: the run seed enters through its key."""
-    key = (policy, manifest["image_size"][0], manifest["channels"])
-    if key not in _augment_fns:
-        _augment_fns[key] = augment.make_augment_fn(policy, image_size=key[1], channels=key[2], seed=0)
-    return _augment_fns[key]
-
-
-def pipeline_augment_fn(cfg: TrainConfig, manifest: dict):
-    """The augmentation tf.data applies (see ``augment_placement``), or None
-    when it runs in the training step or there is none."""
-    if augment_placement(cfg.augment_placement) == "data" and cfg.augment != "none":
-        return shared_augment_fn(cfg.augment, manifest)
-    return None
-
-
-def step_augment_fn(cfg: TrainConfig, manifest: dict):
-    """The augmentation the compiled training step applies, or None when tf.data does."""
-    if augment_placement(cfg.augment_placement) == "step" and cfg.augment != "none":
-        return shared_augment_fn(cfg.augment, manifest)
-    return None
-
-
-def make_classifier(cfg: TrainConfig, manifest: dict, net: keras.Model, steps: int, xla: str) -> Classifier:
+def make_classifier(cfg: TrainConfig, manifest: dict, net: keras.Model, steps: int, xla: str,
+                    augment_fn=None) -> Classifier:
     """``net`` wrapped and compiled as training runs it (call it under the dtype
     policy and the strategy scope that built ``net``: Keras wraps the
-    optimizer in a ``LossScaleOptimizer`` under mixed_float16)."""
-    # Without augmentation in the step, "none" only casts the uint8 batch.
-    augment_fn = step_augment_fn(cfg, manifest) or shared_augment_fn("none", manifest)
+    optimizer in a ``LossScaleOptimizer`` under mixed_float16).
+    ``augment_fn``: what the step applies to each uint8 batch (the
+    ``Trainer``'s ``step_augment_fn``); default: a cast only, made here."""
+    if augment_fn is None:
+        augment_fn = augment.make_augment_fn("none", image_size=manifest["image_size"][0],
+                                             channels=manifest["channels"], seed=0)
     classifier = Classifier(net, augment_fn, steps, cfg.seed)
     classifier.compile(optimizer=make_optimizer(cfg, steps), loss="binary_crossentropy",
                        metrics=confusion_metrics(), jit_compile=xla == "on")
     classifier.optimizer.build(net.trainable_variables)
-    return classifier
-
-
-@dataclass
-class _Compiled:
-    key: str
-    classifier: Classifier
-    optimizer_start: list
-    distribution: tf.distribute.Strategy
-
-
-# The compiled classifier of the last run, reused by the next run whose graph
-# is the same (a sweep's trials): TensorFlow 2.21 keeps every traced function
-# of every model alive in its runtime (tensorflow#61791, keras#17458), so
-# rebuilding and recompiling per trial would grow memory by the size of the
-# graphs each time. Reuse also saves the compile time.
-_last: list[_Compiled] = []
-
-
-def graph_key(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla: str, momentum,
-              distribution: tf.distribute.Strategy) -> str:
-    """Everything that shapes the traced step; weights, seed, a constant LR
-    and the batch size do not (training batches leave tf.data with an unknown
-    batch dimension, and the steps per epoch are a variable), except where a
-    schedule is built from the steps."""
-    model = replace(cfg.model, weights="-", channels=manifest["channels"], bn_momentum=momentum)
-    constant = cfg.schedule == "constant" and cfg.warmup_epochs == 0
-    schedule = "constant" if constant else (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr, steps)
-    return json.dumps([model.__dict__, cfg.optimizer, schedule, cfg.augment,
-                       augment_placement(cfg.augment_placement), precision, xla,
-                       describe(distribution)], default=str)
-
-
-# Initial weights of the networks built for runs of this process, by (graph,
-# seed, weights): a sweep's repeats share their seeds across settings, and
-# building InceptionV3 (twice, with the fused BatchNorm swap) costs seconds
-# per trial that these copies save. At most INITIAL_KEPT are kept (~90 MB each
-# for InceptionV3).
-_initial: dict[str, list[np.ndarray]] = {}
-INITIAL_KEPT = 4
-
-
-def initial_weights(cfg: TrainConfig, key: str, build_fresh) -> list[np.ndarray]:
-    """The seeded initial values of every variable of the run's network:
-    remembered, or taken from ``build_fresh()`` (called right after seeding)."""
-    wanted = json.dumps([key, cfg.seed, cfg.model.weights])
-    if wanted not in _initial:
-        while len(_initial) >= INITIAL_KEPT:
-            _initial.pop(next(iter(_initial)))
-        _initial[wanted] = [np.array(v) for v in build_fresh().variables]
-    return _initial[wanted]
-
-
-def compiled_classifier(cfg: TrainConfig, manifest: dict, steps: int, precision: str, xla: str, momentum,
-                        distribution: tf.distribute.Strategy) -> Classifier:
-    """A compiled classifier with fresh weights and optimizer state for this run.
-
-    A fresh network is built for its initial weights (seeded; ImageNet or
-    PATH weights loaded); when the previous run compiled the same graph in
-    the same strategy, its classifier takes those values instead of being
-    compiled again, and a run with the seed of an earlier one of this
-    process takes that one's initial values without building at all.
-    """
-    key = graph_key(cfg, manifest, steps, precision, xla, momentum, distribution)
-    reuse = bool(_last) and _last[0].key == key and _last[0].distribution is distribution
-    if not reuse:
-        _last.clear()
-        _initial.clear()
-        keras.backend.clear_session()
-        gc.collect()
-        seed_run(cfg.seed)
-    with dtype_policy(precision), distribution.scope():
-        def build_fresh():
-            return build(replace(cfg.model, bn_momentum=momentum),
-                         synchronized_bn=distribution.num_replicas_in_sync > 1)
-
-        if reuse:
-            compiled = _last[0]
-            for target, value in zip(compiled.classifier.net.variables, initial_weights(cfg, key, build_fresh)):
-                target.assign(value)
-            for target, value in zip(compiled.classifier.optimizer.variables, compiled.optimizer_start):
-                target.assign(value)
-            if cfg.schedule == "constant" and cfg.warmup_epochs == 0:
-                compiled.classifier.optimizer.learning_rate = cfg.lr  # a variable: no retrace
-            compiled.classifier.run_seed.assign(cfg.seed)
-            compiled.classifier.steps_per_epoch.assign(steps)
-            return compiled.classifier
-        fresh = build_fresh()
-        initial_weights(cfg, key, lambda: fresh)
-        classifier = make_classifier(cfg, manifest, fresh, steps, xla)
-    _last.append(_Compiled(key, classifier, [np.asarray(v) for v in classifier.optimizer.variables], distribution))
     return classifier

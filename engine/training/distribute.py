@@ -1,6 +1,8 @@
-"""Where a run computes: the tf.distribute strategy, the folder each worker of
-a multi-worker run writes to, the Keras fix multi-worker ``fit`` needs, and
-TensorFlow's deterministic kernels."""
+"""Where a run computes: the tf.distribute strategies (which one a process
+uses is the ``Trainer``'s choice, ``Trainer.strategy``), the folder each
+worker of a multi-worker run writes to, the Keras fix multi-worker ``fit``
+needs, TensorFlow's deterministic kernels, and ``PROCESS_WIDE``: the one
+list of state in ``engine.training`` that outlives a ``Trainer``."""
 
 from __future__ import annotations
 
@@ -8,39 +10,31 @@ import functools
 import json
 import os
 from pathlib import Path
+from types import MappingProxyType
 
 import tensorflow as tf
 
-
-def strategy() -> tf.distribute.Strategy:
-    """Several hosts from ``TF_CONFIG``, all local GPUs, or the default device.
-
-    The batch size given by the user is the global batch: each of R replicas
-    gets batch / R examples, so the optimizer sees the same batch statistics
-    (and the same learning rate is right) whatever R. The engine does not
-    rescale the learning rate with R.
-
-    One strategy per process and device list: every trial of a sweep gets
-    the same object, so its compiled classifier (built in that strategy's
-    scope) is reused instead of being built again per trial.
-    """
-    if "TF_CONFIG" in os.environ:
-        return _multi_worker()
-    gpus = tuple(d.name for d in tf.config.list_logical_devices("GPU"))
-    if len(gpus) > 1:
-        return _mirrored(gpus)
-    return tf.distribute.get_strategy()
+# The state of engine.training that belongs to the process rather than to a
+# Trainer, each "module.name" with why TensorFlow requires it. Nothing else in
+# engine.training is a module-level dict, list, set or cache
+# (tests/test_trial_state.py holds every module to this list).
+PROCESS_WIDE = MappingProxyType({
+    "engine.training.distribute.multi_worker_strategy": (
+        "TensorFlow sets up collective communication once per process: a second "
+        "MultiWorkerMirroredStrategy in the same process cannot join the cluster again, so every "
+        "Trainer of the process gets the one made first"),
+})
 
 
 @functools.cache
-def _multi_worker() -> tf.distribute.Strategy:
-    # TensorFlow allows one collective setup per process anyway.
+def multi_worker_strategy() -> tf.distribute.Strategy:
+    """The process' one MultiWorkerMirroredStrategy, from ``TF_CONFIG`` (see ``PROCESS_WIDE``)."""
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
-@functools.cache
-def _mirrored(devices: tuple[str, ...]) -> tf.distribute.Strategy:
-    return tf.distribute.MirroredStrategy(list(devices))
+def local_gpus() -> tuple[str, ...]:
+    """The names of this process' logical GPUs."""
+    return tuple(d.name for d in tf.config.list_logical_devices("GPU"))
 
 
 def describe(distribution: tf.distribute.Strategy) -> str:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,21 +28,22 @@ from engine.errors import UserError
 from engine.io import atomic_open, read_json
 from engine.training import metrics
 
-# One traced forward pass per network, reused by every run that reuses it.
-_forwards: "weakref.WeakKeyDictionary[keras.Model, object]" = weakref.WeakKeyDictionary()
+def forward_pass(net: keras.Model):
+    """``net``'s inference pass on a batch of images of any dtype, traced
+    (``reduce_retracing``: the last, smaller batch of a split shares the
+    trace). A ``Trainer`` keeps the one of the network its trials share."""
+    return tf.function(lambda x: net(tf.cast(x, tf.float32), training=False), reduce_retracing=True)
 
 
-def predict_split(net: keras.Model, ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+def predict_split(net: keras.Model, ds: tf.data.Dataset, forward=None) -> tuple[np.ndarray, np.ndarray]:
     """P(label 1) and labels of every example of a split, in order.
 
     A plain forward pass outside any distribution strategy: each process
     predicts the whole split itself (the splits scored here are small), so no
-    per-replica results need gathering.
+    per-replica results need gathering. ``forward``: ``forward_pass(net)``
+    traced before; default: traced here.
     """
-    if net not in _forwards:
-        _forwards[net] = tf.function(lambda x: net(tf.cast(x, tf.float32), training=False),
-                                     reduce_retracing=True)
-    forward = _forwards[net]
+    forward = forward_pass(net) if forward is None else forward
     probabilities, labels = [], []
     for images, y in ds:
         probabilities.append(np.asarray(forward(images), np.float32).reshape(-1))
@@ -127,18 +127,20 @@ def read_scores(path: Path) -> dict[str, np.ndarray]:
 
 
 def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dict, positive: int,
-                 batch_size=None, scores_to: Path | None = None) -> dict:
+                 batch_size=None, scores_to: Path | None = None, forward=None) -> dict:
     """Validation and test metrics with their intervals; threshold chosen on
     val. ``batch_size(split)`` gives each split's batch (default: training's).
     With ``scores_to`` (the run folder) each split's per-image scores are saved
-    there as ``scores-SPLIT.csv`` and ``scores`` in the result names the files."""
+    there as ``scores-SPLIT.csv`` and ``scores`` in the result names the files.
+    ``forward``: see ``predict_split``."""
     out = {}
     saved = {}
+    forward = forward_pass(net) if forward is None else forward
 
     def split(name: str):
         batch = batch_size(name) if batch_size else cfg.batch_size
         ds = pipeline.dataset(folder, name, batch, training=False, config=cfg.data, manifest=manifest)
-        p, y = predict_split(net, ds)
+        p, y = predict_split(net, ds, forward)
         if scores_to is not None:
             ids, source = example_ids(folder, name, manifest, y)
             save_scores(scores_to / SCORES_FILE.format(name), ids, p, y, positive)

@@ -45,6 +45,7 @@ All functions are pure and use numpy and scipy only.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 from scipy import optimize, stats
@@ -60,13 +61,13 @@ RATE_METRICS = ("accuracy", "sensitivity", "specificity", "precision", "npv", "f
 CALIBRATION_BINS = 10
 
 # How each metric's interval in `summary` is computed.
-INTERVAL_METHODS = {
+INTERVAL_METHODS = MappingProxyType({
     "accuracy": "Clopper-Pearson", "sensitivity": "Clopper-Pearson", "specificity": "Clopper-Pearson",
     "precision": "Clopper-Pearson", "npv": "Clopper-Pearson",
     "f1": "percentile bootstrap, examples resampled within each class",
     "auc": "DeLong",
     "balanced_accuracy": "MOVER from the Clopper-Pearson intervals of sensitivity and specificity",
-}
+})
 AUC_FALLBACK = "Newcombe score interval (the DeLong variance is 0, as when the classes are completely separated)"
 
 # Resamples drawn and evaluated together: bounds the memory of one step to
@@ -458,7 +459,7 @@ def bootstrap_intervals(y_true, scores, threshold: float, n_resamples: int = 200
         Metric name (see ``RATE_METRICS``) to ``(low, high)``, with the
         undefined counts.
     """
-    values = _bootstrap_values(y_true, scores, threshold, n_resamples, seed)
+    values = bootstrap_values(y_true, scores, threshold, n_resamples, seed)
     return Intervals({name: _percentile_interval(values[name], level) for name in RATE_METRICS},
                      {name: int(np.count_nonzero(np.isnan(values[name]))) for name in RATE_METRICS})
 
@@ -717,7 +718,7 @@ def _weighted_auc(y: np.ndarray, s: np.ndarray, weights: np.ndarray) -> np.ndarr
     return _divide(twice_u, 2 * pos_weights.sum(axis=1) * neg_weights.sum(axis=1))
 
 
-def _stratified_resamples(y: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+def stratified_resamples(y: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
     """``(n_resamples, n)`` example indices, each row a within-class resample.
 
     The first ``n_positive`` columns are draws with replacement from the
@@ -733,8 +734,8 @@ def _stratified_resamples(y: np.ndarray, n_resamples: int, rng: np.random.Genera
     return np.concatenate(draws, axis=1)
 
 
-def _resample_metrics(y: np.ndarray, s: np.ndarray, threshold: float,
-                      indices: np.ndarray) -> dict[str, np.ndarray]:
+def resample_metrics(y: np.ndarray, s: np.ndarray, threshold: float,
+                     indices: np.ndarray) -> dict[str, np.ndarray]:
     """Every rate of `binary_metrics` for each row of example indices."""
     rows, n = indices.shape
     # Multiplicity of each example in each row: one bincount over row-offset indices.
@@ -751,8 +752,8 @@ def _resample_metrics(y: np.ndarray, s: np.ndarray, threshold: float,
     return values
 
 
-def _bootstrap_values(y_true, scores, threshold: float, n_resamples: int,
-                      seed: int) -> dict[str, np.ndarray]:
+def bootstrap_values(y_true, scores, threshold: float, n_resamples: int,
+                     seed: int) -> dict[str, np.ndarray]:
     """Each rate metric in each of ``n_resamples`` stratified resamples (nan where undefined)."""
     y, s = _checked(y_true, scores)
     threshold = _threshold(threshold)
@@ -761,8 +762,8 @@ def _bootstrap_values(y_true, scores, threshold: float, n_resamples: int,
     rng = np.random.default_rng(seed)
     parts = []
     for start in range(0, int(n_resamples), _CHUNK):
-        indices = _stratified_resamples(y, min(_CHUNK, int(n_resamples) - start), rng)
-        parts.append(_resample_metrics(y, s, threshold, indices))
+        indices = stratified_resamples(y, min(_CHUNK, int(n_resamples) - start), rng)
+        parts.append(resample_metrics(y, s, threshold, indices))
     return {name: np.concatenate([part[name] for part in parts]) for name in RATE_METRICS}
 
 

@@ -2,8 +2,10 @@
 
 ``auto`` is decided by rules where the answer is known in advance (GPU compute
 capability) and otherwise by a short measured probe of the real training
-step, cached per machine in the engine's cache folder so that a whole sweep
-(and every later run of the same shape) uses one choice.
+step, cached per machine with the other measured rates (``pace.json``,
+``engine.training.pace``: each precision/XLA setting's step rate and check
+under its shape) so that a whole sweep (and every later run of the same
+shape) uses one choice.
 
 A reduced precision is chosen on a CPU only if it is faster **and** its
 numerics pass a check: the probe trains the same initial weights on the same
@@ -11,22 +13,26 @@ real training batches in float32 and in the candidate, and the candidate's
 losses must stay finite and close to float32's (``numerics_check``). Speed
 alone once chose bf16 on Intel AMX CPUs, where TensorFlow 2.21's bf16
 training diverged (benchmarks/RESULTS.md); there ``auto`` keeps float32.
+
+The BatchNorm momentum is always a number: ``keras`` (and ``auto`` with
+pretrained weights) is the backbone's own, which is not 0.99 for every
+Keras application (``BACKBONE_BN_MOMENTUM``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 
 import numpy as np
 import tensorflow as tf
 
 from engine import machine
 from engine.config import TrainConfig
-from engine.io import atomic_json, cache_dir
+from engine.training import pace
 
 
 @dataclass(frozen=True)
@@ -43,70 +49,48 @@ class Numerics:
 
     precision: Choice
     xla: Choice
-    bn_momentum: float | None  # None: Keras' 0.99
+    bn_momentum: float  # every backbone BatchNorm's; Keras' own default written out
     bn_reason: str = "set"
 
     def to_json(self) -> dict:
         return {"precision": self.precision.value, "xla": self.xla.value, "reason": self.precision.reason,
-                "xla_reason": self.xla.reason, "bn_momentum": 0.99 if self.bn_momentum is None else self.bn_momentum,
-                "bn_momentum_reason": self.bn_reason}
+                "xla_reason": self.xla.reason, "bn_momentum": self.bn_momentum, "bn_momentum_reason": self.bn_reason}
 
     @classmethod
-    def from_json(cls, data: dict) -> "Numerics":
-        """Inverse of ``to_json`` (0.99 is Keras' own momentum: left to Keras)."""
-        momentum = data["bn_momentum"]
+    def from_json(cls, data: dict, model: str | None = None) -> "Numerics":
+        """Inverse of ``to_json``. Older versions stored the backbone's own
+        momentum (then left to Keras) as 0.99 whatever the backbone, with a
+        reason naming "Keras' 0.99"; given the ``model``, such a value reads
+        as that backbone's own momentum, as those versions trained it."""
+        momentum, reason = data.get("bn_momentum"), data.get("bn_momentum_reason", "")
+        if momentum is None or (model in BACKBONE_BN_MOMENTUM and reason.startswith(KERAS_REASONS)):
+            momentum = BACKBONE_BN_MOMENTUM.get(model, KERAS_BN_MOMENTUM)
         return cls(Choice(data["precision"], data["reason"]), Choice(data["xla"], data.get("xla_reason", "")),
-                   None if momentum == 0.99 else float(momentum), data.get("bn_momentum_reason", ""))
+                   float(momentum), reason)
 
 
-# --- the probe cache ----------------------------------------------------------
+# --- measured rates -------------------------------------------------------------
 
-# Results of an older probe are not reused: before version 2 a probe measured
-# speed alone, and chose a precision whose training diverged.
-PROBE_VERSION = 2
+PROBE = "probe"  # the source of the results ``resolve`` measures itself
 
 
-def probe_key(key: str, precision: str, xla: str) -> str:
-    """What a probe result is stored under: the probe's version, this CPU and
-    TensorFlow, the model/size/batch ``key`` and the user's two settings."""
-    return f"probe{PROBE_VERSION}|{machine.cpu_name()}|tf{tf.__version__}|{key}|{precision}|{xla}"
+def probe_shape(cfg: TrainConfig, channels: int | None = None) -> pace.Shape:
+    """The shape the probe's results of ``cfg`` are cached under (precision
+    and XLA: each candidate's, filled in by ``resolve``)."""
+    return pace.Shape(cfg.model.name, cfg.model.image_size, cfg.model.channels if channels is None else channels,
+                      cfg.batch_size, cfg.precision, cfg.xla)
 
 
-def shape_key(model: str, image_size: int, batch_size: int) -> str:
-    return f"{model}|{image_size}|{batch_size}"
-
-
-def cached_probe(key: str) -> dict | None:
-    path = cache_dir() / "probe.json"
-    if path.is_file():
-        try:
-            return json.loads(path.read_text()).get(key)
-        except json.JSONDecodeError:
-            return None
-    return None
-
-
-def store_probe(key: str, value: dict) -> None:
-    path = cache_dir() / "probe.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        data = {}
-    data[key] = value
-    atomic_json(path, data)
-
-
-def remember_rates(model: str, image_size: int, batch_size: int, rates: dict[str, float], source: str) -> None:
-    """Stores measured ``{"precision/xla": img/s}`` as the probe result of
-    ``--precision auto --xla auto`` at this shape (``engine bench`` measures
-    them more carefully than the probe, so training then uses its rates).
-    The bench times steps, it does not check numerics: a reduced precision
-    it found fastest is still checked by the next training run's probe."""
-    key = probe_key(shape_key(model, image_size, batch_size), "auto", "auto")
-    checks = (cached_probe(key) or {}).get("checks", {})
-    store_probe(key, {"rates": rates, "checks": checks,
-                      "when": time.strftime("%Y-%m-%d %H:%M") + f", {source}"})
+def remember_rates(shape: pace.Shape, rates: dict[str, float], source: str) -> None:
+    """Stores measured step rates ``{"precision/xla": img/s}`` at ``shape``
+    (its precision and XLA replaced by each setting's) as the probe's
+    (``engine bench`` measures them more carefully than the probe, so
+    training then uses its rates). The bench times steps, it does not check
+    numerics: a reduced precision it found fastest is still checked by the
+    next training run's probe, and a stored check is kept."""
+    for name, rate in rates.items():
+        precision, xla = name.split("/")
+        pace.record_probe(replace(shape, precision=precision, xla=xla), step_img_s=rate, source=source)
 
 
 # --- precision and XLA ----------------------------------------------------------
@@ -201,7 +185,7 @@ def _reference_pair(pairs: list[tuple[str, str]]) -> tuple[str, str]:
     return ("float32", "off")
 
 
-def resolve(precision: str, xla: str, measure=None, key: str = "",
+def resolve(precision: str, xla: str, measure=None, shape: pace.Shape | None = None,
             deterministic: bool = False) -> tuple[Choice, Choice]:
     """Resolves ``auto`` precision and XLA.
 
@@ -211,13 +195,15 @@ def resolve(precision: str, xla: str, measure=None, key: str = "",
             of the real training step on real batches from fixed initial
             weights; used on CPU only, where the faster setting is not known
             in advance and a reduced precision must pass ``numerics_check``.
-        key: what the probe result is cached under (model, size, batch).
+        shape: what the probe's results are cached under (model, image size,
+            channels, batch; its precision and XLA are replaced by each
+            candidate's); None: nothing is cached.
         deterministic: deterministic kernels were asked for; Keras compiles no
             XLA step then (not every XLA kernel is deterministic), so ``auto``
             XLA is off.
     """
     if deterministic and xla == "auto":
-        precision_choice, _ = resolve(precision, "off", measure, key)
+        precision_choice, _ = resolve(precision, "off", measure, shape)
         return precision_choice, Choice("off", "deterministic kernels: Keras compiles no XLA step with them")
     if precision != "auto" and xla != "auto":
         return Choice(precision, "set"), Choice(xla, "set")
@@ -234,40 +220,45 @@ def resolve(precision: str, xla: str, measure=None, key: str = "",
     no_bf16 = AMX_REASON if amx_bf16_excluded() else "CPU without bf16 instructions"
     xlas = [xla] if xla != "auto" else ["off", "on"]
     pairs = [(p, x) for p in precisions for x in xlas]
-    full_key = probe_key(key, precision, xla)
-    found = cached_probe(full_key) if len(pairs) > 1 else None
-    if len(pairs) == 1 or (measure is None and found is None):
+    shapes = {f"{p}/{x}": replace(shape, precision=p, xla=x) for p, x in pairs} if shape and len(pairs) > 1 else {}
+    found = {name: pace.probe_result(s) or {} for name, s in shapes.items()}
+    rates = {name: r["step_img_s"] for name, r in found.items() if r.get("step_img_s")}
+    checks = {name: r["check"] for name, r in found.items() if r.get("check")}
+    stamps = {name: r["when"] + ("" if r["source"] == PROBE else f", {r['source']}")
+              for name, r in found.items() if r.get("when")}
+    if len(pairs) == 1 or (measure is None and len(rates) < len(pairs)):
         p, x = pairs[0]
         return (Choice(p, "set" if precision != "auto" else no_bf16),
                 Choice(x, "set" if xla != "auto" else "no probe: XLA off"))
-    found = found or {"rates": {}, "checks": {}, "when": time.strftime("%Y-%m-%d %H:%M")}
-    found.setdefault("checks", {})
     # A reduced precision chosen by auto needs its numerics checked; one the
     # user set is theirs (a divergence then names its precision).
-    to_check = [(p, x) for p, x in pairs if precision == "auto" and p in REDUCED
-                and f"{p}/{x}" not in found["checks"]]
-    to_time = [pair for pair in pairs if f"{pair[0]}/{pair[1]}" not in found["rates"]]
+    to_check = [(p, x) for p, x in pairs if precision == "auto" and p in REDUCED and f"{p}/{x}" not in checks]
+    to_time = [(p, x) for p, x in pairs if f"{p}/{x}" not in rates]
     if measure is not None and (to_check or to_time):
         reference = _reference_pair(pairs)
         wanted = list(dict.fromkeys(to_time + ([reference] if to_check else []) + to_check))
         measured = {pair: measure(*pair) for pair in wanted}
-        for pair in to_time:
-            found["rates"][f"{pair[0]}/{pair[1]}"] = measured[pair][0]
-        for pair in to_check:
-            found["checks"][f"{pair[0]}/{pair[1]}"] = numerics_check(measured[reference][1], measured[pair][1])
-        store_probe(full_key, found)
-    eligible = {name: rate for name, rate in found["rates"].items()
-                if name.split("/")[0] not in REDUCED or precision != "auto"
-                or found["checks"].get(name, {}).get("ok")}
+        for pair in dict.fromkeys(to_time + to_check):
+            name = f"{pair[0]}/{pair[1]}"
+            if pair in to_time:
+                rates[name] = measured[pair][0]
+            if pair in to_check:
+                checks[name] = numerics_check(measured[reference][1], measured[pair][1])
+            if shapes:
+                pace.record_probe(shapes[name], step_img_s=rates[name] if pair in to_time else None,
+                                  check=checks[name] if pair in to_check else None, source=PROBE)
+            if pair in to_time:
+                stamps[name] = time.strftime("%Y-%m-%d %H:%M")
+    eligible = {name: rate for name, rate in rates.items()
+                if name.split("/")[0] not in REDUCED or precision != "auto" or checks.get(name, {}).get("ok")}
     if not eligible:
         eligible = {f"float32/{x}": 0.0 for x in xlas}
     best = max(eligible, key=eligible.get)
     p, x = best.split("/")
-    table = ", ".join(f"{k} {v:.2f} img/s" for k, v in found["rates"].items())
-    rejected = "; ".join(f"{name} rejected: {check['why']}" for name, check in found["checks"].items()
-                         if not check.get("ok"))
-    unchecked = [name for name in found["rates"] if name not in eligible and name not in found["checks"]]
-    reason = f"CPU probe ({found['when']}, cached): {table}"
+    table = ", ".join(f"{k} {v:.2f} img/s" for k, v in rates.items())
+    rejected = "; ".join(f"{name} rejected: {check['why']}" for name, check in checks.items() if not check.get("ok"))
+    unchecked = [name for name in rates if name not in eligible and name not in checks]
+    reason = f"CPU probe ({'; '.join(dict.fromkeys(stamps.values()))}, cached): {table}"
     if rejected:
         reason += f"; {rejected}"
     if unchecked:
@@ -334,6 +325,16 @@ def probe_rates(cfg: TrainConfig, channels: int, batches=None):
 
 # --- BatchNorm momentum ----------------------------------------------------------
 
+KERAS_BN_MOMENTUM = 0.99  # Keras' BatchNormalization default
+# Each backbone's own BatchNorm momentum as keras.applications builds it (Keras
+# 3.15; TinyCNN is engine.model.networks'): what ``keras`` keeps.
+BACKBONE_BN_MOMENTUM = MappingProxyType({
+    "InceptionV3": 0.99, "ResNet50": 0.99, "DenseNet121": 0.99, "TinyCNN": 0.99,
+    "EfficientNetV2B0": 0.9, "MobileNetV2": 0.999, "MobileNetV3Small": 0.999})
+# How older versions' sweep.json gave the backbone's own momentum (see Numerics.from_json).
+KERAS_REASONS = ("set: Keras' 0.99", "auto: Keras' 0.99")
+
+
 def bn_residual(momentum: float, steps: int) -> float:
     """The share of a moving average's starting value left after ``steps``
     updates at ``momentum`` (``momentum ** steps``): of the initial mean 0 /
@@ -362,20 +363,23 @@ def auto_bn_momentum(steps_per_epoch: int) -> float:
     return float(min(0.99, max(0.9, 0.01 ** (1.0 / max(steps_per_epoch, 1)))))
 
 
-def bn_momentum(setting: str, steps_per_epoch: int, weights: str) -> tuple[float | None, str]:
-    """The ``--bn-momentum`` setting resolved (None keeps Keras' 0.99), and why.
+def bn_momentum(setting: str, steps_per_epoch: int, weights: str, model: str) -> tuple[float, str]:
+    """The ``--bn-momentum`` setting resolved to a number, and why.
 
-    ``auto`` is Keras' 0.99 with ImageNet or file weights, whose moving
-    statistics already describe real images (the paper's setting); from
-    scratch it is ``auto_bn_momentum`` of ``steps_per_epoch`` (a sweep passes
-    its trial with the fewest steps, so every trial gets the same value).
+    ``keras`` is the ``model`` backbone's own momentum as Keras builds it
+    (``BACKBONE_BN_MOMENTUM``: 0.99 for InceptionV3). ``auto`` is that too
+    with ImageNet or file weights, whose moving statistics already describe
+    real images (the paper's setting); from scratch it is
+    ``auto_bn_momentum`` of ``steps_per_epoch`` (a sweep passes its trial
+    with the fewest steps, so every trial gets the same value).
     """
+    own = BACKBONE_BN_MOMENTUM[model]
     if setting == "keras":
-        return None, "set: Keras' 0.99"
+        return own, f"set: {model}'s own {own:g} (Keras)"
     if setting != "auto":
         return float(setting), "set"
     if weights != "none":
-        return None, f"auto: Keras' 0.99, the {weights} weights carry their own statistics"
+        return own, f"auto: {model}'s own {own:g} (Keras), the {weights} weights carry their own statistics"
     return auto_bn_momentum(steps_per_epoch), (f"auto: from scratch, at most 1 % of the initial statistics "
                                                f"left after one epoch of {steps_per_epoch} steps")
 
@@ -384,15 +388,13 @@ def likely(cfg: TrainConfig) -> tuple[str, str]:
     """The precision and XLA ``cfg`` will train with, found without measuring
     (set values, the GPU rules, the cached CPU probe's choice, else float32
     and XLA off): what a time estimate assumes."""
-    precision, xla = resolve(cfg.precision, cfg.xla, None,
-                             key=shape_key(cfg.model.name, cfg.model.image_size, cfg.batch_size),
-                             deterministic=cfg.deterministic)
+    precision, xla = resolve(cfg.precision, cfg.xla, None, probe_shape(cfg), deterministic=cfg.deterministic)
     return precision.value, xla.value
 
 
 def choose(cfg: TrainConfig, channels: int, steps_per_epoch: int) -> Numerics:
     """Resolves the ``auto`` settings of ``cfg`` (probing the CPU if needed)."""
-    precision, xla = resolve(cfg.precision, cfg.xla, probe_rates(cfg, channels),
-                             key=shape_key(cfg.model.name, cfg.model.image_size, cfg.batch_size),
+    precision, xla = resolve(cfg.precision, cfg.xla, probe_rates(cfg, channels), probe_shape(cfg, channels),
                              deterministic=cfg.deterministic)
-    return Numerics(precision, xla, *bn_momentum(cfg.bn_momentum, steps_per_epoch, cfg.model.weights))
+    return Numerics(precision, xla, *bn_momentum(cfg.bn_momentum, steps_per_epoch, cfg.model.weights,
+                                                 cfg.model.name))

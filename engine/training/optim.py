@@ -1,22 +1,29 @@
-"""The optimizer and its learning-rate schedule."""
+"""The optimizer, its learning-rate schedule, and the one way a rate is set.
+
+``constant_schedule`` is the one answer to "does the rate stay constant?":
+a constant rate is a variable of the optimizer, which ``set_rate`` assigns
+(a reused compiled step reads it, no retrace); any other schedule is built
+into the traced step, so the trial's graph key carries its parameters.
+"""
 
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import keras
 
 from engine.config import TrainConfig
 
 # The one lookup from the config's optimizer names (config.OPTIMIZERS) to Keras.
-OPTIMIZERS = {
+OPTIMIZERS = MappingProxyType({
     "adam": lambda lr: keras.optimizers.Adam(lr),
     "adamw": lambda lr: keras.optimizers.AdamW(lr),
     "nadam": lambda lr: keras.optimizers.Nadam(lr),
     "rmsprop": lambda lr: keras.optimizers.RMSprop(lr),
     "sgd": lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
     "nesterov": lambda lr: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True),
-}
+})
 
 
 class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -53,11 +60,32 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "total_steps": self.total, "warmup_steps": self.warmup, "kind": self.kind}
 
 
+def constant_schedule(cfg: TrainConfig) -> bool:
+    """Whether ``cfg``'s learning rate stays ``cfg.lr`` at every step (no
+    warm-up, no decay): then it is a variable that ``set_rate`` assigns,
+    otherwise a schedule traced into the step."""
+    return cfg.schedule == "constant" and cfg.warmup_epochs == 0
+
+
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The optimizer; a plain float learning rate unless a schedule is asked for,
-    so that a sweep can assign a new rate to the same variable."""
+    """The optimizer; a plain float learning rate (a variable) when the
+    schedule is constant, so that a reused compiled step can be given another
+    rate (``set_rate``) without a retrace."""
     lr = cfg.lr
-    if cfg.schedule != "constant" or cfg.warmup_epochs > 0:
+    if not constant_schedule(cfg):
         lr = WarmupSchedule(cfg.lr, steps_per_epoch * cfg.epochs, int(cfg.warmup_epochs * steps_per_epoch),
                             cfg.schedule)
     return OPTIMIZERS[cfg.optimizer](lr)
+
+
+def set_rate(optimizer: keras.optimizers.Optimizer, lr: float) -> None:
+    """Sets a constant learning rate: the one way the engine sets a rate
+    (each trial on its optimizer, lr-find and the bench on each step).
+    Assigns the optimizer's rate variable (a LossScaleOptimizer passes it to
+    the optimizer it wraps); an optimizer built with a schedule has no rate
+    to set, and that is a ValueError."""
+    try:
+        optimizer.learning_rate = lr
+    except TypeError:
+        raise ValueError("the learning rate follows a schedule here (--schedule or --warmup-epochs): "
+                         "it cannot be set per step; use a constant schedule") from None

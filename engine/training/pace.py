@@ -2,13 +2,23 @@
 remembered per machine, and the one time estimator that ``engine compare
 --dry-run``, ``engine bench --dry-run`` and the study bench's projection use.
 
-Every finished training session records what it measured (``record``): its
-training rate (img/s over whole epochs, first step excluded), its
-evaluation rate, its first step (tracing and compilation) and its per-epoch
-save cost, under this CPU, TensorFlow version and the run's shape (model,
-image size, channels, batch, precision, XLA), in ``pace.json`` of the cache
-folder. ``engine bench`` records its measured step rates there too. An
-estimate uses, in order: a measurement of the same shape; one of the same
+One cache of measured rates, ``pace.json`` in the engine's cache folder, one
+entry per ``Shape.key()`` (this CPU, TensorFlow version and the shape: stack,
+model, image size, channels, batch, precision, XLA, processes). An entry holds:
+
+* what a finished training session measured (``record``): its training rate
+  (img/s over whole epochs, first step excluded), its evaluation rate, its
+  first step (tracing and compilation) and its per-epoch save cost;
+  ``engine bench`` records its end-to-end rates there too;
+* under ``probe`` (``record_probe``), the CPU probe's step rate and numerics
+  check of that precision and XLA setting (``engine.training.numerics``),
+  or the step rate ``engine bench`` measured for it. A probe entry carries
+  ``PROBE_VERSION``; one of another version is never handed out (before
+  version 2 the probe measured speed alone, and chose a precision whose
+  training diverged). The ``probe.json`` of earlier engine versions is not
+  read: the next probe measures again.
+
+An estimate uses, in order: a measurement of the same shape; one of the same
 model and numerics at another size or batch, scaled; the CPU probe's step
 rate; and last a rough rate for this kind of CPU, said to be rough.
 """
@@ -27,6 +37,8 @@ from engine import machine
 from engine.io import atomic_json, cache_dir
 
 PACE_FILE = "pace.json"
+# Probe results of another version are not reused (see the module docstring).
+PROBE_VERSION = 2
 # A reusing run's first step against a compiling one's, until one was
 # measured (quick preset, AVX2 CPU: 1.1-2.8 s against 35 s; see run_seconds).
 REUSE_FIRST_STEP = 0.06
@@ -88,25 +100,72 @@ def _load() -> dict:
         return {}
 
 
-def record(shape: Shape, *, train_img_s: float | None = None, eval_img_s: float | None = None,
-           first_step_s: float | None = None, save_s: float | None = None, reuse_step_s: float | None = None,
-           source: str = "") -> None:
-    """Remembers measured rates of ``shape`` on this machine (given ones replace
-    the stored ones; the others are kept)."""
+def _store(shape: Shape, change) -> None:
+    """Applies ``change(entry)`` to the entry of ``shape`` and writes the file."""
     data = _load()
     entry = data.get(shape.key(), {})
-    for name, value in (("train_img_s", train_img_s), ("eval_img_s", eval_img_s),
-                        ("first_step_s", first_step_s), ("save_s", save_s), ("reuse_step_s", reuse_step_s)):
-        if value is not None and value > 0:
-            entry[name] = round(float(value), 4)
-    entry["when"] = time.strftime("%Y-%m-%d %H:%M")
-    entry["source"] = source
+    change(entry)
     entry["machine"] = [machine.cpu_name(), tf.__version__]
     entry["shape"] = dataclasses.asdict(shape)
     data[shape.key()] = entry
     path = cache_dir() / PACE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_json(path, data)
+
+
+def record(shape: Shape, *, train_img_s: float | None = None, eval_img_s: float | None = None,
+           first_step_s: float | None = None, save_s: float | None = None, reuse_step_s: float | None = None,
+           source: str = "") -> None:
+    """Remembers measured rates of ``shape`` on this machine (given ones replace
+    the stored ones; the others are kept)."""
+    def change(entry: dict) -> None:
+        for name, value in (("train_img_s", train_img_s), ("eval_img_s", eval_img_s),
+                            ("first_step_s", first_step_s), ("save_s", save_s), ("reuse_step_s", reuse_step_s)):
+            if value is not None and value > 0:
+                entry[name] = round(float(value), 4)
+        entry["when"] = time.strftime("%Y-%m-%d %H:%M")
+        entry["source"] = source
+    _store(shape, change)
+
+
+def record_probe(shape: Shape, *, step_img_s: float | None = None, check: dict | None = None,
+                 source: str) -> None:
+    """Remembers the step rate and/or the numerics check (``{"ok", "why"}``)
+    the CPU probe or the bench (``source``) measured for ``shape``: given ones
+    replace the stored ones, the others are kept unless of another probe
+    version. ``when`` and ``source`` are the step rate's."""
+    def change(entry: dict) -> None:
+        probe = entry.get("probe", {})
+        if probe.get("version") != PROBE_VERSION:
+            probe = {"version": PROBE_VERSION}
+        if step_img_s is not None or "when" not in probe:
+            probe["when"] = time.strftime("%Y-%m-%d %H:%M")
+            probe["source"] = source
+        if step_img_s is not None:
+            probe["step_img_s"] = round(float(step_img_s), 4)
+        if check is not None:
+            probe["check"] = dict(check)
+        entry["probe"] = probe
+    _store(shape, change)
+
+
+def probe_result(shape: Shape) -> dict | None:
+    """The probe part of ``shape``'s entry (``step_img_s``, ``check``,
+    ``when``, ``source``), of this probe version, or None. Without one for
+    these channels, one at another channel count is used: a time estimate
+    may not know the records' channels, and they change the first
+    convolution only."""
+    data = _load()
+    exact = data.get(shape.key(), {}).get("probe")
+    if exact and exact.get("version") == PROBE_VERSION:
+        return exact
+    here, wanted = [machine.cpu_name(), tf.__version__], dataclasses.asdict(shape)
+    for entry in data.values():
+        other, probe = entry.get("shape", {}), entry.get("probe") or {}
+        if entry.get("machine") == here and probe.get("version") == PROBE_VERSION and \
+                all(other.get(k) == v for k, v in wanted.items() if k != "channels"):
+            return probe
+    return None
 
 
 def record_history(shape: Shape, history: list[dict], val_images: int, source: str, compiled: bool = True) -> None:
@@ -200,15 +259,8 @@ def _rough_first_step(shape: Shape) -> float:
 
 def _probe_rate(shape: Shape) -> float | None:
     """The step rate the CPU probe (or the bench) measured for this shape and numerics."""
-    from engine.training.numerics import cached_probe, probe_key, shape_key
-
-    for setting in ("auto|auto", f"{shape.precision}|auto", f"auto|{shape.xla}"):
-        found = cached_probe(probe_key(shape_key(shape.model, shape.image_size, shape.batch), *setting.split("|")))
-        if found:
-            rate = found["rates"].get(f"{shape.precision}/{shape.xla}")
-            if rate:
-                return float(rate)
-    return None
+    found = probe_result(shape)
+    return float(found["step_img_s"]) if found and found.get("step_img_s") else None
 
 
 def run_seconds(shape: Shape, *, epochs: int, train_images: int, val_images: int, test_images: int = 0,

@@ -91,18 +91,14 @@ def estimation_batches(count: int, batch_size: int, images: int = PRECISE_IMAGES
     return max(min(count, images) // batch_size, 1)
 
 
-# The traced estimation pass of the last network seen: a sweep's trials reuse
-# one network (engine.training.classifier), and tracing InceptionV3 again per
-# validation would cost seconds each time.
-_traced: list[tuple[keras.Model, object]] = []
-
-
-def _moments_fn(net: keras.Model, layers: list):
+def moments_fn(net: keras.Model, layers: list | None = None):
     """A traced function: one batch of uint8 images through ``net`` with its
-    BatchNorm layers in training mode at momentum 0 and dropout off; returns
-    each layer's batch mean and biased variance."""
-    if _traced and _traced[0][0] is net:
-        return _traced[0][1]
+    BatchNorm ``layers`` (default ``batchnorm_layers(net)``) in training mode
+    at momentum 0 and dropout off; returns each layer's batch mean and biased
+    variance. Tracing InceptionV3 costs seconds: the ``Trainer`` keeps this
+    function for the network its trials share, so each validation does not
+    trace it again."""
+    layers = batchnorm_layers(net) if layers is None else layers
     dropouts = [layer for layer in _all_layers(net) if isinstance(layer, keras.layers.Dropout)]
 
     # One trace for every batch size (unknown batch dimension), as the training step.
@@ -131,7 +127,6 @@ def _moments_fn(net: keras.Model, layers: list):
         return ([tf.identity(layer.moving_mean) for layer in layers],
                 [tf.identity(layer.moving_variance) for layer in layers])
 
-    _traced[:] = [(net, moments)]
     return moments
 
 
@@ -144,7 +139,7 @@ def _all_layers(model: keras.Model) -> list:
     return out
 
 
-def reestimate(net: keras.Model, batches: Iterable) -> dict:
+def reestimate(net: keras.Model, batches: Iterable, moments=None) -> dict:
     """Sets every trainable BatchNorm layer's moving statistics to the
     population statistics of its inputs over ``batches`` (see the module
     docstring).
@@ -153,6 +148,8 @@ def reestimate(net: keras.Model, batches: Iterable) -> dict:
         net: the network (its first input takes the images).
         batches: whole batches of uint8 images, or (images, labels) pairs, all
             of one size.
+        moments: ``moments_fn(net)`` traced before (the ``Trainer`` keeps
+            one); default: traced here.
 
     Returns:
         ``{"layers": n, "batches": k, "images": i, "seconds": s}``.
@@ -165,7 +162,7 @@ def reestimate(net: keras.Model, batches: Iterable) -> dict:
     for layer in layers:
         layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
         layer.moving_variance.assign(tf.zeros_like(layer.moving_variance))
-    moments = _moments_fn(net, layers)
+    moments = moments_fn(net, layers) if moments is None else moments
     mean_sum = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
     square_sum = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
     count = images = 0

@@ -3,10 +3,11 @@ train``, every trial of a sweep), ``Run.step()`` (lr-find, the bench),
 ``Run.batches()`` and ``Run.evaluate()``.
 
 ``prepare`` resolves everything a run needs before its first step: the
-records and manifest, the positive class, precision, XLA and BatchNorm
-momentum (``numerics``, with their reasons), the tf.distribute strategy and
-the compiled classifier, which the runs of one process share while their
-graph is the same (the trials of a sweep).
+manifest of its records (built beforehand: training never builds records),
+the positive class, precision, XLA and BatchNorm momentum (``numerics``,
+with their reasons), the tf.distribute strategy and the compiled classifier,
+which the runs given one ``Trainer`` share while their graph is the same
+(the trials of a sweep).
 
 A run folder holds ``config.json`` (fully resolved, re-runnable),
 ``data.json`` (label map and image format of the records), ``history.csv``,
@@ -20,7 +21,6 @@ keys all come back.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import shutil
 import sys
@@ -34,24 +34,25 @@ import tensorflow as tf
 from engine import machine
 from engine.config import TrainConfig, differences, dump
 from engine.data import images as images_lib, pipeline
-from engine.data.embedded import records_or_embedded
-from engine.data.manifest import load_manifest
+from engine.data.manifest import check_batch_size, load_manifest
 from engine.errors import DamagedState, UserError
 from engine.io import atomic_json, move_aside, read_json, remove_temp_files
 from engine.training import distribute, metrics, pace, precise_bn
 from engine.training.callbacks import EpochPrinter, RunRecorder
 from engine.training.checkpoint import CHECKPOINT, load_checkpoint, read_state, remove_checkpoint, save_model
-from engine.training.classifier import Classifier, augment_placement, compiled_classifier, pipeline_augment_fn
+from engine.training.classifier import Classifier, augment_placement
 from engine.training.evaluation import eval_batch_size, evaluate_run, evaluate_saved, predict_images, predict_split
 from engine.training.numerics import Numerics, choose
-from engine.training.seeding import seed_run
+from engine.training.optim import set_rate
+from engine.training.trainer import Trainer
 
 STATUS_DONE, STATUS_DIVERGED = "done", "diverged"
 
 
 @dataclass
 class Run:
-    """One prepared run: its resolved config, data, numerics and compiled classifier."""
+    """One prepared run: its resolved config, data, numerics and compiled
+    classifier, and the ``Trainer`` that set it up."""
 
     cfg: TrainConfig
     records: Path
@@ -61,7 +62,9 @@ class Run:
     steps_per_epoch: int
     distribution: tf.distribute.Strategy
     classifier: Classifier
+    trainer: Trainer
     on_damage: str = "restart"  # or "raise" (see ``prepare``)
+    processes: int = 1  # trial processes sharing the machine (see ``prepare``)
 
     @property
     def placement(self) -> str:
@@ -71,20 +74,23 @@ class Run:
                 end_epoch: int | None = None) -> tf.data.Dataset:
         """The batches of ``split`` as this run reads them (see ``input_batches``)."""
         return input_batches(self.cfg, self.manifest, split, batch_size=batch_size, start_epoch=start_epoch,
-                             end_epoch=end_epoch)
+                             end_epoch=end_epoch, trainer=self.trainer)
 
     def step(self, images, labels, lr: float | None = None) -> float:
         """One compiled training step (augmentation included where it is placed
-        in the step), at learning rate ``lr`` if given; returns the loss, on the
-        host (a sync: the caller wants it now)."""
+        in the step), at learning rate ``lr`` if given (a constant schedule's
+        rate, set as every trial's is: ``optim.set_rate``); returns the loss,
+        on the host (a sync: the caller wants it now)."""
         if lr is not None:
-            self.classifier.optimizer.learning_rate = lr
+            set_rate(self.classifier.optimizer, lr)
         logs = self.classifier.train_on_batch(images, tf.cast(labels, tf.float32), return_dict=True)
         return float(logs["loss"])
 
     def evaluate(self, split: str, threshold: float = 0.5) -> dict:
         """Metrics of the current weights on ``split``, with bootstrap intervals."""
-        p, y = predict_split(self.classifier.net, self.batches(split, batch_size=self.eval_batch_size(split)))
+        net = self.classifier.net
+        batches = self.batches(split, batch_size=self.eval_batch_size(split))
+        p, y = predict_split(net, batches, self.trainer.forward(net))
         return metrics.summary(p, y, self.positive, threshold, self.cfg.bootstrap, self.cfg.seed,
                                label_map=self.manifest["label_map"])
 
@@ -101,7 +107,8 @@ class Run:
         batches = precise_bn.estimation_batches(count, self.cfg.batch_size)
         images = pipeline.dataset(self.records, "train", self.cfg.batch_size, training=False,
                                   config=self.cfg.data, manifest=self.manifest).take(batches)
-        return precise_bn.reestimate(self.classifier.net, images)
+        net = self.classifier.net
+        return precise_bn.reestimate(net, images, moments=self.trainer.moments(net))
 
     def bn_stats(self) -> dict:
         """What ``metrics.json`` says of the statistics validation and scoring used."""
@@ -183,7 +190,7 @@ class Run:
                   "first_step_seconds": None if recorder.first_step is None else round(recorder.first_step, 2),
                   "precision": {"value": self.numerics.precision.value, "reason": self.numerics.precision.reason},
                   "xla": {"value": self.numerics.xla.value, "reason": self.numerics.xla.reason},
-                  "bn_momentum": 0.99 if self.numerics.bn_momentum is None else self.numerics.bn_momentum,
+                  "bn_momentum": self.numerics.bn_momentum,
                   "bn_momentum_reason": self.numerics.bn_reason, "bn_stats": self.bn_stats(),
                   "augment_placement": self.placement,
                   # Left at TensorFlow's defaults (0 = one per core): no setting
@@ -199,8 +206,9 @@ class Run:
             # Scored with the selected model, its threshold chosen on its own val predictions;
             # its per-image scores saved beside metrics.json (scores-val.csv, scores-test.csv).
             result.update(chosen)
-            result.update(evaluate_run(cfg, self.classifier.net, self.records, self.manifest, self.positive,
-                                       self.eval_batch_size, scores_to=run))
+            net = self.classifier.net
+            result.update(evaluate_run(cfg, net, self.records, self.manifest, self.positive, self.eval_batch_size,
+                                       scores_to=run, forward=self.trainer.forward(net)))
         atomic_json(run / "metrics.json", result)
         if not cfg.keep_checkpoints:  # finished: the ~350 MB that resumed it is no longer needed
             remove_checkpoint(run)
@@ -234,12 +242,11 @@ class Run:
         return len(history), history, None
 
     def pace_shape(self) -> pace.Shape:
-        """This run's shape as the time estimator knows it (``training.pace``)."""
-        # A process of engine compare --parallel N shares the machine with N - 1 others.
-        processes = int(os.environ.get("ENGINE_PARALLEL_PROCESSES", "1"))
+        """This run's shape as the time estimator knows it (``training.pace``),
+        including how many trial processes share the machine with it."""
         return pace.Shape(self.cfg.model.name, self.cfg.model.image_size, self.manifest["channels"],
                           self.cfg.batch_size, self.numerics.precision.value, self.numerics.xla.value,
-                          processes=processes)
+                          processes=self.processes)
 
     def eval_batch_size(self, split: str) -> int:
         """The batch ``split`` is scored at: larger than training's where that
@@ -285,43 +292,46 @@ class Run:
 
 
 def input_batches(cfg: TrainConfig, manifest: dict, split: str, *, batch_size: int | None = None,
-                  start_epoch: int = 0, end_epoch: int | None = None) -> tf.data.Dataset:
+                  start_epoch: int = 0, end_epoch: int | None = None,
+                  trainer: Trainer | None = None) -> tf.data.Dataset:
     """The batches training reads (``train``: epochs ``start_epoch`` to
-    ``end_epoch``, default the run's last, shuffled per (seed, epoch) and
-    augmented in tf.data where the augmentation is placed there) or
-    evaluation reads (other splits: one ordered pass); ``cfg`` resolved."""
+    ``end_epoch``, default the run's last, shuffled and augmented by (seed,
+    epoch), augmented in tf.data where the augmentation is placed there) or
+    evaluation reads (other splits: one ordered pass); ``cfg`` resolved.
+    ``trainer``: whose augmentation function tf.data calls (default: a new one)."""
     training = split == "train"
+    augment_fn = (trainer or Trainer()).pipeline_augment_fn(cfg, manifest) if training else None
     return pipeline.dataset(cfg.records, split, batch_size or cfg.batch_size, training=training,
-                            config=cfg.data, manifest=manifest, start_epoch=start_epoch,
-                            end_epoch=end_epoch or (cfg.epochs if training else None),
-                            augment_fn=pipeline_augment_fn(cfg, manifest) if training else None,
-                            augment_seed=cfg.seed)
+                            config=cfg.data, seed=cfg.seed, manifest=manifest, start_epoch=start_epoch,
+                            end_epoch=end_epoch or (cfg.epochs if training else None), augment_fn=augment_fn)
 
 
 def resolve(cfg: TrainConfig, quiet: bool = False, size_given: bool = False) -> tuple[TrainConfig, dict, str]:
-    """``cfg`` checked and completed from its records (built, for the embedded
-    set, on first use): records folder, image size, channels, data seed and
-    the positive class's name; with the manifest and why that class.
-    ``size_given``: the image size was set by the user, so records of another
-    size are an error (a default's or preset's size adapts to them)."""
+    """``cfg`` checked and completed from its records: image size, channels
+    and the positive class's name; with the manifest and why that class.
+    The records must exist: the layers above training resolve them (the
+    embedded set included) before calling it. ``size_given``: the image size
+    was set by the user, so records of another size are an error (a
+    default's or preset's size adapts to them)."""
     cfg.validate()
-    folder = records_or_embedded(cfg.records, cfg.model.image_size, quiet, cfg.subset)
+    if cfg.records is None:
+        raise UserError("no records folder: build records with `engine build-records` or give the records "
+                        "folder (RECORDS)")
+    folder = Path(cfg.records)
     manifest = load_manifest(folder)
     check_image_size(cfg.model.image_size, manifest, folder, size_given, quiet)
-    if cfg.records is not None and cfg.subset is not None and \
+    if cfg.subset is not None and \
             tuple(manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")) != cfg.subset:
         # (a resolved config names the embedded subset's own folder: that passes)
         raise UserError(f"--subset draws from the embedded set; for {folder} build records with "
                         f"engine build-records ... --subset {','.join(map(str, cfg.subset))}")
     positive, why = positive_class(cfg.positive_class, manifest["label_map"], folder)
-    cfg = replace(cfg, records=folder, data=replace(cfg.data, seed=cfg.seed), positive_class=positive,
+    cfg = replace(cfg, records=folder, positive_class=positive,
                   model=replace(cfg.model, image_size=manifest["image_size"][0], channels=manifest["channels"]))
     for split in ("train", "val"):
         if split not in manifest["splits"]:
             raise UserError(f"{folder} has no {split} split; rebuild with a val fraction (--split)")
-    train_count = manifest["splits"]["train"]["count"]
-    if cfg.batch_size > train_count:
-        raise UserError(f"--batch-size {cfg.batch_size} is larger than the train split ({train_count} images)")
+    check_batch_size(cfg.batch_size, manifest, split="train")
     return cfg, manifest, why
 
 
@@ -378,49 +388,57 @@ def choose_numerics(cfg: TrainConfig, quiet: bool = True, largest_batch: int | N
     trial has (``largest_batch``)."""
     cfg, manifest, _ = resolve(cfg, quiet)
     count = manifest["splits"]["train"]["count"]
-    choice = choose(cfg, manifest["channels"], count // max(largest_batch or cfg.batch_size, cfg.batch_size))
-    seed_run(cfg.seed)  # the probe drew numbers too
-    return choice
+    # The probe draws numbers, but every set-up seeds again (Trainer.set_up).
+    return choose(cfg, manifest["channels"], count // max(largest_batch or cfg.batch_size, cfg.batch_size))
 
 
-def prepare(cfg: TrainConfig, *, quiet: bool = False, force: bool = False,
-            distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None,
-            size_given: bool = False, on_damage: str = "restart") -> Run:
+def prepare(cfg: TrainConfig, *, trainer: Trainer | None = None, processes: int = 1, quiet: bool = False,
+            force: bool = False, distribution: tf.distribute.Strategy | None = None,
+            numerics: Numerics | None = None, size_given: bool = False, on_damage: str = "restart") -> Run:
     """Everything a run needs before its first step (see the module docstring).
 
-    A run folder (``cfg.out``) holding another config is refused here, before
-    any model is built; ``force`` clears it, whatever it holds. ``distribution``
-    overrides the strategy chosen from the devices and ``TF_CONFIG``;
-    ``numerics`` the choice of precision, XLA and momentum; ``size_given``:
-    see ``resolve``. A damaged state file (``DamagedState``) restarts the run
-    from epoch 0 with its old state renamed ``*.damaged``, or with
-    ``on_damage="raise"`` (a sweep's trial) is raised.
+    ``trainer`` keeps the compiled classifier and what was traced for it from
+    one call to the next in this process (``Trainer``); None: a new one for
+    this run alone. ``processes``: how many trial processes share this
+    machine (``engine compare --parallel N``), for the time estimates. A run
+    folder (``cfg.out``) holding another config is refused here, before any
+    model is built; ``force`` clears it, whatever it holds.
+    ``distribution`` overrides the strategy the trainer hands out (from the
+    devices and ``TF_CONFIG``); ``numerics`` the choice of precision, XLA and
+    momentum; ``size_given``: see ``resolve``. A damaged state file
+    (``DamagedState``) restarts the run from epoch 0 with its old state
+    renamed ``*.damaged``, or with ``on_damage="raise"`` (a sweep's trial)
+    is raised.
     """
+    trainer = trainer or Trainer()
     cfg, manifest, why = resolve(cfg, quiet, size_given)
     positive = metrics.positive_label_of(manifest["label_map"], cfg.positive_class)
     if why != "set" and not quiet:
         print(f"positive class: {cfg.positive_class} ({why})", flush=True)
+    if numerics is not None:
+        # Numerics chosen for a whole sweep: its trial's config.json records
+        # what ran (re-runnable alone, and compared as such on resume).
+        cfg = replace(cfg, precision=numerics.precision.value, xla=numerics.xla.value)
     if cfg.out is not None:
         check_resume(distribute.output_folder(cfg.out), cfg, force, on_damage)
-    seed_run(cfg.seed)
     distribute.op_determinism(cfg.deterministic)
     steps = manifest["splits"]["train"]["count"] // cfg.batch_size
     chosen = numerics or choose(cfg, manifest["channels"], steps)
-    seed_run(cfg.seed)  # the probe drew numbers too
-    distribution = distribution or distribute.strategy()
+    distribution = distribution or trainer.strategy()
     if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy):
         distribute.multi_worker_fixes()
-    classifier = compiled_classifier(cfg, manifest, steps, chosen.precision.value, chosen.xla.value,
-                                     chosen.bn_momentum, distribution)
-    return Run(cfg, cfg.records, manifest, positive, chosen, steps, distribution, classifier, on_damage)
+    classifier = trainer.set_up(cfg, manifest, steps, chosen, distribution)
+    return Run(cfg, cfg.records, manifest, positive, chosen, steps, distribution, classifier, trainer,
+               on_damage=on_damage, processes=processes)
 
 
-def train(cfg: TrainConfig, *, quiet: bool = False, force: bool = False, callbacks=(),
-          distribution: tf.distribute.Strategy | None = None, numerics: Numerics | None = None,
-          size_given: bool = False, on_damage: str = "restart") -> dict:
-    """``prepare(cfg).fit()``: trains (or resumes) one run; returns its ``metrics.json``."""
-    return prepare(cfg, quiet=quiet, force=force, distribution=distribution, numerics=numerics,
-                   size_given=size_given, on_damage=on_damage).fit(callbacks=callbacks, quiet=quiet)
+def train(cfg: TrainConfig, *, trainer: Trainer | None = None, processes: int = 1, quiet: bool = False,
+          force: bool = False, callbacks=(), distribution: tf.distribute.Strategy | None = None,
+          numerics: Numerics | None = None, size_given: bool = False, on_damage: str = "restart") -> dict:
+    """``prepare(cfg, ...).fit()``: trains (or resumes) one run; returns its ``metrics.json``."""
+    run = prepare(cfg, trainer=trainer, processes=processes, quiet=quiet, force=force, distribution=distribution,
+                  numerics=numerics, size_given=size_given, on_damage=on_damage)
+    return run.fit(callbacks=callbacks, quiet=quiet)
 
 
 def class_weights(manifest: dict) -> dict[int, float]:

@@ -25,7 +25,9 @@ PROCESS_TF_SEED = 0
 
 def seed_run(seed: int) -> None:
     """Seeds Python and NumPy with ``seed`` (initial weights follow it) and sets
-    TensorFlow's global seed to ``PROCESS_TF_SEED`` only if it is not already."""
+    TensorFlow's global seed to ``PROCESS_TF_SEED`` only if it is not already.
+    Training calls it once per trial, in ``Trainer.set_up`` just before any
+    network is built; the numerics probe seeds its own builds."""
     random.seed(seed)
     np.random.seed(seed)
     # get_seed(op_seed) returns (global seed, op seed) without drawing from the
