@@ -254,7 +254,7 @@ def test_lr_find_runs_and_stops_on_divergence(tiny_records, tmp_path):
 
 
 def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
-    from engine.study import launch
+    from engine.study import launch, worker
 
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     cmd = [sys.executable, "-m", "engine.cli", "compare", str(tiny_records), "--out", str(tmp_path / "p"),
@@ -266,7 +266,7 @@ def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
     # The children's events reach the parent's dashboard (plain lines off a
     # terminal), not raw: no event line and no [i] relay of them.
     assert "lr0.001_seed0: done" in done.stdout and "lr0.01_seed0: done" in done.stdout
-    assert "lr0.01_seed0 epoch 1/1" in done.stdout and launch.EVENT_PREFIX not in done.stdout
+    assert "lr0.01_seed0 epoch 1/1" in done.stdout and worker.EVENT_PREFIX not in done.stdout
     assert "[0]" not in done.stdout and done.stdout.count("report: ") == 1  # one report, by the parent
     summary = json.loads((tmp_path / "p" / "summary.json").read_text())
     assert [r["repeats_done"] for r in summary["rows"]] == [1, 1]
@@ -382,7 +382,7 @@ def test_child_events_reach_the_parent_dashboard_with_batches_summed():
     import numpy as np
 
     from engine.study.dashboard import Dashboard
-    from engine.study.launch import EventWriter, read_event
+    from engine.study.worker import EventWriter, read_event
     from engine.study.sweep import trials
 
     plan = trials(resolve("lr", "quick", None, Path("out"), lrs=(1e-3, 1e-2), epochs=2))

@@ -24,7 +24,7 @@ from engine import machine, training
 from engine.data.manifest import load_manifest
 from engine.errors import RuntimeFailure, UserError
 from engine.study import sweep as sweep_lib
-from engine.study.worker import EVENT_PREFIX, EventWriter, first_trial, read_event  # noqa: F401 - the protocol
+from engine.study.worker import first_trial, read_event
 
 # A trial process' line for failed trials (``sweep.check_failed``): the parent reports them itself.
 TRIALS_FAILED = re.compile(r"\d+ trials? failed ")
