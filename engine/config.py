@@ -367,6 +367,9 @@ class TrainConfig:
 
 
 AXES = ("lr", "batch", "grid", "optimizer")
+# How a sweep's split replicates are drawn from the pool of the records'
+# train and val examples (engine.data.resample).
+SPLIT_MODES = ("holdout", "kfold")
 BUDGETS = ("epochs", "steps")
 LR_SCALINGS = ("none", "linear", "sqrt")
 PAPER_LRS = (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
@@ -385,12 +388,26 @@ class SweepConfig:
     Attributes:
         axis: what the study varies: lr, batch, grid (lr x batch) or optimizer.
         preset: the settings of every option not given: quick (minutes on a
-            CPU) or paper (the study as published).
+            CPU), robust (quick's images, a paper axis, 5 splits x 2 seeds)
+            or paper (the study as published).
         lrs: learning rates tried on the lr and grid axes (the other axes train at one).
         batch_sizes: batch sizes tried on the batch and grid axes (the other axes train at one).
         optimizers: optimizers tried on the optimizer axis (adam on the others).
         repeats: runs of each setting, one per seed: --seed, --seed + 1, ...
         seed: the seed of each setting's first run.
+        splits: train/val splits every setting trains on (each with every
+            seed); 1 trains on the records' own split; K >= 2 draws K splits
+            from the pool of the records' train and val images, by patient and
+            stratified by class (the test split never joins), and compares
+            settings across splits.
+        split_mode: how the K splits are drawn: holdout (K independent
+            hold-outs, each the size of the records' own train and val) or
+            kfold (every pool image in exactly one split's val).
+        split_sizes: holdout only: train,val images of each split, drawn
+            from a larger pool (nearly independent samples of the task).
+            Default: the records' own train and val sizes.
+        split_seed: the seed the splits are drawn with: sweeps on the same
+            records with the same split options share their splits.
         budget: what every batch size trains alike: epochs (as the paper,
             so larger batches make fewer updates) or steps (epochs scaled so
             every batch size makes the same number of updates).
@@ -413,6 +430,10 @@ class SweepConfig:
     optimizers: tuple[str, ...] = ()
     repeats: int = 1
     seed: int = 0
+    splits: int = 1
+    split_mode: str = "holdout"
+    split_sizes: tuple[int, int] | None = None
+    split_seed: int = 0
     budget: str = "epochs"
     lr_scaling: str = "none"
     shard: tuple[int, int] = (0, 1)
@@ -423,6 +444,7 @@ class SweepConfig:
         """Checks every field; raises UserError with a one-line message."""
         for name, value, choices in (("--axis", self.axis, AXES), ("--preset", self.preset, tuple(PRESETS)),
                                      ("--budget", self.budget, BUDGETS),
+                                     ("--split-mode", self.split_mode, SPLIT_MODES),
                                      ("--lr-scaling", self.lr_scaling, LR_SCALINGS)):
             if value not in choices:
                 raise UserError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
@@ -436,6 +458,16 @@ class SweepConfig:
                             f"not {','.join(self.optimizers)!r}")
         if self.repeats < 1:
             raise UserError(f"--repeats must be >= 1, not {self.repeats}")
+        if self.splits < 1:
+            raise UserError(f"--splits must be >= 1 (1: the records' own split), not {self.splits}")
+        if self.split_sizes is not None and (len(self.split_sizes) != 2 or min(self.split_sizes) < 1):
+            raise UserError("--split-sizes needs two counts train,val (e.g. 500,100), each >= 1")
+        if self.splits == 1 and (self.split_sizes is not None or self.split_mode != "holdout"):
+            raise UserError("--split-sizes and --split-mode need --splits 2 or more (1 trains on the records' "
+                            "own split)")
+        if self.split_mode == "kfold" and self.split_sizes is not None:
+            raise UserError("--split-sizes is for --split-mode holdout: k-fold's sizes follow from K "
+                            "(val = pool / K)")
         index, count = self.shard
         if not 0 <= index < count:
             raise UserError(f"--shard must be i/n with 0 <= i < n, not {index}/{count}")
@@ -518,6 +550,20 @@ PRESETS = {
                     batch_for_lr_axis=16, values={"epochs": 3, "repeats": 2, "image_size": 75, "weights": "none",
                                                   "augment": "none", "model": "InceptionV3", "xla": "off",
                                                   "subset": (160, 40, 40), "bn_stats": "precise"}),
+    # `engine compare --axis batch --preset robust` (or --axis lr): a paper
+    # axis (batch 5, 10, 15; or the six learning rates at batch 5) on the
+    # quick preset's images (the 160/40/40 embedded subset at 75 px, the same
+    # model and choices), with 5 split replicates x 2 seeds, so the report's
+    # conclusions are about the task, not about one split of 200 images: 30
+    # trials on the batch axis, 60 on the lr axis. lr 1e-3 on the batch axis
+    # (quick's, measured to learn in a few epochs from scratch; the paper's
+    # 1e-4 with ImageNet weights does not fit a from-scratch 75-px model).
+    # 4 epochs, so the batch axis stays within an hour on 2 cores: measured
+    # times in README.md and benchmarks/RESULTS.md.
+    "robust": Preset(lrs=PAPER_LRS, batch_sizes=PAPER_BATCHES, lr_for_batch_axis=1e-3, batch_for_lr_axis=5,
+                     values={"epochs": 4, "repeats": 2, "splits": 5, "image_size": 75, "weights": "none",
+                             "augment": "none", "model": "InceptionV3", "xla": "off", "subset": (160, 40, 40),
+                             "bn_stats": "precise"}),
 }
 
 

@@ -161,7 +161,7 @@ BENCH_PANELS = {
 }
 # Placeholders of options whose type alone does not say what to type.
 METAVARS = {
-    "axis": "lr|batch|grid|optimizer", "preset": "quick|paper", "repeats": "N", "budget": "epochs|steps",
+    "axis": "lr|batch|grid|optimizer", "preset": "quick|robust|paper", "repeats": "N", "budget": "epochs|steps",
     "lr_scaling": "none|linear|sqrt", "shard": "i/n", "trial": "INDEX|NAME|auto", "model": "NAME",
     "weights": "imagenet|none|PATH", "trainable_from": "LAYER", "bn_momentum": "auto|keras|NUMBER",
     "bn_stats": "moving|precise", "optimizer": "NAME", "schedule": "constant|cosine|step", "augment": "POLICY",
@@ -171,12 +171,13 @@ METAVARS = {
     "list": "FILE", "classes": "SRC=dst,...", "split_by": "patient|source", "test_source": "SOURCE",
     "patient_pattern": "REGEX", "source_pattern": "REGEX", "resize": "nearest|bilinear|area",
     "encoding": "png|raw|jpeg", "channels": "auto|1|3", "name": "NAME", "cache_mb": "MB", "shard_mb": "MB",
-    "budget_minutes": "MINUTES", "outlier_ratio": "RATIO", "paper_stack": "",
+    "budget_minutes": "MINUTES", "outlier_ratio": "RATIO", "paper_stack": "", "splits": "K",
+    "split_mode": "holdout|kfold", "split_seed": "N",
 }
 LIST_METAVARS = {
     "lrs": "1e-3,1e-4", "batch_sizes": "8,16,32", "optimizers": "adam,sgd", "subset": "TRAIN,VAL,TEST",
     "split": "0.8,0.1,0.1", "near_duplicate_bits": "N,N", "precision": "float32,auto", "xla": "off,auto",
-    "mode": "input,step,e2e",
+    "mode": "input,step,e2e", "split_sizes": "TRAIN,VAL",
 }
 
 
@@ -185,7 +186,10 @@ DERIVED = {"records", "out", "model.channels", "model.bn_momentum"}
 TRAIN = fields(TrainConfig, rename={"model.name": "model"}, exclude=DERIVED, panels=TRAIN_PANELS, panel="Training")
 # A study's own fields, then every training field its trials do not set
 # themselves (``--seed`` is the sweep's first seed).
-SWEEP = {**fields(SweepConfig, exclude={"base"}, panels={"shard": "Run", "trial": "Run"}, panel="Study"),
+SWEEP = {**fields(SweepConfig, exclude={"base"},
+                  panels={"shard": "Run", "trial": "Run",
+                          **dict.fromkeys(("splits", "split_mode", "split_sizes", "split_seed"), "Splits")},
+                  panel="Study"),
          **{name: replace(f, path=("base",) + f.path) for name, f in TRAIN.items() if name not in TRIAL_FIELDS}}
 BENCH = fields(BenchConfig, rename={"precisions": "precision", "xlas": "xla", "modes": "mode"},
                exclude={"records"}, panels=BENCH_PANELS, panel="Measure")

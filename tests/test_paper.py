@@ -19,7 +19,7 @@ def history(loss, val_loss, acc=None, val_acc=None):
 
 
 def row(setting, lr, batch, by_seed, sweep_lr=None, epochs=3):
-    return {"setting": setting, "lr": lr, "batch_size": batch, "statistic_by_seed": dict(enumerate(by_seed)),
+    return {"setting": setting, "lr": lr, "batch_size": batch, "statistic_by_unit": dict(enumerate(by_seed)),
             "sweep_lr": lr if sweep_lr is None else sweep_lr, "epochs": epochs}
 
 
@@ -110,7 +110,7 @@ def test_descriptive_verdicts_on_one_run_are_labelled():
     assert claims["lr 1e-6 and 1e-7: acceptable, loss mostly 0.2-0.3"]["verdict"] == "agree"
     # One run per setting: comparative claims cannot be told, with the reason.
     assert claims["lr 1e-4 and 1e-5 best"]["verdict"] == "cannot tell"
-    assert claims["lr 1e-4 and 1e-5 best"]["evidence"].startswith("too few runs")
+    assert claims["lr 1e-4 and 1e-5 best"]["evidence"].startswith("too few seeds")
     assert not any(c.startswith("batch") for c in claims)  # the lr axis touches no batch claim
 
 
@@ -145,7 +145,7 @@ def test_two_setting_claim():
             row("lr=1e-05", 1e-5, 5, [0.30, 0.28, 0.33])]
     # lr 1e-4 (the better of the two) is significantly better than lr 1e-2, the only other setting.
     assert claims_of(cfg, rows)["lr 1e-4 and 1e-5 best"]["verdict"] == "agree"
-    rows[0]["statistic_by_seed"] = {0: 0.01, 1: 0.02, 2: 0.015}  # lr 1e-2 better than both
+    rows[0]["statistic_by_unit"] = {0: 0.01, 1: 0.02, 2: 0.015}  # lr 1e-2 better than both
     assert claims_of(cfg, rows)["lr 1e-4 and 1e-5 best"]["verdict"] == "disagree"
 
 

@@ -74,7 +74,7 @@ def test_bad_arguments(kwargs, message):
 def test_ranking_on_hand_made_rows():
     def row(setting, by_seed, flags=""):
         values = [v for v in by_seed.values() if v is not None]
-        return {"setting": setting, "statistic_by_seed": by_seed, "repeats_done": len(values), "flags": flags,
+        return {"setting": setting, "statistic_by_unit": by_seed, "repeats_done": len(values), "flags": flags,
                 "statistic": sum(values) / len(values) if values else None, "final_val_loss": 0.3}
     rows = [row("a", {0: 0.19, 1: 0.21, 2: 0.20}), row("b", {0: 0.50, 1: 0.51, 2: 0.52}),
             row("c", {0: 0.05, 1: 0.45, 2: 0.25}), row("d", {}, "2 of 2 diverged"),
@@ -108,7 +108,7 @@ def test_non_finite_val_loss_counts_as_the_worst_run():
             r["config"] = TrainConfig(lr=0.1 if r in data["settings"]["lr=0.1"] else 0.01)
     rows = report.summarise(data)
     # Both runs of lr=0.1 diverged (one with a non-finite val loss): each counts as the sweep's worst, 0.5.
-    assert rows[0]["statistic_by_seed"] == {0: 0.5, 1: 0.5} and rows[0]["repeats_done"] == 0
+    assert rows[0]["statistic_by_unit"] == {0: 0.5, 1: 0.5} and rows[0]["repeats_done"] == 0
     assert rows[0]["flags"] == "1 of 2 diverged, 1 of 2 ended with a non-finite val loss"
     assert rows[1]["statistic"] == pytest.approx((0.5 + 0.475) / 2)
     ranking = report.rank(rows)

@@ -71,12 +71,12 @@ def test_the_trend_test_keeps_its_level_and_finds_a_trend():
 
 
 def test_the_report_ranks_with_the_simulated_analysis():
-    rows = [{"setting": f"s{i}", "statistic_by_seed": dict(enumerate(v)), "statistic": float(np.mean(v)),
+    rows = [{"setting": f"s{i}", "statistic_by_unit": dict(enumerate(v)), "statistic": float(np.mean(v)),
              "flags": "", "final_val_loss": None} for i, v in enumerate(np.array([[0.1, 0.12, 0.11],
                                                                                    [0.3, 0.33, 0.31],
                                                                                    [0.12, 0.09, 0.13]]))]
     ranking = report.rank(rows)
-    tests = stats.family(paper.seed_matrix(rows))
+    tests = stats.family(paper.unit_matrix(rows))
     assert ranking["best_set"] == ["s0", "s2"] == [r["setting"] for r, best in zip(rows, tests.best_set) if best]
     assert ranking["best"] is None and "**" not in ranking["text"]  # no bold winner for a set of two
     assert "cannot tell which of 2 settings (s0, s2)" in ranking["text"]
@@ -148,8 +148,12 @@ def test_a_sweep_that_learns_nothing_cannot_tell(tmp_path, scaling):
     assert written["ranking"]["best"] is None and len(written["ranking"]["best_set"]) == 3
     text = (tmp_path / "report.md").read_text()
     assert "| batch 5 best | not distinguishable at the family-wise 5 % level" in text
-    # Every val AUC is 0.5: the report says at its top that nothing was learned.
-    assert text.startswith("# batch study (quick preset)\n\n**No setting learned**")
+    # Every val AUC is 0.5: the report says at its top that nothing was
+    # learned, after what its intervals describe (one split only).
+    first = text.split("\n\n")
+    assert first[0] == "# batch study (quick preset)"
+    assert first[1].startswith("Intervals and tests here describe this one split only (`--splits 1`)")
+    assert first[2].startswith("**No setting learned**")
     if scaling == "sqrt":
         assert "batch 15: lr 0.000173, 3 epochs" in claims["batch 5 best"]["evidence"]
 
@@ -165,8 +169,8 @@ def test_divergence_counts_against_a_setting_and_failures_are_missing(tmp_path):
     sweep_folder(tmp_path, lambda setting, seed: table[(setting, seed)])
     written = report.write(tmp_path)
     rows = {r["setting"]: r for r in written["rows"]}
-    assert rows["batch=5"]["statistic_by_seed"] == {0: pytest.approx(0.5 / 3), 1: 0.31, 2: 0.31}
-    assert rows["batch=10"]["statistic_by_seed"] == pytest.approx({0: 0.2, 1: 0.21})  # the failed seed is missing
+    assert rows["batch=5"]["statistic_by_unit"] == {0: pytest.approx(0.5 / 3), 1: 0.31, 2: 0.31}
+    assert rows["batch=10"]["statistic_by_unit"] == pytest.approx({0: 0.2, 1: 0.21})  # the failed seed is missing
     assert written["ranking"]["leader"] == "batch=10"
     text = (tmp_path / "report.md").read_text()
     assert "2 of 3 diverged" in text and "counts as the sweep's worst finished run" in text

@@ -45,11 +45,12 @@ DEFINITIONS = (
     f"setting the claim names (that the sweep has) shows it, disagree = one does not, cannot tell = otherwise "
     f"(runs split evenly, too few epochs, no run); \"(1 run)\" marks a verdict resting on a single run of a "
     f"setting. Comparative claims, by the ranking's tests within the claim's axis (all pairs, Holm-adjusted, "
-    f"family-wise {stats.ALPHA * 100:g} %) and only with at least 2 seeds per setting: \"X best\": agree = X is "
+    f"family-wise {stats.ALPHA * 100:g} %) and only with at least 2 seeds per setting (with split replicates: 2 "
+    f"splits, each the mean of its seeds, by the corrected resampled t): \"X best\": agree = X is "
     f"significantly better than every other setting, disagree = another setting is significantly better than "
     f"X; \"X and Y best\": agree = every other setting is significantly worse than the better of the two, "
     f"disagree = another setting is significantly better than both; \"larger batch, larger loss\": the slope of "
-    f"each seed's statistic on the batch size, one-sample t over the seeds at {stats.ALPHA}: agree = a "
+    f"each seed's (or split's) statistic on the batch size, one-sample t over the seeds (splits: corrected) at {stats.ALPHA}: agree = a "
     f"significant positive slope, disagree = a significant negative one; cannot tell = neither, with the reason "
     f"(not distinguishable, with the smallest difference the tests detect with {stats.POWER * 100:g} % power; too few "
     f"runs; setting absent)")
@@ -232,16 +233,21 @@ def label(axis: str, value: float) -> str:
     return f"lr {value:g}" if axis == "lr" else f"batch {value:g}"
 
 
-def check(sweep: SweepConfig, rows: list[dict], histories: dict[str, list[list[dict] | None]]) -> list[dict]:
+def check(sweep: SweepConfig, rows: list[dict], histories: dict[str, list[list[dict] | None]],
+          ratio: float = 0.0) -> list[dict]:
     """The paper's claims along the axes this sweep runs: ``{claim, evidence, verdict, runs_label}``.
 
     Args:
         sweep: the sweep.
         rows: the report's rows (``setting``, ``lr``, ``sweep_lr``, ``batch_size``,
-            ``epochs``, ``statistic_by_seed``: each seed's ranking statistic,
-            a diverged run counted as the worst).
+            ``epochs``, ``statistic_by_unit``: each seed's ranking statistic,
+            a diverged run counted as the worst; with split replicates each
+            split's, the mean of its seeds).
         histories: per setting, the histories of its finished runs, None for
             each diverged run.
+        ratio: with split replicates, n_val/n_train of the splits: the
+            comparisons are then over splits, by the corrected resampled t
+            (``stats``); 0: over seeds, by the paired t.
     """
     out = []
     for text, axis, values, properties in DESCRIPTIVE:
@@ -251,10 +257,10 @@ def check(sweep: SweepConfig, rows: list[dict], histories: dict[str, list[list[d
     for text, axis, values in COMPARATIVE:
         members = family(sweep, rows, axis)
         if members:
-            out.append(best_claim(sweep, members, axis, values) | {"claim": text})
+            out.append(best_claim(sweep, members, axis, values, ratio) | {"claim": text})
     members = family(sweep, rows, "batch")
     if members:  # the paper's general finding, over whatever batch sizes the sweep has
-        out.append(trend_claim(sweep, members) | {"claim": "larger batch, larger loss"})
+        out.append(trend_claim(sweep, members, ratio) | {"claim": "larger batch, larger loss"})
     return out
 
 
@@ -287,10 +293,11 @@ def descriptive(members: list[dict], axis: str, values: tuple, properties: tuple
             "runs_label": "1 run" if single and verdict != "cannot tell" else ""}
 
 
-def seed_matrix(members: list[dict]) -> np.ndarray:
-    """The members' per-seed statistics as (settings, seeds), NaN where a run is missing."""
-    seeds = sorted({s for r in members for s in r["statistic_by_seed"]})
-    return np.array([[r["statistic_by_seed"].get(s, np.nan) for s in seeds] for r in members], float).reshape(
+def unit_matrix(members: list[dict]) -> np.ndarray:
+    """The members' statistics per unit (seed, or split with split
+    replicates) as (settings, units), NaN where a run is missing."""
+    seeds = sorted({s for r in members for s in r["statistic_by_unit"]})
+    return np.array([[r["statistic_by_unit"].get(s, np.nan) for s in seeds] for r in members], float).reshape(
         len(members), len(seeds))
 
 
@@ -302,12 +309,18 @@ def runs_given(sweep: SweepConfig, members: list[dict], axis: str) -> str:
                                            f"epochs" for r in members)
 
 
-def too_few(members: list[dict], axis: str) -> str:
-    counts = ", ".join(f"{label(axis, value_of(r, axis))}: {len(r['statistic_by_seed'])}" for r in members)
-    return f"too few runs: a comparison needs at least 2 seeds per setting (runs counted: {counts})"
+def unit_word(ratio: float) -> str:
+    """What the evidence counts: seeds on one split, or splits (``ratio`` > 0)."""
+    return "split" if ratio > 0 else "seed"
 
 
-def best_claim(sweep: SweepConfig, members: list[dict], axis: str, values: tuple) -> dict:
+def too_few(members: list[dict], axis: str, ratio: float = 0.0) -> str:
+    counts = ", ".join(f"{label(axis, value_of(r, axis))}: {len(r['statistic_by_unit'])}" for r in members)
+    unit = unit_word(ratio)
+    return f"too few {unit}s: a comparison needs at least 2 {unit}s per setting ({unit}s counted: {counts})"
+
+
+def best_claim(sweep: SweepConfig, members: list[dict], axis: str, values: tuple, ratio: float = 0.0) -> dict:
     """"``values`` best" along ``axis``, by the family's all-pairs Holm tests."""
     claimed = [i for i, r in enumerate(members) if any(math.isclose(value_of(r, axis), v) for v in values)]
     extra = runs_given(sweep, members, axis)
@@ -319,17 +332,18 @@ def best_claim(sweep: SweepConfig, members: list[dict], axis: str, values: tuple
         return result("cannot tell", absent(members, axis, values))
     if len(members) < 2:
         return result("cannot tell", f"nothing to compare with: a single {'batch size' if axis == 'batch' else 'lr'}")
-    if any(len(r["statistic_by_seed"]) < 2 for r in members):
-        return result("cannot tell", too_few(members, axis), absent(members, axis, values))
-    matrix = seed_matrix(members)
-    tests = stats.family(matrix)
+    if any(len(r["statistic_by_unit"]) < 2 for r in members):
+        return result("cannot tell", too_few(members, axis, ratio), absent(members, axis, values))
+    matrix = unit_matrix(members)
+    tests = stats.family(matrix, ratio=ratio)
     means = np.nanmean(matrix, axis=1)
     leader = min(claimed, key=lambda i: means[i])  # the better of the claimed settings
     others = [j for j in range(len(members)) if j not in claimed]
     pairs = max(int(tests.tested_pairs), 1)
     lines = [f"{label(axis, value_of(members[j], axis))} minus {label(axis, value_of(members[leader], axis))}: "
              f"{tests.difference[leader, j]:+.4f} (Holm p {tests.p_holm[leader, j]:.2g}; detectable at "
-             f"{stats.POWER * 100:g} % power: {detectable(tests, leader, j, pairs)})" for j in others]
+             f"{stats.POWER * 100:g} % power: {detectable(tests, leader, j, pairs)}; over "
+             f"{int(np.sum(~np.isnan(matrix[leader] - matrix[j])))} {unit_word(ratio)}s)" for j in others]
     if not others:
         return result("cannot tell", "nothing to compare with: the sweep has only the claimed settings")
     if all(tests.beats[leader, j] for j in others):
@@ -348,7 +362,7 @@ def detectable(tests: stats.Family, i: int, j: int, pairs: int) -> str:
     return f"{stats.detectable(se, df, stats.ALPHA / pairs):.4f}"
 
 
-def trend_claim(sweep: SweepConfig, members: list[dict]) -> dict:
+def trend_claim(sweep: SweepConfig, members: list[dict], ratio: float = 0.0) -> dict:
     """"larger batch, larger loss": the per-seed slope of the statistic on the batch size."""
     extra = runs_given(sweep, members, "batch")
 
@@ -357,10 +371,10 @@ def trend_claim(sweep: SweepConfig, members: list[dict]) -> dict:
 
     if len(members) < 2:
         return result("cannot tell", "nothing to compare with: a single batch size")
-    found = stats.trend(seed_matrix(members), np.array([r["batch_size"] for r in members], float))
+    found = stats.trend(unit_matrix(members), np.array([r["batch_size"] for r in members], float), ratio=ratio)
     if found is None:
-        return result("cannot tell", too_few(members, "batch") + " in every batch size")
-    means = ", ".join(f"batch {r['batch_size']}: {np.mean(list(r['statistic_by_seed'].values())):.4f}"
+        return result("cannot tell", too_few(members, "batch", ratio) + " in every batch size")
+    means = ", ".join(f"batch {r['batch_size']}: {np.mean(list(r['statistic_by_unit'].values())):.4f}"
                       for r in members)
     text = (f"slope {found.difference:+.3g} per image of batch (95 % interval {found.low:+.3g} to "
             f"{found.high:+.3g}; {found.method}, p = {found.p:.2g}; slope detectable at {stats.POWER * 100:g} % power: "

@@ -210,3 +210,159 @@ def plot_compare(histories: Mapping[str, list[list[dict]]], path: Path, best: Co
                              "from the lowest to the highest run.", PAGE))
         save_figure(fig, path, dpi=DPI)
     return fig
+
+
+def plot_splits(comparisons: Sequence[Mapping], path: Path, unit: str = "val loss of the last 3 epochs"):
+    """``splits.png``: a forest plot of the settings compared over K train/val
+    splits of one image pool, one row per comparison, the same x axis for all.
+
+    Why a forest plot rather than a panel per comparison with x = split: the
+    question a reader brings is "how large is each difference, and is it
+    clearly away from 0?", which is a position on one shared difference axis
+    with one line at 0; panels with their own y scales would make every
+    difference look alike, and one axis lets 15 pairs be read down a page.
+
+    In a comparison's row each split has its own line, split 1 at the top (so
+    a split that is off in every comparison shows as the same line in every
+    row): a black dot is that split's difference of the two settings' seed
+    means, the faint dots on its line are the seed-by-seed differences. A
+    vertical bar across the row marks the mean over splits and a gray band
+    its 95 % interval (the corrected resampled t, wider than the naive one
+    since the splits share images); the dotted line is no difference. Right
+    of the axis: the verdict, and the mean with its interval in numbers. A
+    comparison without finite values says "no data"; one without an interval
+    says "no interval". Marks are black and gray (``SETTING_COLOURS``' first
+    and last): a row is a pair of settings, so no setting's colour fits it,
+    and the curve colours are never used. Always a page wide (``PAGE``): the
+    labels, the data and the numbers are three columns that a paper column
+    cannot hold. The height grows with the number of comparisons and splits
+    (about 9 inches for 15 pairs of 10 splits; rows shrink beyond that).
+
+    Args:
+        comparisons: One mapping per row, top to bottom: ``label`` (e.g.
+            "batch=16 − batch=8", other − reference), ``by_split`` (K floats,
+            NaN where a split has no value), ``by_seed`` (per split the list
+            of that split's seed differences; shorter, empty or missing is
+            fine), ``difference`` (the mean over splits), ``interval``
+            ((low, high) or None when not testable), ``verdict`` (short text,
+            may be "").
+        path: Where to write the PNG.
+        unit: What a difference is a difference in, for the axis label.
+
+    Returns:
+        The figure (already saved and closed). For a test: comparison ``i``'s
+        split dots are the collection with gid ``"splits i"``, its seed dots
+        ``"seeds i"`` (absent when there is nothing finite to draw).
+    """
+    rows = [_split_row(c) for c in comparisons]
+    splits = max((len(r["by_split"]) for r in rows), default=0)
+    seeds = max((n for r in rows for n in r["seeds"]), default=0)
+    finite = [v for r in rows for v in (*r["by_split"], *(x for s in r["by_seed"] for x in s), r["difference"],
+                                        *(r["interval"] or ())) if math.isfinite(v)]
+    low, high = (min(finite + [0.0]), max(finite + [0.0])) if finite else (-1.0, 1.0)
+    pad = 0.06 * (high - low or 1.0)
+    low, high = low - pad, high + pad
+    # Decimals that resolve a fiftieth of the axis' span, so an interval's end
+    # near 0 is not printed as a bare "0.00" and no digit is noise.
+    decimals = max(0, math.ceil(math.log10(50 / (high - low))))
+    with figure_style():
+        import matplotlib.pyplot as plt
+        from matplotlib.lines import Line2D
+        from matplotlib.patches import Patch, Rectangle
+        from matplotlib.transforms import blended_transform_factory
+
+        mark, band = SETTING_COLOURS[0], SETTING_COLOURS[-1]
+        zero = dict(color="0.55", linewidth=0.8, linestyle=":")
+        # Inches per row: room for K split lines and two lines of text, but
+        # rows shrink (to 0.3) before the figure outgrows a page's 9 inches.
+        per_row = max(0.3, min(0.5, 0.26 + 0.025 * splits, 7.0 / max(len(rows), 1)))
+        fig, ax = plt.subplots(figsize=(PAGE, 1.9 + per_row * max(len(rows), 1)), layout="constrained")
+        beside = blended_transform_factory(ax.transAxes, ax.transData)
+        ax.axvline(0, **zero)
+        for i, row in enumerate(rows):
+            k = len(row["by_split"])
+            lines = i + (np.linspace(-0.3, 0.3, k) if k > 1 else np.zeros(k))
+            if i:
+                ax.axhline(i - 0.5, color="0.9", linewidth=0.5)
+            if row["interval"] is not None:
+                a, b = row["interval"]
+                ax.add_patch(Rectangle((a, i - 0.42), b - a, 0.84, facecolor=band, alpha=0.25, linewidth=0))
+            if math.isfinite(row["difference"]):
+                ax.plot([row["difference"]] * 2, [i - 0.42, i + 0.42], color=mark, linewidth=1.4)
+            seed_x = [x for s in row["by_seed"] for x in s]
+            seed_y = [y for s, y in zip(row["by_seed"], lines) for _ in s]
+            if seed_x:
+                ax.scatter(seed_x, seed_y, s=5, color=mark, alpha=0.3, linewidths=0, gid=f"seeds {i}")
+            shown = np.isfinite(row["by_split"])
+            if shown.any():
+                ax.scatter(np.asarray(row["by_split"])[shown], lines[shown], s=12, color=mark, zorder=3,
+                           linewidths=0, gid=f"splits {i}")
+            if not shown.any() and not seed_x:
+                ax.text((low + high) / 2, i, "no data", ha="center", va="center", color="0.3",
+                        bbox=dict(facecolor="white", edgecolor="none", pad=1))
+            ax.text(1.02, i, _split_verdict(row, decimals), transform=beside, ha="left", va="center")
+        ax.set_xlim(low, high)
+        ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)  # the first comparison on top
+        ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+        ax.tick_params(axis="y", length=0)
+        ax.set_ylabel("pair of settings (other − reference)")
+        ax.set_xlabel(f"difference in {unit} (other − reference); below 0: other better")
+        handles = [Line2D([], [], color=mark, marker="o", markersize=3.5, linestyle="none"),
+                   Line2D([], [], color=mark, marker="o", markersize=2, alpha=0.3, linestyle="none"),
+                   Line2D([], [], color=mark, marker="|", markersize=8, markeredgewidth=1.4, linestyle="none"),
+                   Patch(facecolor=band, alpha=0.25, linewidth=0), Line2D([], [], **zero)]
+        labels = ["one split: difference of seed means", "one seed's difference", "mean over splits",
+                  "95 % interval (corrected resampled t)", "no difference"]
+        fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False, columnspacing=1.2)
+        size = (f"{splits} train/val splits of one image pool" if len({len(r['by_split']) for r in rows}) <= 1
+                else f"up to {splits} train/val splits of one image pool")
+        if seeds:
+            size += f", up to {seeds} seeds each" if _uneven_seeds(rows) else f", {seeds} seeds each"
+        fig.suptitle(caption(f"Differences between settings per split ({size}), in {unit}: each row is one "
+                             "pair, other − reference, below 0 the other setting is better; one line per split, "
+                             "split 1 at the top. The interval is the corrected resampled t interval of the mean "
+                             "over splits, which allows for the splits sharing images.", PAGE))
+        save_figure(fig, path, dpi=DPI)
+    return fig
+
+
+def _split_row(comparison: Mapping) -> dict:
+    """One comparison with floats throughout: None is NaN, ``by_seed`` as long as
+    ``by_split`` and finite only (what is drawn), ``seeds`` the seeds given per
+    split, NaN ones included (what the sweep ran, for the caption)."""
+    def number(v) -> float:
+        return math.nan if v is None else float(v)
+
+    by_split = [number(v) for v in comparison.get("by_split") or []]
+    given = list(comparison.get("by_seed") or [])
+    given = [[number(v) for v in (given[j] if j < len(given) and given[j] is not None else [])]
+             for j in range(len(by_split))]
+    by_seed = [[v for v in split if math.isfinite(v)] for split in given]
+    interval = comparison.get("interval")
+    if interval is not None:
+        interval = (number(interval[0]), number(interval[1]))
+        if not all(math.isfinite(v) for v in interval):
+            interval = None
+    return {"label": str(comparison.get("label", "")), "by_split": by_split, "by_seed": by_seed,
+            "seeds": [len(split) for split in given],
+            "difference": number(comparison.get("difference")), "interval": interval,
+            "verdict": str(comparison.get("verdict") or "")}
+
+
+def _uneven_seeds(rows: list[dict]) -> bool:
+    return len({n for r in rows for n in r["seeds"] if n}) > 1
+
+
+def _split_verdict(row: dict, decimals: int) -> str:
+    """The text right of a row: the verdict, then the mean [interval] in numbers."""
+    def signed(v: float) -> str:
+        return f"{v:+.{decimals}f}".replace("-", "−")
+
+    numbers = ""
+    if math.isfinite(row["difference"]):
+        numbers = signed(row["difference"])
+        numbers += (f" [{signed(row['interval'][0])}, {signed(row['interval'][1])}]" if row["interval"]
+                    else ", no interval")
+    elif any(math.isfinite(v) for v in row["by_split"]):
+        numbers = "no interval"
+    return "\n".join(t for t in (row["verdict"], numbers) if t)

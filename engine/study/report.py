@@ -28,7 +28,7 @@ import numpy as np
 from engine.config import SweepConfig, from_json
 from engine.errors import DamagedState, UserError
 from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, read_json
-from engine.study import clinical, paper, plots, stats
+from engine.study import clinical, paper, plots, replicates, stats
 from engine.training import bn_residual, read_history as training_history
 from engine.study.stats import ALPHA, POWER, TAIL, tail_mean
 from engine.study.sweep import FINISHED, LOCK, lr_scale, trials
@@ -69,12 +69,12 @@ def collect(folder: Path) -> dict:
             # Missing, not ranked: the failure policy for anything but numerical divergence.
             metrics, history = {"status": "failed", "reason": str(err)}, []
         settings.setdefault(trial.setting, []).append(
-            {"name": trial.name, "seed": trial.config.seed, "history": history,
+            {"name": trial.name, "seed": trial.config.seed, "split": trial.split, "history": history,
              "metrics": metrics, "config": trial.config,
              "sweep_lr": trial.config.lr / lr_scale(cfg, trial.config.batch_size)})
     return {"sweep": cfg, "settings": settings, "machine": sweep.get("machine", {}),
             "choice": sweep.get("choice", {}), "deviations": sweep.get("deviations"),
-            "command": sweep.get("command")}
+            "command": sweep.get("command"), "splits": sweep.get("splits")}
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -199,11 +199,15 @@ def summarise(data: dict) -> list[dict]:
                "bn_momentum": sorted({r["metrics"]["bn_momentum"] for r in runs
                                       if r["metrics"] and r["metrics"].get("bn_momentum") is not None})}
         # Intention to treat: a diverged run ranks last at its seed; a failed one is missing.
-        by_seed = {r["seed"]: worst for r in diverged(runs) if worst is not None}
-        by_seed.update({r["seed"]: run_statistic(r) for r in done})
-        row["statistic"], row["statistic_std"] = mean_std(list(by_seed.values()))
-        row["statistic_by_seed"] = by_seed
-        row["diverged_counted"] = len(by_seed) - len(done)
+        by_run: dict[int, dict[int, float]] = {}
+        for r in [*(r for r in diverged(runs) if worst is not None), *done]:
+            by_run.setdefault(r["split"], {})[r["seed"]] = worst if r in diverged(runs) else run_statistic(r)
+        row["statistic_by_run"] = by_run  # split (0: the records' own) -> seed -> statistic
+        # The unit of the tests: the seed on one split; with split replicates
+        # the split, each the mean of its seeds (replicates.units).
+        row["statistic_by_unit"] = replicates.units(by_run)
+        row["statistic"], row["statistic_std"] = mean_std(list(row["statistic_by_unit"].values()))
+        row["diverged_counted"] = sum(map(len, by_run.values())) - len(done)
         final = {k: [r["history"][-1].get(k) for r in done] for k in ("val_loss", "val_accuracy", "loss", "accuracy",
                                                                      "val_auc", "val_sensitivity",
                                                                      "val_specificity")}
@@ -283,9 +287,34 @@ STATISTIC = (f"the mean validation loss of each run's last {TAIL} epochs (of all
              f"seed count (two-sided, at the Bonferroni level {ALPHA} / pairs, which Holm's first step uses)")
 
 
+# With split replicates (``--splits K``), what the unit of the tests becomes.
+ACROSS_SPLITS = ("With split replicates the unit is the split: a setting's statistic on a split is the mean over its "
+                 "seeds there, settings are paired by split, and the paired t becomes the corrected resampled t of "
+                 "Nadeau and Bengio (2003): the variance of the mean per-split difference counts 1/K + n_val/n_train "
+                 "times the per-split variance (K - 1 degrees of freedom), since the splits' training sets overlap; "
+                 "for k-fold n_val/n_train = 1/(K - 1). Splits drawn from a larger pool (--split-sizes) overlap "
+                 "less, so the correction is conservative there")
+
+
+def statistic_text(ratio: float) -> str:
+    return STATISTIC + (f". {ACROSS_SPLITS}" if ratio > 0 else "")
+
+
 def seeds_text(row: dict) -> str:
-    n = len(row["statistic_by_seed"])
-    return f"{n} run{'s' if n != 1 else ''}" + (f"; {row['flags']}" if row["flags"] else "")
+    runs = sum(map(len, row.get("statistic_by_run", {}).values())) or len(row["statistic_by_unit"])
+    splits = len(row["statistic_by_unit"]) if set(row.get("statistic_by_run", {})) - {0} else 0
+    return (f"{runs} run{'s' if runs != 1 else ''}" + (f" on {splits} split{'s' if splits != 1 else ''}" if splits
+                                                       else "")
+            + (f"; {row['flags']}" if row["flags"] else ""))
+
+
+def method_text(paired: bool, units: int, ratio: float) -> str:
+    """The test a comparison used, in the report's words."""
+    if not paired:
+        return "Welch t" + (" (corrected for overlapping splits)" if ratio > 0 else "")
+    if ratio > 0:
+        return f"corrected resampled t (Nadeau-Bengio, n_val/n_train = {ratio:.2g}) over {units} shared splits"
+    return f"paired t over {units} shared seeds"
 
 
 def best_line(ready: list[dict], tests: stats.Family, leader: int, members: list[int]) -> str:
@@ -306,7 +335,7 @@ def best_line(ready: list[dict], tests: stats.Family, leader: int, members: list
             f"significantly worse than another (the set of best settings); lowest statistic: {lowest}.")
 
 
-def power_sentence(ready: list[dict], tests: stats.Family, leader: int) -> str:
+def power_sentence(ready: list[dict], tests: stats.Family, leader: int, ratio: float = 0.0) -> str:
     """How many repeats would resolve the largest observed difference from the lowest setting."""
     pairs = int(tests.tested_pairs)
     paired = [j for j in range(len(ready)) if j != leader and tests.paired[leader, j]]
@@ -318,24 +347,30 @@ def power_sentence(ready: list[dict], tests: stats.Family, leader: int) -> str:
         return (f"The largest observed difference ({ready[j]['setting']} {difference:+.4f} against "
                 f"{ready[leader]['setting']}) is resolved (Holm p = {tests.p_holm[leader, j]:.2g}).")
     seeds = float(tests.df[leader, j]) + 1
-    needed = stats.repeats_needed(difference, float(tests.se[leader, j]) * math.sqrt(seeds), pairs)
+    unit = paper.unit_word(ratio)
+    sd = float(tests.se[leader, j]) / math.sqrt(1 / seeds + ratio)  # the SD of one unit's difference
+    needed = stats.repeats_needed(difference, sd, pairs, ratio=ratio)
     return (f"Resolving the largest observed difference ({ready[j]['setting']} {difference:+.4f} against "
             f"{ready[leader]['setting']}) with {POWER * 100:g} % power among these {pairs} pairs would take "
-            + (f"about {needed} seeds per setting" if needed else "more than 1000 seeds per setting")
-            + f" at the observed spread (now {seeds:.0f}).")
+            + (f"about {needed} {unit}s per setting" if needed else f"more than 1000 {unit}s per setting")
+            + f" at the observed spread (now {seeds:.0f})"
+            + (": splits, not seeds, since the per-split term n_val/n_train does not shrink with more seeds."
+               if ratio > 0 else "."))
 
 
-def rank(rows: list[dict]) -> dict:
-    """The set of best settings by the all-pairs tests, and each other setting's evidence."""
-    ready = [r for r in rows if r["statistic_by_seed"]]
-    unranked = [r for r in rows if not r["statistic_by_seed"]]
+def rank(rows: list[dict], ratio: float = 0.0) -> dict:
+    """The set of best settings by the all-pairs tests, and each other
+    setting's evidence; ``ratio``: n_val/n_train of split replicates (the
+    units are then splits, by the corrected resampled t), 0 for seeds."""
+    ready = [r for r in rows if r["statistic_by_unit"]]
+    unranked = [r for r in rows if not r["statistic_by_unit"]]
     lines = []
     if not ready:
         lines = ["No setting has a finished run yet."]
         lines += [f"- {r['setting']}: {r['flags']}: not ranked." for r in unranked]
-        return {"best": None, "best_set": [], "leader": None, "statistic": STATISTIC, "comparisons": [],
+        return {"best": None, "best_set": [], "leader": None, "statistic": statistic_text(ratio), "comparisons": [],
                 "text": "\n".join(lines)}
-    tests = stats.family(paper.seed_matrix(ready))
+    tests = stats.family(paper.unit_matrix(ready), ratio=ratio)
     means = [r["statistic"] for r in ready]
     leader = min(range(len(ready)), key=lambda i: means[i])
     members = [i for i in range(len(ready)) if tests.best_set[i]] or [leader]
@@ -353,7 +388,7 @@ def rank(rows: list[dict]) -> dict:
             beaten_by = [ready[i]["setting"] for i in range(len(ready)) if tests.beats[i, j]]
             entry.update(difference=difference, interval=[difference - half, difference + half],
                          p=float(tests.p[leader, j]), p_holm=float(tests.p_holm[leader, j]),
-                         method=(f"paired t over {seeds} shared seeds" if tests.paired[leader, j] else "Welch t"),
+                         method=method_text(bool(tests.paired[leader, j]), seeds, ratio),
                          detectable=stats.detectable(float(tests.se[leader, j]), float(tests.df[leader, j]),
                                                      ALPHA / pairs),
                          verdict=f"worse (than {', '.join(beaten_by)})" if beaten_by else
@@ -370,13 +405,13 @@ def rank(rows: list[dict]) -> dict:
                          f"unadjusted; Holm-adjusted p = {c['p_holm']:.3g} over {pairs} pairs; detectable at "
                          f"{POWER * 100:g} % power: {c['detectable']:.4f}): {c['verdict']}.{note}")
     lines += [f"- {r['setting']}: {r['flags']}: not ranked (no finished run)." for r in unranked]
-    sentence = power_sentence(ready, tests, leader)
+    sentence = power_sentence(ready, tests, leader, ratio)
     if sentence:
         lines += ["", sentence]
     best_set = [ready[i]["setting"] for i in members]
     return {"best": best_set[0] if len(best_set) == 1 and (len(ready) == 1 or tests.tested_pairs) else None,
             "best_set": best_set, "leader": ready[leader]["setting"], "comparisons": comparisons,
-            "text": "\n".join(lines), "statistic": STATISTIC,
+            "text": "\n".join(lines), "statistic": statistic_text(ratio),
             "not_ranked": [{"setting": r["setting"], "flags": r["flags"]} for r in unranked]}
 
 
@@ -478,7 +513,7 @@ def table_lines(rows: list[dict]) -> list[str]:
         cell = lambda k: pm(r[k], r.get(k + "_std"), n)  # noqa: E731
         momentum = ", ".join(f"{m:g}" for m in r["bn_momentum"]) or "-"
         lines.append(f"| {r['setting']} | {n}/{r['repeats']} | {r['flags'] or '-'} | {momentum} | "
-                     f"{pm(r['statistic'], r['statistic_std'], len(r['statistic_by_seed']), 4)} | "
+                     f"{pm(r['statistic'], r['statistic_std'], len(r['statistic_by_unit']), 4)} | "
                      f"{cell('final_val_loss')} | {cell('final_val_accuracy')} | {cell('best_val_loss')} | "
                      f"{epochs_text(r.get('best_epochs', []))} | {cell('final_val_auc')} | "
                      f"{pm(r['train_seconds'], r.get('train_seconds_std'), n, 0, 1)} | "
@@ -528,11 +563,15 @@ def write(folder: Path) -> dict:
 
     data = collect(folder)
     rows = summarise(data)
-    ranking = rank(rows)
+    # With split replicates the tests' unit is the split, corrected for the
+    # images the splits share (n_val/n_train); otherwise the seed.
+    splits = data["splits"]
+    ratio = float(splits["ratio"]) if splits else 0.0
+    ranking = rank(rows, ratio)
     sweep = data["sweep"]
     # A diverged run is a run of its setting that shows none of a claim's properties (None).
     claims = paper.check(sweep, rows, {s: [r["history"] for r in finished(runs)] + [None] * len(diverged(runs))
-                                       for s, runs in data["settings"].items()})
+                                       for s, runs in data["settings"].items()}, ratio)
     deviations = data["deviations"]
     if deviations is None:  # a sweep.json from before deviations were recorded
         deviations = paper.deviations(sweep, load_manifest(sweep.base.records), data["choice"], data["machine"])
@@ -560,10 +599,11 @@ def write(folder: Path) -> dict:
                                                   "test": clinical_table}),
                 default=str)
     scored = sorted({m.split(" (")[0] for r in rows for m in r["model_scored"]})
-    lines = [f"# {sweep.axis} study ({sweep.preset} preset)", ""]
+    lines = [f"# {sweep.axis} study ({sweep.preset} preset)", "", replicates.describe(splits, sweep.repeats), ""]
     if learned["no_setting_learned"]:
         lines += [learned["text"], ""]
-    lines += [f"{len(rows)} settings x {sweep.repeats} repeat(s); {sweep.base.epochs} epochs; model "
+    lines += [f"{len(rows)} settings x " + (f"{sweep.splits} splits x " if sweep.splits > 1 else "")
+              + f"{sweep.repeats} repeat(s); {sweep.base.epochs} epochs; model "
               f"{sweep.base.model.name} ({sweep.base.model.weights} weights) at {sweep.base.model.image_size} px; "
               f"augmentation {sweep.base.augment}; budget {sweep.budget}, lr scaling {sweep.lr_scaling}; "
               f"{data['choice'].get('precision', '?')}, XLA {data['choice'].get('xla', '?')}; test metrics of the "
@@ -595,6 +635,13 @@ def write(folder: Path) -> dict:
                                 f"({found['rule']}){where}.")
     lines += ["", "## Ranking (validation only)", "", ranking["text"], "", f"Statistic: {ranking['statistic']}.",
               "Test metrics are reported, never used to choose.", ""]
+    if splits:
+        compared = replicates.comparisons(rows, ranking)
+        drawn = bool(compared) and plots.plot_splits(compared, folder / "splits.png",
+                                                     unit=f"val loss of the last {TAIL} epochs") is not None
+        lines += ["## Across splits", "", "Where each setting's spread comes from (one-way random-effects "
+                  "ANOVA of its runs, split x seed; method of moments):", ""] + replicates.variance_lines(rows)
+        lines += ["", "![splits](splits.png)", ""] if drawn else [""]
     if claims:
         lines += ["## The paper's claims", "", "| claim | evidence | verdict |", "|---|---|---|"]
         lines += [f"| {c['claim']} | {c['evidence']} | {c['verdict']}"

@@ -86,11 +86,14 @@ def plan(summary: dict, as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(summary, indent=1))
         return
-    table = Table("index", "trial", "setting", "lr", "batch", "epochs", "seed")
+    columns = ["index", "name", "setting", "lr", "batch_size", "epochs", "seed"]
+    if summary["splits"]["count"] > 1:
+        columns.insert(-1, "split")
+    table = Table(*(c.replace("name", "trial").replace("batch_size", "batch") for c in columns))
     for t in summary["trials"]:
-        table.add_row(*(str(t[k]) if k != "lr" else f"{t[k]:g}" for k in
-                        ("index", "name", "setting", "lr", "batch_size", "epochs", "seed")))
+        table.add_row(*(str(t[k]) if k != "lr" else f"{t[k]:g}" for k in columns))
     console.print(table)
+    line(f"splits: {summary['splits']['text']}")
     at_once = f" in {summary['processes']} processes ({summary['processes_why']})" if summary["processes"] > 1 else ""
     line(f"{len(summary['trials'])} trials{at_once}; roughly {summary['seconds'] / 60:.0f} min "
          f"(rates: {summary['basis']}); disk: {summary['disk']['text']}")

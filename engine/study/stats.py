@@ -19,6 +19,35 @@ stated power is a lower bound on the power of the Holm test actually run.
 The functions work on arrays ``(..., settings, seeds)`` with NaN for a
 missing run, so the report's analysis of one sweep and a simulation of
 thousands of sweeps are the same code.
+
+Split replicates. A sweep can instead train every setting on J train/val
+splits drawn from one pool of images, S seeds per split. Then the unit is the
+split, not the seed: ``split_means`` averages each setting's statistic over
+the seeds of each split, and the settings are compared on those
+``(..., settings, splits)`` means, paired by split. Seeds of one split share
+its images, so a seed-only test sees none of the split-to-split spread (on
+one split's images one setting may just happen to do better) and calls
+differences that another split would not repeat. Differences of different
+splits are not independent either: their training sets overlap, so a
+difference that comes from the pool rather than the setting recurs on every
+split, and the plain paired t over splits understates the variance of their
+mean. The ``ratio`` argument (r = n_val / n_train) applies the corrected
+resampled t of Nadeau and Bengio (2003, "Inference for the generalization
+error", Machine Learning 52: 239-281): with per-split differences d_j of
+sample variance s^2, ``t = mean(d) / sqrt((1/J + r) s^2)`` with J - 1
+degrees of freedom. It is exact when the differences of two splits correlate
+by rho = r / (1 + r) (rho / (1 - rho) = r, their heuristic for overlapping
+training sets). For repeated hold-out r = n_val / n_train; for K-fold the same
+form with r = 1 / (K - 1) is Bouckaert and Frank's (2004) corrected k-fold t.
+r = 0 is the ordinary paired t over independent units, the seed analysis above.
+
+The correction is conservative when the splits are drawn from a pool larger
+than n_train + n_val: two training sets then overlap less than r assumes, and
+the seed noise (independent across splits) dilutes the correlation further,
+so the true variance of mean(d) is below the corrected one. The level stays
+under ``ALPHA`` and the power stated from the corrected standard error
+(``detectable``) stays a lower bound. ``variance_components`` says how much of
+one setting's spread comes from the splits and how much from the seeds.
 """
 
 from __future__ import annotations
@@ -65,24 +94,29 @@ def t_test(difference: np.ndarray, se: np.ndarray, df: np.ndarray, level: float 
     return p, half
 
 
-def paired_arrays(a: np.ndarray, b: np.ndarray):
-    """Per-seed differences ``b - a`` over the seeds both have (NaN = missing):
-    (mean, se, df, count); NaN where fewer than 2 seeds are shared."""
+def paired_arrays(a: np.ndarray, b: np.ndarray, *, ratio: float = 0.0):
+    """Per-unit differences ``b - a`` over the units (seeds, or splits) both
+    have (NaN = missing): (mean, se, df, count); NaN where fewer than 2 units
+    are shared. ``ratio`` = n_val / n_train inflates the variance of the mean
+    from s^2 / n to s^2 (1/n + ratio) (Nadeau-Bengio; 0: independent units)."""
     d = b - a
     n = np.sum(~np.isnan(d), axis=-1)
     with quiet():
         mean = np.nanmean(d, axis=-1)
-        se = np.nanstd(d, axis=-1, ddof=1) / np.sqrt(n)
+        se = np.nanstd(d, axis=-1, ddof=1) * np.sqrt(1 / n + ratio)
     usable = n >= 2
     return np.where(usable, mean, np.nan), np.where(usable, se, np.nan), np.where(usable, n - 1, np.nan), n
 
 
-def welch_arrays(a: np.ndarray, b: np.ndarray):
+def welch_arrays(a: np.ndarray, b: np.ndarray, *, ratio: float = 0.0):
     """Welch's t on the means (``b - a``), each over its own runs: (mean, se, df);
-    NaN where either has fewer than 2 runs."""
+    NaN where either has fewer than 2 runs. ``ratio`` inflates each variance of
+    a mean to var (1/n + ratio), as in ``paired_arrays``."""
     na, nb = np.sum(~np.isnan(a), axis=-1), np.sum(~np.isnan(b), axis=-1)
     with quiet():
-        va, vb = np.nanvar(a, axis=-1, ddof=1) / na, np.nanvar(b, axis=-1, ddof=1) / nb
+        # Satterthwaite's df stays as it is: each variance still rests on n - 1 df.
+        va = np.nanvar(a, axis=-1, ddof=1) * (1 / na + ratio)
+        vb = np.nanvar(b, axis=-1, ddof=1) * (1 / nb + ratio)
         mean = np.nanmean(b, axis=-1) - np.nanmean(a, axis=-1)
         df = np.where(va + vb > 0, (va + vb) ** 2 / (va ** 2 / (na - 1) + vb ** 2 / (nb - 1)), 1.0)
     usable = (na >= 2) & (nb >= 2)
@@ -109,27 +143,44 @@ def comparison(mean, se, df, method: str) -> Comparison:
     return Comparison(float(mean), float(mean - half), float(mean + half), float(p), method, float(se), float(df))
 
 
-def paired(best: dict[int, float], other: dict[int, float]) -> Comparison | None:
-    """Paired t over the seeds both finished (per-seed differences other - best);
-    None with fewer than 2 such seeds."""
-    seeds = sorted(set(best) & set(other))
-    if len(seeds) < 2:
+def corrected_method(ratio: float, n: int) -> str:
+    """How a paired comparison over ``n`` units was made."""
+    if ratio == 0:
+        return f"paired t over {n} shared seeds"
+    return f"corrected resampled t (Nadeau-Bengio, n_val/n_train = {ratio:.2g}) over {n} shared splits"
+
+
+def corrected_t(differences: np.ndarray, ratio: float) -> Comparison | None:
+    """The corrected resampled t of one pair from its per-split differences
+    (NaN = missing): mean(d) / sqrt((1/J + ratio) s^2) on J - 1 df; with
+    ``ratio`` 0 the paired t. None with fewer than 2 differences."""
+    d = np.asarray(differences, float)
+    n = int(np.sum(~np.isnan(d)))
+    if n < 2:
         return None
-    mean, se, df, _ = paired_arrays(np.array([best[s] for s in seeds]), np.array([other[s] for s in seeds]))
-    return comparison(mean, se, df, f"paired t over {len(seeds)} shared seeds")
+    mean, se, df, _ = paired_arrays(np.zeros_like(d), d, ratio=ratio)
+    return comparison(mean, se, df, corrected_method(ratio, n))
 
 
-def welch(best: list[float], other: list[float]) -> Comparison | None:
+def paired(best: dict[int, float], other: dict[int, float], *, ratio: float = 0.0) -> Comparison | None:
+    """Paired t over the seeds (or, with ``ratio`` > 0, the splits) both finished
+    (per-unit differences other - best); None with fewer than 2 such units."""
+    units = sorted(set(best) & set(other))
+    return corrected_t(np.array([other[u] - best[u] for u in units], float), ratio)
+
+
+def welch(best: list[float], other: list[float], *, ratio: float = 0.0) -> Comparison | None:
     """Welch's t on the means (other - best); None with fewer than 2 runs each."""
     if len(best) < 2 or len(other) < 2:
         return None
-    mean, se, df = welch_arrays(np.array(best, float), np.array(other, float))
-    return comparison(mean, se, df, "Welch t")
+    mean, se, df = welch_arrays(np.array(best, float), np.array(other, float), ratio=ratio)
+    method = "Welch t" if ratio == 0 else f"Welch t, corrected resampled (Nadeau-Bengio, n_val/n_train = {ratio:.2g})"
+    return comparison(mean, se, df, method)
 
 
-def compare(best: dict[int, float], other: dict[int, float]) -> Comparison | None:
-    """Paired where the two share at least 2 finished seeds, Welch otherwise."""
-    return paired(best, other) or welch(list(best.values()), list(other.values()))
+def compare(best: dict[int, float], other: dict[int, float], *, ratio: float = 0.0) -> Comparison | None:
+    """Paired where the two share at least 2 finished units, Welch otherwise."""
+    return paired(best, other, ratio=ratio) or welch(list(best.values()), list(other.values()), ratio=ratio)
 
 
 def holm_array(p: np.ndarray) -> np.ndarray:
@@ -183,14 +234,15 @@ class Family:
         return ~self.worse
 
 
-def family(values: np.ndarray) -> Family:
-    """All-pairs tests of ``values`` ``(..., settings, seeds)`` (NaN = missing run):
-    paired t where a pair shares at least 2 seeds, Welch's t otherwise, Holm over
-    every tested pair."""
+def family(values: np.ndarray, *, ratio: float = 0.0) -> Family:
+    """All-pairs tests of ``values`` ``(..., settings, units)`` (NaN = missing run):
+    paired t where a pair shares at least 2 units, Welch's t otherwise, Holm over
+    every tested pair. Units are seeds, or with ``ratio`` = n_val / n_train > 0
+    splits (``split_means``), tested by the corrected resampled t."""
     values = np.asarray(values, float)
     a, b = values[..., :, None, :], values[..., None, :, :]
-    mean, se, df, _ = paired_arrays(a, b)
-    w_mean, w_se, w_df = welch_arrays(a, b)
+    mean, se, df, _ = paired_arrays(a, b, ratio=ratio)
+    w_mean, w_se, w_df = welch_arrays(a, b, ratio=ratio)
     is_paired = ~np.isnan(mean)
     mean, se, df = (np.where(is_paired, x, y) for x, y in ((mean, w_mean), (se, w_se), (df, w_df)))
     p, half = t_test(mean, se, df)
@@ -207,11 +259,13 @@ def family(values: np.ndarray) -> Family:
 
 # --- a trend along an axis ----------------------------------------------------
 
-def trend(values: np.ndarray, x: np.ndarray) -> Comparison | None:
+def trend(values: np.ndarray, x: np.ndarray, *, ratio: float = 0.0) -> Comparison | None:
     """Whether the statistic grows with ``x`` (e.g. the batch size): the least-squares
     slope of each seed's statistics on ``x``, over the seeds every setting has,
     tested against 0 by a one-sample t over the seeds (paired by seed, as the
-    settings share seeds). None with fewer than 2 such seeds or 2 values of x."""
+    settings share seeds). None with fewer than 2 such seeds or 2 values of x.
+    With ``ratio`` > 0 the units are splits (``split_means``) and the slopes'
+    se is the corrected one, sd sqrt(1/n + ratio)."""
     values, x = np.asarray(values, float), np.asarray(x, float)
     complete = ~np.isnan(values).any(axis=0)
     if complete.sum() < 2 or len(x) < 2:
@@ -220,8 +274,43 @@ def trend(values: np.ndarray, x: np.ndarray) -> Comparison | None:
     centred = x - x.mean()
     slopes = centred @ (y - y.mean(axis=0)) / (centred @ centred)
     n = len(slopes)
-    return comparison(slopes.mean(), slopes.std(ddof=1) / math.sqrt(n), n - 1,
-                      f"one-sample t on the per-seed slopes over {n} seeds")
+    method = (f"one-sample t on the per-seed slopes over {n} seeds" if ratio == 0 else
+              f"corrected resampled t (Nadeau-Bengio, n_val/n_train = {ratio:.2g}) on the per-split slopes "
+              f"over {n} splits")
+    return comparison(slopes.mean(), slopes.std(ddof=1) * math.sqrt(1 / n + ratio), n - 1, method)
+
+
+# --- split replicates ---------------------------------------------------------
+
+def split_means(values: np.ndarray) -> np.ndarray:
+    """``(..., settings, splits, seeds)`` -> ``(..., settings, splits)``: each
+    split's mean over its finished seeds, NaN where a split has no run."""
+    with quiet():
+        return np.nanmean(np.asarray(values, float), axis=-1)
+
+
+def variance_components(values: np.ndarray) -> tuple[float, float]:
+    """The variance of the split effect and of the seed noise of one setting's
+    ``(splits, seeds)`` statistics (NaN = missing run), by the one-way
+    random-effects ANOVA's method of moments: seed = the within-split mean
+    square, split = (between - within mean square) / n0, truncated at 0, with
+    n0 = (N - sum n_i^2 / N) / (a - 1) for a splits of n_i runs (N in all; n0 is
+    the seeds per split when balanced). The seed part is NaN with no split of 2
+    runs, the split part also with fewer than 2 splits with a run. Works on
+    leading axes too (``(..., splits, seeds)``)."""
+    values = np.asarray(values, float)
+    counts = np.sum(~np.isnan(values), axis=-1)
+    splits = np.sum(counts > 0, axis=-1)
+    total = np.sum(counts, axis=-1)
+    with quiet():
+        means = np.nanmean(values, axis=-1)
+        grand = np.nansum(values, axis=(-2, -1)) / total
+        within = np.nansum((values - means[..., None]) ** 2, axis=(-2, -1)) / (total - splits)
+        between = np.nansum(counts * (means - grand[..., None]) ** 2, axis=-1) / (splits - 1)
+        n0 = (total - np.sum(counts ** 2, axis=-1) / total) / (splits - 1)
+        seed = np.where(total - splits >= 1, within, np.nan)
+        split = np.where((splits >= 2) & (total - splits >= 1), np.maximum(0.0, (between - within) / n0), np.nan)
+    return split[()], seed[()]
 
 
 # --- power --------------------------------------------------------------------
@@ -245,18 +334,22 @@ def detectable(se: float, df: float, level: float, target: float = POWER) -> flo
     return float(optimize.brentq(lambda nc: power(nc, df, level) - target, 0.0, high)) * se
 
 
-def detectable_in_sds(seeds: int, pairs: int) -> float:
-    """The smallest difference a paired comparison over ``seeds`` seeds finds
-    with ``POWER`` in a family of ``pairs`` pairs, in SDs of the per-seed differences."""
-    return detectable(1 / math.sqrt(seeds), seeds - 1, ALPHA / max(pairs, 1))
+def detectable_in_sds(seeds: int, pairs: int, *, ratio: float = 0.0) -> float:
+    """The smallest difference a paired comparison over ``seeds`` seeds (or,
+    with ``ratio`` > 0, splits, by the corrected t) finds with ``POWER`` in a
+    family of ``pairs`` pairs, in SDs of the per-unit differences."""
+    return detectable(math.sqrt(1 / seeds + ratio), seeds - 1, ALPHA / max(pairs, 1))
 
 
-def repeats_needed(difference: float, sd: float, pairs: int, most: int = 1000) -> int | None:
-    """The fewest seeds per setting with which a paired comparison finds
-    ``difference`` (per-seed differences of SD ``sd``) with ``POWER`` in a
-    family of ``pairs`` pairs; None beyond ``most``."""
+def repeats_needed(difference: float, sd: float, pairs: int, most: int = 1000, *,
+                   ratio: float = 0.0) -> int | None:
+    """The fewest seeds (or, with ``ratio`` > 0, splits) per setting with which a
+    paired comparison finds ``difference`` (per-unit differences of SD ``sd``)
+    with ``POWER`` in a family of ``pairs`` pairs; None beyond ``most`` (with
+    ``ratio`` > 0 the se never falls below sd sqrt(ratio), so some differences
+    are out of reach of any number of splits)."""
     if sd == 0:
         return 2
     level = ALPHA / max(pairs, 1)
     return next((n for n in range(2, most + 1)
-                 if power(abs(difference) * math.sqrt(n) / sd, n - 1, level) >= POWER), None)
+                 if power(abs(difference) / (sd * math.sqrt(1 / n + ratio)), n - 1, level) >= POWER), None)

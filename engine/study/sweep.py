@@ -32,7 +32,7 @@ from engine.config import SweepConfig, TrainConfig, differences, from_json
 from engine.data.manifest import check_batch_size, load_manifest
 from engine.errors import DamagedState, RuntimeFailure, Terminated, UserError, one_line
 from engine.io import FolderLock, atomic_json, create_once, read_json, remove_temp_files
-from engine.study import inputs, paper
+from engine.study import inputs, paper, replicates
 
 LOCK = ".lock"  # a trial folder's lock: held while a runner trains it
 
@@ -43,6 +43,7 @@ class Trial:
     setting: str
     repeat: int
     config: TrainConfig
+    split: int = 0  # 1..K with --splits K >= 2; 0: the records' own split
 
 
 def setting_name(lr: float, batch: int, optimizer: str, axis: str) -> str:
@@ -59,9 +60,12 @@ def lr_scale(sweep: SweepConfig, batch: int) -> float:
 
 def trials(sweep: SweepConfig, every_shard: bool = False) -> list[Trial]:
     """Every trial of the sweep in a fixed order (of its shard or its one
-    ``trial``, unless ``every_shard``); repeats of a setting share the seeds of
-    every other setting (paired comparison: same data order and augmentations
-    per seed)."""
+    ``trial``, unless ``every_shard``): setting x split x seed. Repeats of a
+    setting share the seeds of every other setting (paired comparison: same
+    data order and augmentations per seed), and with ``--splits K`` every
+    setting trains on the same K splits (``replicates``: each split's own
+    records folder), so settings are paired by split too. With one split the
+    trial names carry no split (sweeps from before resume)."""
     smallest = min(sweep.batch_sizes)
     out = []
     for lr in sweep.lrs:
@@ -74,11 +78,16 @@ def trials(sweep: SweepConfig, every_shard: bool = False) -> list[Trial]:
                     # Same number of optimizer updates as the smallest batch.
                     epochs = max(1, round(sweep.base.epochs * ratio))
                 setting = setting_name(lr, batch, optimizer, sweep.axis)
-                for repeat in range(sweep.repeats):
-                    name = f"{setting.replace('=', '').replace(' ', '_')}_seed{sweep.seed + repeat}"
-                    cfg = replace(sweep.base, lr=scaled, batch_size=batch, optimizer=optimizer, epochs=epochs,
-                                  seed=sweep.seed + repeat, out=sweep.base.out / "trials" / name)
-                    out.append(Trial(name, setting, repeat, cfg))
+                for split in (range(1, sweep.splits + 1) if sweep.splits > 1 else (0,)):
+                    # A split's trials train on its records; the embedded set's
+                    # --subset was drawn once, for the pool.
+                    data = {"records": replicates.folder(sweep.base.out, split), "subset": None} if split else {}
+                    for repeat in range(sweep.repeats):
+                        name = (f"{setting.replace('=', '').replace(' ', '_')}"
+                                f"{f'_split{split}' if split else ''}_seed{sweep.seed + repeat}")
+                        cfg = replace(sweep.base, lr=scaled, batch_size=batch, optimizer=optimizer, epochs=epochs,
+                                      seed=sweep.seed + repeat, out=sweep.base.out / "trials" / name, **data)
+                        out.append(Trial(name, setting, repeat, cfg, split))
     if every_shard:
         return out
     if sweep.trial:
@@ -114,11 +123,12 @@ def split_counts(sweep: SweepConfig) -> dict[str, int]:
             return {"train": train, "val": val, "test": test, "channels": 1}
         built = True
     manifest = load_manifest(records)
-    for batch in sweep.batch_sizes:
-        check_batch_size(batch, manifest, split="train")
+    if sweep.splits < 2:  # (split replicates check their own train sizes: replicates.prepare)
+        for batch in sweep.batch_sizes:
+            check_batch_size(batch, manifest, split="train")
     counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
     counts.update(channels=manifest["channels"], built=built)
-    return counts
+    return replicates.expected_counts(sweep, counts)
 
 
 # Starting the sweep's process(es): Python and TensorFlow imported, the
@@ -177,22 +187,46 @@ def plan_summary(sweep: SweepConfig, processes: int = 1, why: str = "one process
     seconds, basis = estimate_seconds(sweep, shown, counts, processes)
     return {"count": len(everything), "seconds": round(seconds), "basis": basis, "processes": processes,
             "processes_why": why, "disk": disk_summary(everything, counts.get("channels", 1), processes),
-            "repeats": repeats_summary(sweep),
+            "repeats": repeats_summary(sweep, counts),
+            "splits": splits_summary(sweep, counts),
             "trials": [{"index": everything.index(t), "name": t.name, "setting": t.setting, "lr": t.config.lr,
-                        "batch_size": t.config.batch_size, "epochs": t.config.epochs, "seed": t.config.seed}
-                       for t in shown]}
+                        "batch_size": t.config.batch_size, "epochs": t.config.epochs, "split": t.split,
+                        "seed": t.config.seed} for t in shown]}
 
 
-def repeats_summary(sweep: SweepConfig) -> dict:
-    """Whether ``--repeats`` allows any comparative verdict (a comparison needs 2
-    seeds per setting), and the smallest difference each comparison of the
-    report's all-pairs family then detects with 80 % power."""
+def splits_summary(sweep: SweepConfig, counts: dict) -> dict:
+    """What --dry-run says of the splits every setting trains on."""
+    if sweep.splits < 2:
+        return {"count": 1, "text": "the records' own train/val split (--splits 1)"}
+    how = {"kfold": f"{sweep.splits}-fold over the train+val pool",
+           "holdout": f"{sweep.splits} repeated hold-outs from the train+val pool"}[sweep.split_mode]
+    return {"count": sweep.splits, "mode": sweep.split_mode, "train": counts["train"], "val": counts["val"],
+            "text": f"{how}, about {counts['train']} train / {counts['val']} val images each, by patient, "
+                    f"stratified by class (split seed {sweep.split_seed}); written once to DIR/splits/"}
+
+
+def repeats_summary(sweep: SweepConfig, counts: dict | None = None) -> dict:
+    """Whether ``--repeats`` (or ``--splits``) allows any comparative verdict (a
+    comparison needs 2 seeds per setting, or 2 splits), and the smallest
+    difference each comparison of the report's all-pairs family then detects
+    with 80 % power."""
     from engine.study import stats
 
     settings = len(sweep.lrs) * len(sweep.batch_sizes) * len(sweep.optimizers)
     pairs = settings * (settings - 1) // 2
     if settings < 2:
         return {"comparative": False, "detectable_sds": None, "text": "one setting: nothing to compare"}
+    if sweep.splits > 1:
+        # Compared across splits by the corrected resampled t: the per-split
+        # differences' variance counts 1/K + n_val/n_train times.
+        counts = counts or {}
+        ratio = counts.get("val", 1) / max(counts.get("train", 1), 1)
+        sds = stats.detectable_in_sds(sweep.splits, pairs, ratio=ratio)
+        return {"comparative": True, "detectable_sds": round(sds, 2),
+                "text": f"--splits {sweep.splits} x --repeats {sweep.repeats}: each of the {pairs} comparisons "
+                        f"between settings, over the splits (corrected resampled t, n_val/n_train = {ratio:.2g}), "
+                        f"detects with {stats.POWER * 100:g} % power only differences of at least {sds:.1f} SDs of "
+                        f"the per-split differences"}
     if sweep.repeats < 2:
         return {"comparative": False, "detectable_sds": None,
                 "text": f"--repeats {sweep.repeats} is too small for any comparative verdict: a comparison needs "
@@ -304,7 +338,7 @@ def rerun_args(out: Path) -> list[str]:
     return ["resume", str(out.resolve())]
 
 
-def shared_choices(sweep: SweepConfig, force: bool) -> "training.Numerics":
+def shared_choices(sweep: SweepConfig, force: bool, splits: dict | None = None) -> "training.Numerics":
     """The sweep's precision, XLA and BatchNorm momentum: made by the first
     runner, which creates sweep.json (only if it is still absent: another
     shard or array task may create it at the same moment), and adopted from
@@ -323,10 +357,11 @@ def shared_choices(sweep: SweepConfig, force: bool) -> "training.Numerics":
     content = {
         "config": sweep.to_json(), "command": rerun_args(out), "machine": described, "choice": numerics.to_json(),
         "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(), described),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits,
         "trials": [{"index": i, "name": t.name, "setting": t.setting, "lr": t.config.lr,
                     "batch_size": t.config.batch_size, "optimizer": t.config.optimizer, "epochs": t.config.epochs,
-                    "seed": t.config.seed} for i, t in enumerate(trials(sweep, every_shard=True))]}
+                    "split": t.split, "seed": t.config.seed}
+                   for i, t in enumerate(trials(sweep, every_shard=True))]}
     path = out / "sweep.json"
     if force or existing is not None:  # --force starts the choices over; an older sweep.json gains them
         atomic_json(path, content)
@@ -348,11 +383,16 @@ def begin(sweep: SweepConfig, force: bool = False) -> tuple["training.Numerics",
     out = sweep.base.out
     out.mkdir(parents=True, exist_ok=True)
     remove_temp_files(out)
-    existing = stored_sweep(out, force)
+    existing = check_existing(out, sweep, force) if not force else stored_sweep(out, force)
     changed = bool(existing and changed_fields(existing, sweep))
     # The choices start over only with the config (or a damaged sweep.json):
     # one trial reset by --trial NAME --force keeps the sweep's numerics.
-    numerics = shared_choices(sweep, force and (changed or existing is None))
+    starts_over = force and (changed or existing is None)
+    # Split replicates are drawn and written before any trial (a split that
+    # cannot be drawn is one line here), after a changed config is refused;
+    # a stored sweep's are checked against the records.
+    splits = replicates.prepare(sweep, None if starts_over else existing)
+    numerics = shared_choices(sweep, starts_over, splits)
     write_hparams_config(out / "trials", sweep)
     return numerics, force and (changed or bool(sweep.trial))
 
@@ -495,6 +535,8 @@ def write_hparams_config(folder: Path, sweep: SweepConfig) -> None:
               hp.HParam("batch_size", hp.Discrete(sorted(set(sweep.batch_sizes)))),
               hp.HParam("optimizer", hp.Discrete(sorted(set(sweep.optimizers)))),
               hp.HParam("seed", hp.IntInterval(sweep.seed, sweep.seed + sweep.repeats - 1))]
+    if sweep.splits > 1:
+        params.append(hp.HParam("split", hp.IntInterval(1, sweep.splits)))
     metrics = [hp.Metric("epoch_loss", group="validation", display_name="val loss"),
                hp.Metric("epoch_accuracy", group="validation", display_name="val accuracy"),
                hp.Metric("epoch_auc", group="validation", display_name="val AUC"),
@@ -511,6 +553,8 @@ def write_hparams(trial: Trial) -> None:
 
     values = {"lr": trial.config.lr, "batch_size": trial.config.batch_size,
               "optimizer": trial.config.optimizer, "seed": trial.config.seed}
+    if trial.split:
+        values["split"] = trial.split
     with tf.summary.create_file_writer(str(trial.config.out / "tb")).as_default():
         hp.hparams(values, trial_id=trial.name)
 

@@ -1,0 +1,176 @@
+"""A sweep's split replicates (``engine compare --splits K``): where each
+split's records live, how they are made once for the whole sweep, and what
+``sweep.json`` stores of them.
+
+With ``--splits 1`` a sweep trains on its records' own train/val split and
+nothing here runs. With K >= 2 the membership of every split is drawn from
+the pool of the records' train and val images (``engine.data.resample``:
+patient-grouped, class-stratified, seeded) and each split is written once as
+a records folder of its own, ``DIR/splits/split<k>``, that every trial of
+that split trains on (the test split stays the records' own). ``sweep.json``
+stores each split's sizes and the sha256 of its member list (the list itself
+is ``members.json`` in the split's folder), so a runner that starts later,
+a resumed sweep or a job array's task trains on exactly the same images, and
+records that changed under a sweep are refused, not silently resampled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.config import SweepConfig
+from engine.data import resample
+from engine.data.manifest import check_batch_size, load_manifest
+from engine.errors import UserError
+
+FOLDER = "splits"
+
+
+def folder(out: Path, index: int) -> Path:
+    """The records folder of split ``index`` (1..K) of the sweep in ``out``."""
+    return Path(out) / FOLDER / f"split{index}"
+
+
+def draw(sweep: SweepConfig, manifest: dict | None = None) -> list[resample.Membership]:
+    """The sweep's K memberships (none with ``--splits 1``); a split that
+    cannot be drawn is a one-line UserError."""
+    if sweep.splits < 2:
+        return []
+    manifest = manifest or load_manifest(sweep.base.records)
+    return resample.draw(manifest, sweep.splits, sweep.split_mode, sweep.split_sizes, sweep.split_seed)
+
+
+def entry(sweep: SweepConfig, members: list[resample.Membership]) -> dict | None:
+    """What sweep.json stores of the splits (None with ``--splits 1``)."""
+    if not members:
+        return None
+    return {"count": sweep.splits, "mode": sweep.split_mode,
+            "sizes": list(sweep.split_sizes) if sweep.split_sizes else None, "seed": sweep.split_seed,
+            "ratio": resample.val_train_ratio(members),
+            "members": [m.to_json() | {"folder": f"{FOLDER}/split{m.index}",
+                                       "members_file": f"{FOLDER}/split{m.index}/members.json"}
+                        for m in members]}
+
+
+def prepare(sweep: SweepConfig, stored: dict | None) -> dict | None:
+    """Draws the sweep's splits, checks them against the ``stored`` sweep.json
+    (records that changed since the sweep began are refused), checks every
+    batch size against every split's train images, and writes each split's
+    records folder (once: a folder already holding the same members is
+    kept). Returns the sweep.json entry; None with ``--splits 1``."""
+    if sweep.splits < 2:
+        return None
+    manifest = load_manifest(sweep.base.records)
+    members = draw(sweep, manifest)
+    before = (stored or {}).get("splits")
+    if before:
+        then = [m.get("sha256") for m in before.get("members", [])]
+        if then != [m.digest for m in members]:
+            raise UserError(f"the records {sweep.base.records} changed since the sweep in {sweep.base.out} began: "
+                            f"its splits drawn now differ from sweep.json's; use another --out, or --force to "
+                            f"start over")
+    for m in members:  # the one rule, against each split's own train images
+        check_batch_size(max(sweep.batch_sizes), {"splits": {"train": {"count": len(m.train)}}})
+    for m in members:
+        resample.write(sweep.base.records, manifest, m, folder(sweep.base.out, m.index))
+    return entry(sweep, members)
+
+
+def expected_counts(sweep: SweepConfig, counts: dict) -> dict:
+    """Images per split a trial trains and validates on, from the records'
+    ``counts``: the records' own with ``--splits 1`` or a hold-out of their
+    size, ``--split-sizes``, or the pool less one fold for k-fold."""
+    if sweep.splits < 2:
+        return counts
+    pool = counts["train"] + counts["val"]
+    if sweep.split_mode == "kfold":
+        val = pool // sweep.splits
+        return counts | {"train": pool - val, "val": val}
+    if sweep.split_sizes:
+        return counts | {"train": sweep.split_sizes[0], "val": sweep.split_sizes[1]}
+    return counts
+
+
+def describe(splits: dict | None, seeds: int) -> str:
+    """The report's first line: which variation its intervals describe."""
+    if not splits:
+        return ("Intervals and tests here describe this one split only (`--splits 1`): seeds vary, the images do "
+                "not, so they say nothing about other images of the task; `--splits K` resamples them.")
+    sizes = splits["members"]
+    train = sorted({m["train"] for m in sizes})
+    val = sorted({m["val"] for m in sizes})
+    kind = {"kfold": f"{splits['count']}-fold cross-validation over the pool",
+            "holdout": (f"{splits['count']} repeated hold-outs drawn from a larger pool (--split-sizes): nearly "
+                        f"independent samples of the task" if splits.get("sizes") else
+                        f"{splits['count']} repeated hold-outs of the records' own sizes from their train+val pool")
+            }[splits["mode"]]
+    span = (lambda v: f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}")
+    return (f"Intervals and tests here describe the variation across {splits['count']} splits of this pool and "
+            f"{seeds} seed{'s' if seeds != 1 else ''} per split ({kind}; {span(train)} train / {span(val)} val "
+            f"images each, by patient and stratified by class; the test split is never in any).")
+
+
+# --- in the report ------------------------------------------------------------
+
+def units(by_run: dict[int, dict[int, float]]) -> dict[int, float]:
+    """A setting's statistics per unit of the tests, from ``split -> seed ->
+    statistic``: per seed on the records' own split (split 0), per split
+    (the mean of its seeds) with split replicates."""
+    if set(by_run) <= {0}:
+        return dict(by_run.get(0, {}))
+    return {split: float(np.mean(list(seeds.values()))) for split, seeds in sorted(by_run.items()) if seeds}
+
+
+def run_array(row: dict) -> np.ndarray:
+    """A setting's statistics as (splits, seeds), NaN for a missing run (in
+    split and seed order)."""
+    runs = row.get("statistic_by_run", {})
+    splits = sorted(runs)
+    seeds = sorted({seed for by_seed in runs.values() for seed in by_seed})
+    return np.array([[runs[k].get(s, np.nan) for s in seeds] for k in splits], float).reshape(len(splits),
+                                                                                              len(seeds))
+
+
+def variance_lines(rows: list[dict]) -> list[str]:
+    """Per setting, how much of its runs' spread comes from the splits and
+    how much from the seeds (``stats.variance_components``)."""
+    from engine.study import stats
+
+    lines = []
+    for row in rows:
+        split_var, seed_var = stats.variance_components(run_array(row))
+        if not (np.isfinite(split_var) and np.isfinite(seed_var)):
+            lines.append(f"- {row['setting']}: cannot tell (needs 2 splits with runs and a split with 2 seeds)")
+            continue
+        total = split_var + seed_var
+        share = f"; splits {100 * split_var / total:.0f} % of it" if total > 0 else ""
+        lines.append(f"- {row['setting']}: SD between splits {np.sqrt(split_var):.4f}, between seeds of one split "
+                     f"{np.sqrt(seed_var):.4f}{share}")
+    return lines
+
+
+def comparisons(rows: list[dict], ranking: dict) -> list[dict]:
+    """What ``plots.plot_splits`` draws: every other setting against the
+    lowest-statistic one, per split (the difference of the seed means) and
+    per seed, with the ranking's mean, interval and verdict."""
+    leader = next((r for r in rows if r["setting"] == ranking.get("leader")), None)
+    if leader is None:
+        return []
+    out = []
+    for entry in ranking["comparisons"]:
+        row = next(r for r in rows if r["setting"] == entry["setting"])
+        splits = sorted(set(leader["statistic_by_run"]) | set(row["statistic_by_run"]))
+        by_split, by_seed = [], []
+        for k in splits:
+            mine, theirs = leader["statistic_by_run"].get(k, {}), row["statistic_by_run"].get(k, {})
+            by_split.append(row["statistic_by_unit"].get(k, np.nan) - leader["statistic_by_unit"].get(k, np.nan))
+            by_seed.append([theirs[s] - mine[s] for s in sorted(set(mine) & set(theirs))])
+        verdict = entry.get("verdict", "")
+        out.append({"label": f"{row['setting']} − {leader['setting']}", "by_split": by_split, "by_seed": by_seed,
+                    "difference": entry["difference"] if entry["difference"] is not None else np.nan,
+                    "interval": tuple(entry["interval"]) if entry["interval"] else None,
+                    "verdict": "worse" if verdict.startswith("worse") else
+                    "cannot tell" if verdict.startswith("in the set") else verdict})
+    return out
