@@ -155,9 +155,10 @@ def test_chance_line_when_no_setting_learned(tmp_path):
     assert written["chance"]["no_setting_learned"]
     lines = (at_chance / "report.md").read_text().splitlines()
     # At the top, under the title, with its rule and its numbers.
-    assert lines[2].startswith("**No setting learned**: every setting's val AUC (last epoch, mean over its "
+    assert lines[2].startswith("Intervals and tests here describe this one split only")
+    assert lines[4].startswith("**No setting learned**: every setting's val AUC (last epoch, mean over its "
                                "finished runs) is at most 0.6")
-    assert "(0.5 is guessing; highest here: batch=5 0.525). Nothing here compares settings." in lines[2]
+    assert "(0.5 is guessing; highest here: batch=5 0.525). Nothing here compares settings." in lines[4]
     assert json.loads((at_chance / "summary.json").read_text())["chance"]["threshold"] == 0.6
     # One setting learned: no line.
     learned = tmp_path / "learned"

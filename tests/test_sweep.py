@@ -253,6 +253,34 @@ def test_lr_find_runs_and_stops_on_divergence(tiny_records, tmp_path):
         lrfind.run(cfg, tmp_path / "lr", start=1.0, end=1e-3)
 
 
+def test_stopping_the_parent_stops_its_trial_processes(tmp_path, monkeypatch):
+    """SIGTERM or Ctrl-C reaching `engine compare --parallel N` is passed on to
+    its trial processes: none is left training orphaned (nor holds the parent,
+    whose relay threads wait for their output to end)."""
+    import signal
+    import threading
+    import time
+
+    from engine.study import launch
+
+    started, real = [], subprocess.Popen
+
+    def popen(*args, **kwargs):
+        started.append(real(*args, **kwargs))
+        return started[-1]
+    monkeypatch.setattr(launch, "worker_args", lambda *_: [sys.executable, "-c", "import time; time.sleep(60)"])
+    monkeypatch.setattr(launch, "first_trial", lambda *_: None)
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    # A real signal to this process while the trials train: Ctrl-C's SIGINT
+    # (SIGTERM raises Terminated the same way, from engine.cli's handler).
+    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+    begun = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        launch.run_parallel(2, tmp_path, quiet=True)
+    assert time.monotonic() - begun < 30  # not the children's 60 s
+    assert len(started) == 2 and [p.returncode for p in started] == [-15, -15]  # stopped by SIGTERM
+
+
 def test_parallel_processes_share_one_sweep(tiny_records, tmp_path):
     from engine.study import launch, worker
 

@@ -46,6 +46,13 @@ def test_splits_multiply_the_trials_and_one_split_keeps_the_names(pool, tmp_path
     assert plan["splits"]["count"] == 3 and "3 repeated hold-outs" in plan["splits"]["text"]
     assert "over the splits (corrected resampled t" in plan["repeats"]["text"]
     assert not (tmp_path / "s").exists()
+    # An lr sweep and a batch sweep on the same records with the same split flags share their splits.
+    from engine.study import replicates
+
+    batch = split_sweep(pool, tmp_path / "b", axis="batch", lrs=(1e-3,), batch_sizes=(4, 8), repeats=2)
+    assert [m.digest for m in replicates.draw(batch)] == [m.digest for m in replicates.draw(cfg)]
+    assert replicates.draw(split_sweep(pool, tmp_path / "b", split_seed=1))[0].digest != \
+        replicates.draw(cfg)[0].digest
 
 
 def test_split_options_are_checked_in_one_line():

@@ -174,9 +174,9 @@ def draw(manifest: dict, count: int, mode: str = "holdout", sizes: tuple[int, in
         raise UserError(f"split replicates need at least 2 splits, not {count}; "
                         f"--splits 1 trains on the records' own split")
     if mode not in SPLIT_MODES:
-        raise UserError(f"the split mode must be one of {', '.join(SPLIT_MODES)}, not {mode!r}")
+        raise UserError(f"--split-mode must be one of {', '.join(SPLIT_MODES)}, not {mode!r}")
     if mode == "kfold" and sizes is not None:
-        raise UserError("split sizes cannot be given with kfold: K folds set the sizes (val is 1/K of the "
+        raise UserError("--split-sizes cannot be given with kfold: K folds set the sizes (val is 1/K of the "
                         "pool); leave them out, or use holdout for fixed sizes")
     pool = _pool(manifest)
     total = len(pool.class_of)
@@ -186,7 +186,7 @@ def draw(manifest: dict, count: int, mode: str = "holdout", sizes: tuple[int, in
         if short:
             raise UserError(f"class {short[0]} has {patients[short[0]]} patients (or images without one) in the "
                             f"pool of train and val, fewer than the {count} folds; ask for at most "
-                            f"{patients[short[0]]} splits or use holdout")
+                            f"--splits {patients[short[0]]} or use --split-mode holdout")
         folds = _kfold(pool, count, seed)
         members = [_membership(pool, k, [i for j, fold in enumerate(folds) if j != k - 1 for i in fold],
                                folds[k - 1], mode, seed) for k in range(1, count + 1)]
@@ -198,7 +198,7 @@ def draw(manifest: dict, count: int, mode: str = "holdout", sizes: tuple[int, in
         if sizes is None:
             if pool.own_val == 0:
                 raise UserError("the records have no val split, so a hold-out split has no size to follow; "
-                                "give the split sizes TRAIN,VAL or use kfold")
+                                "give --split-sizes TRAIN,VAL or use --split-mode kfold")
             train, val = total - pool.own_val, pool.own_val
         else:
             train, val = _check_sizes(sizes, total)
@@ -217,11 +217,11 @@ def _check_sizes(sizes, total: int) -> tuple[int, int]:
     try:
         train, val = (int(n) for n in sizes)
     except (TypeError, ValueError):
-        raise UserError(f"split sizes must be two counts TRAIN,VAL, not {sizes!r}") from None
+        raise UserError(f"--split-sizes must be two counts TRAIN,VAL, not {sizes!r}") from None
     if train < 1 or val < 1:
-        raise UserError(f"split sizes need at least 1 train and 1 val image, not {train},{val}")
+        raise UserError(f"--split-sizes needs at least 1 train and 1 val image, not {train},{val}")
     if train + val > total:
-        raise UserError(f"split sizes {train},{val} ask for {train + val} images but the pool of train and "
+        raise UserError(f"--split-sizes {train},{val} asks for {train + val} images but the pool of train and "
                         f"val has {total}; ask for at most {total} in all")
     return train, val
 

@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -249,9 +250,32 @@ def run_parallel(count: int, folder: Path, *, restart: bool = False, quiet: bool
     threads = [threading.Thread(target=relay, args=(i, p)) for i, p in enumerate(procs)]
     for t in threads:
         t.start()
-    for t in threads:
-        t.join()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException:
+        # SIGTERM (Terminated) or Ctrl-C reached this process while its trial
+        # processes train: each is told to stop the same way (its last
+        # finished epoch's checkpoint kept, its lock released), not left
+        # training orphaned; their relays then end with their output.
+        stop(procs)
+        raise
     check_children([p.wait() for p in procs], errors)
+
+
+def stop(procs: list[subprocess.Popen], grace: float = 60.0) -> None:
+    """Sends SIGTERM to every trial process still running and waits for
+    them to finish; one still running after ``grace`` seconds is killed."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def check_children(codes: list[int], errors: dict[int, str]) -> None:

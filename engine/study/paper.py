@@ -83,6 +83,10 @@ def deviations(sweep: SweepConfig, manifest: dict, choice: dict, machine: dict) 
     differs("images (train/val/test)", "/".join(map(str, PAPER["counts"].values())),
             "/".join(map(str, counts.values())))
     differs("augmentation", PAPER["augment"], base.augment)
+    if sweep.splits > 1:
+        out.append({"what": "splits", "paper": "one train/val split",
+                    "here": f"{sweep.splits} {sweep.split_mode} splits of the train+val pool, each with every seed "
+                            f"(--splits); the images above are the pool's"})
     differs("precision", PAPER["precision"], choice.get("precision"))
     differs("XLA", PAPER["xla"], choice.get("xla"))
     differs("BatchNorm momentum", PAPER["bn_momentum"], choice.get("bn_momentum", 0.99))

@@ -201,7 +201,7 @@ def summarise(data: dict) -> list[dict]:
         # Intention to treat: a diverged run ranks last at its seed; a failed one is missing.
         by_run: dict[int, dict[int, float]] = {}
         for r in [*(r for r in diverged(runs) if worst is not None), *done]:
-            by_run.setdefault(r["split"], {})[r["seed"]] = worst if r in diverged(runs) else run_statistic(r)
+            by_run.setdefault(r.get("split", 0), {})[r["seed"]] = worst if r in diverged(runs) else run_statistic(r)
         row["statistic_by_run"] = by_run  # split (0: the records' own) -> seed -> statistic
         # The unit of the tests: the seed on one split; with split replicates
         # the split, each the mean of its seeds (replicates.units).
@@ -312,9 +312,7 @@ def method_text(paired: bool, units: int, ratio: float) -> str:
     """The test a comparison used, in the report's words."""
     if not paired:
         return "Welch t" + (" (corrected for overlapping splits)" if ratio > 0 else "")
-    if ratio > 0:
-        return f"corrected resampled t (Nadeau-Bengio, n_val/n_train = {ratio:.2g}) over {units} shared splits"
-    return f"paired t over {units} shared seeds"
+    return stats.corrected_method(ratio, units)
 
 
 def best_line(ready: list[dict], tests: stats.Family, leader: int, members: list[int]) -> str:
