@@ -64,6 +64,8 @@ def test_split_options_are_checked_in_one_line():
 
 def test_a_split_that_cannot_be_drawn_fails_before_any_training(pool, tmp_path):
     out = tmp_path / "k"
+    with pytest.raises(UserError, match="fewer than the 40 folds"):  # --dry-run says so too
+        compare.plan(split_sweep(pool, out, splits=40, split_mode="kfold"), "1")
     with pytest.raises(UserError) as err:
         sweep.run(split_sweep(pool, out, splits=40, split_mode="kfold"))
     assert "\n" not in str(err.value) and "fold" in str(err.value)

@@ -78,10 +78,20 @@ def prepare(sweep: SweepConfig, stored: dict | None) -> dict | None:
     return entry(sweep, members)
 
 
+def drawn_counts(members: list[resample.Membership], counts: dict) -> dict:
+    """``counts`` with the train and val images of the drawn splits (their
+    mean: whole patients move, so they differ by a few)."""
+    if not members:
+        return counts
+    return counts | {"train": round(np.mean([len(m.train) for m in members])),
+                     "val": round(np.mean([len(m.val) for m in members]))}
+
+
 def expected_counts(sweep: SweepConfig, counts: dict) -> dict:
-    """Images per split a trial trains and validates on, from the records'
-    ``counts``: the records' own with ``--splits 1`` or a hold-out of their
-    size, ``--split-sizes``, or the pool less one fold for k-fold."""
+    """Images per split a trial trains and validates on, before the records
+    exist (the embedded set not built yet), from their expected ``counts``:
+    the records' own with ``--splits 1`` or a hold-out of their size,
+    ``--split-sizes``, or the pool less one fold for k-fold."""
     if sweep.splits < 2:
         return counts
     pool = counts["train"] + counts["val"]

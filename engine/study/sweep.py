@@ -120,7 +120,7 @@ def split_counts(sweep: SweepConfig) -> dict[str, int]:
         records = embedded_records(sweep.base.model.image_size, sweep.base.subset)
         if records is None:
             train, val, test = sweep.base.subset or (500, 100, 100)
-            return {"train": train, "val": val, "test": test, "channels": 1}
+            return replicates.expected_counts(sweep, {"train": train, "val": val, "test": test, "channels": 1})
         built = True
     manifest = load_manifest(records)
     if sweep.splits < 2:  # (split replicates check their own train sizes: replicates.prepare)
@@ -128,7 +128,11 @@ def split_counts(sweep: SweepConfig) -> dict[str, int]:
             check_batch_size(batch, manifest, split="train")
     counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
     counts.update(channels=manifest["channels"], built=built)
-    return replicates.expected_counts(sweep, counts)
+    if sweep.splits > 1:
+        # The drawn splits' own sizes; one that cannot be drawn is one line
+        # here, in --dry-run too, before anything is written or trained.
+        return replicates.drawn_counts(replicates.draw(sweep, manifest), counts)
+    return counts
 
 
 # Starting the sweep's process(es): Python and TensorFlow imported, the
