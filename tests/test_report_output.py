@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
-from matplotlib.text import Text
 from PIL import Image
 
 from engine import options
+from figures import check_reads_at_a_glance, texts
 from engine.study import clinical, plots, report, sweep
 from engine.training.evaluation import save_scores
 
@@ -174,31 +173,6 @@ def test_chance_line_when_no_setting_learned(tmp_path):
 
 
 # --- figures ------------------------------------------------------------------
-
-def texts(fig) -> list[Text]:
-    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
-
-
-def check_reads_at_a_glance(fig, png: Path) -> None:
-    """Print size, labelled axes, one legend outside every panel, no text under 7 pt."""
-    with Image.open(png) as image:
-        width, height = image.size
-    assert plots.COLUMN * plots.DPI - 1 <= width <= plots.PAGE * plots.DPI + 1, width
-    assert height <= 9.5 * plots.DPI
-    assert fig.axes
-    for ax in fig.axes:
-        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
-        assert ax.get_legend() is None
-    assert len(fig.legends) == 1
-    canvas = FigureCanvasAgg(fig)  # the saved figure is closed: draw it again to measure where things are
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    legend = fig.legends[0].get_window_extent(renderer)
-    for ax in fig.axes:
-        assert not legend.overlaps(ax.get_window_extent(renderer)), "the legend covers a panel"
-    small = [(t.get_text(), t.get_fontsize()) for t in texts(fig) if t.get_fontsize() < plots.SMALLEST]
-    assert not small, small
-
 
 def line_colours(fig) -> set[tuple]:
     return {to_rgba(line.get_color()) for ax in fig.axes for line in ax.get_lines()}

@@ -7,35 +7,13 @@ from __future__ import annotations
 
 import math
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
-from matplotlib.text import Text
 from PIL import Image
 
 from engine.study import plots
+from figures import check_reads_at_a_glance, texts
 
 NAN = float("nan")
-
-
-def texts(fig) -> list[Text]:
-    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
-
-
-def check_reads_at_a_glance(fig) -> None:
-    """The print rules of every study figure (as test_report_output checks them; kept here so this file
-    imports plots alone): labelled axes, one legend outside the data, no text under SMALLEST points."""
-    for ax in fig.axes:
-        assert ax.get_xlabel() and ax.get_ylabel()
-        assert ax.get_legend() is None
-    assert len(fig.legends) == 1
-    canvas = FigureCanvasAgg(fig)  # the saved figure is closed: draw it again to measure where things are
-    canvas.draw()
-    renderer = canvas.get_renderer()
-    legend = fig.legends[0].get_window_extent(renderer)
-    for ax in fig.axes:
-        assert not legend.overlaps(ax.get_window_extent(renderer)), "the legend covers a panel"
-    small = [(t.get_text(), t.get_fontsize()) for t in texts(fig) if t.get_fontsize() < plots.SMALLEST]
-    assert not small, small
 
 
 def comparison(label: str, by_split, by_seed, interval=(-0.01, 0.03), verdict="cannot tell") -> dict:
@@ -76,7 +54,7 @@ def four() -> list[dict]:
 def test_splits_png_draws_a_dot_per_split_and_per_seed(tmp_path):
     fig = plots.plot_splits(four(), tmp_path / "splits.png")
     assert png_size(tmp_path / "splits.png")[0] == plots.PAGE * plots.DPI
-    check_reads_at_a_glance(fig)
+    check_reads_at_a_glance(fig, tmp_path / "splits.png")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_yticklabels()] == [c["label"] for c in four()]
     assert ax.get_xlabel() == "difference in val loss of the last 3 epochs (other − reference); below 0: other better"
@@ -105,14 +83,14 @@ def test_splits_png_draws_a_dot_per_split_and_per_seed(tmp_path):
 
 def test_splits_png_grows_with_the_comparisons(tmp_path):
     one = plots.plot_splits(four()[:1], tmp_path / "one.png", unit="val AUC")
-    check_reads_at_a_glance(one)
+    check_reads_at_a_glance(one, tmp_path / "one.png")
     assert "val AUC" in one.axes[0].get_xlabel()
     many = [comparison(f"lr={a} − lr={b}", [0.01 * (a - b) + 0.002 * k for k in range(10)],
                        [[0.01 * (a - b) + 0.002 * k + 0.001 * s for s in range(5)] for k in range(10)])
             for a in range(6) for b in range(a)]
     assert len(many) == 15
     fig = plots.plot_splits(many, tmp_path / "many.png")
-    check_reads_at_a_glance(fig)
+    check_reads_at_a_glance(fig, tmp_path / "many.png")
     width, height = png_size(tmp_path / "many.png")
     assert width == plots.PAGE * plots.DPI
     assert png_size(tmp_path / "one.png")[1] < height <= 9.5 * plots.DPI
