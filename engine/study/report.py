@@ -200,8 +200,9 @@ def summarise(data: dict) -> list[dict]:
                                       if r["metrics"] and r["metrics"].get("bn_momentum") is not None})}
         # Intention to treat: a diverged run ranks last at its seed; a failed one is missing.
         by_run: dict[int, dict[int, float]] = {}
-        for r in [*(r for r in diverged(runs) if worst is not None), *done]:
-            by_run.setdefault(r.get("split", 0), {})[r["seed"]] = worst if r in diverged(runs) else run_statistic(r)
+        counted = [(r, worst) for r in diverged(runs) if worst is not None] + [(r, run_statistic(r)) for r in done]
+        for r, value in counted:
+            by_run.setdefault(r.get("split", 0), {})[r["seed"]] = value
         row["statistic_by_run"] = by_run  # split (0: the records' own) -> seed -> statistic
         # The unit of the tests: the seed on one split; with split replicates
         # the split, each the mean of its seeds (replicates.units).
