@@ -276,9 +276,9 @@ def recipes() -> None:
 def main() -> None:
     """Entry point: every failure the engine expects is one line on stderr and
     an exit status: 2 a user error (bad option or input, a folder it cannot
-    write), 1 a runtime failure (a full disk, damaged state, a failed trial),
-    130 Ctrl-C, 143 SIGTERM. Typer prints usage errors itself and exits 2;
-    anything else escaping is a bug and keeps its traceback."""
+    write), 1 a runtime failure (a full disk, damaged state, a failed trial), 3
+    a sweep other live runners hold trials of, 130 Ctrl-C, 143 SIGTERM. Typer
+    prints usage errors itself; anything else escaping keeps its traceback."""
     signal.signal(signal.SIGTERM, terminate)
     try:
         app()

@@ -29,6 +29,12 @@ class DamagedState(RuntimeFailure):
         super().__init__(f"{path} is damaged ({what})" + (f"; {todo}" if todo else ""))
 
 
+class LeftRunning(RuntimeFailure):
+    """A run of a whole sweep ended with trials that other live runners hold,
+    unfinished: the sweep is not done, though nothing failed here (exit
+    status 3, so a script does not take it for a finished sweep)."""
+
+
 class Terminated(BaseException):
     """SIGTERM (a scheduler preempting the task): unwinds like Ctrl-C, so the
     last checkpoint is left whole and locks are released."""
@@ -77,6 +83,8 @@ def exit_status(err: BaseException) -> int:
     """The exit status of an error the command line reports as one line."""
     if isinstance(err, UserError):
         return 2
+    if isinstance(err, LeftRunning):
+        return 3
     if isinstance(err, OSError):
         return 2 if err.errno in USER_ERRNOS else 1
     return 1

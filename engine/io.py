@@ -11,6 +11,7 @@ a mix.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -150,27 +151,102 @@ def save_figure(fig, path: Path, dpi: int = 150) -> None:
     plt.close(fig)
 
 
-# A lock's heartbeat (seconds between touches) and how long without one makes it stale.
-HEARTBEAT_SECONDS = float(os.environ.get("ENGINE_LOCK_HEARTBEAT_SECONDS", 30))
-STALE_SECONDS = float(os.environ.get("ENGINE_LOCK_STALE_SECONDS", 300))
+# A lock's heartbeat (seconds between touches) and how long without one makes
+# it stale: read when a lock is made, so a test or a job script can set them.
+def heartbeat_seconds() -> float:
+    return float(os.environ.get("ENGINE_LOCK_HEARTBEAT_SECONDS", 30))
+
+
+def stale_seconds() -> float:
+    return float(os.environ.get("ENGINE_LOCK_STALE_SECONDS", 300))
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, field 22 of
+    /proc/PID/stat); None where there is no /proc. With the boot id it tells
+    a holder from a later process that reuses its pid."""
+    stat = _read_text(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ")".
+    fields = stat[stat.rfind(")") + 2:].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def this_holder() -> dict:
+    """Who this process is, as a lock's ``owner`` file records it: the host
+    (its name, its boot id and its pid namespace, so that two containers that
+    share a host name are not taken for one), the pid and its start time."""
+    return {"host": socket.gethostname(), "boot": _read_text("/proc/sys/kernel/random/boot_id"),
+            "pidns": _link("/proc/self/ns/pid"), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def _link(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def holder_alive(owner: dict) -> bool | None:
+    """Whether the process an ``owner`` record names still runs: True or
+    False when it ran on this host (same name, boot and pid namespace), None
+    when it did not (another host cannot see its pid: its heartbeat tells)."""
+    here = this_holder()
+    if any(owner.get(k) != here[k] for k in ("host", "boot", "pidns")) or not isinstance(owner.get("pid"), int):
+        return None
+    pid = owner["pid"]
+    if pid == here["pid"]:
+        return True  # this very process (another thread's lock)
+    stat = _read_text(f"/proc/{pid}/stat")
+    if stat is not None:
+        state = stat[stat.rfind(")") + 2:].split()[:1]
+        # A zombie has exited (its parent has not reaped it yet); a process
+        # started later under the same pid is not the holder.
+        return state != ["Z"] and (owner.get("start") is None or _process_start(pid) == owner["start"])
+    if here["start"] is not None:  # /proc works here: no entry means no such process
+        return False
+    try:  # no /proc (macOS): signal 0 asks whether the pid exists
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class FolderLock:
     """A lock shared by processes on any machines that see one folder (NFS
-    included): held while the folder ``path`` exists, created by ``mkdir``
-    (atomic everywhere), kept alive by a thread touching ``path/heartbeat``.
+    included): held while the folder ``path`` exists, kept alive by a thread
+    touching ``path/heartbeat``; ``path/owner`` names the holder.
 
-    A lock whose heartbeat is older than ``stale`` seconds (its holder was
-    killed, or its machine lost) is taken over by renaming it away (atomic:
-    of two processes taking it over, one wins) and creating it anew.
+    The folder is made whole beside ``path`` (owner and heartbeat written)
+    and renamed into place: a rename onto a folder that holds files fails,
+    so of two takers one wins (atomic everywhere, NFS included), and a lock
+    never exists without its owner.
+
+    A lock is stale when its holder ran on this host and has exited (known at
+    once from its pid and start time), or when its heartbeat is older than
+    ``stale`` seconds (a holder on another host killed or lost, or one frozen
+    here). A stale lock is taken over by renaming it away and putting a new
+    one in its place.
     """
 
     def __init__(self, path: Path, stale: float | None = None, heartbeat: float | None = None):
         self.path = Path(path)
-        self.stale = STALE_SECONDS if stale is None else stale
-        self.heartbeat = HEARTBEAT_SECONDS if heartbeat is None else heartbeat
-        self.taken_over: float | None = None  # seconds without heartbeat of a lock this one replaced
-        self.token = f"{socket.gethostname()} pid {os.getpid()} {uuid.uuid4().hex}"
+        self.stale = stale_seconds() if stale is None else stale
+        self.heartbeat = heartbeat_seconds() if heartbeat is None else heartbeat
+        self.taken_over: str | None = None  # why the lock this one replaced was stale
+        self.owner = this_holder() | {"token": uuid.uuid4().hex}
+        self.token = self.owner["token"]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -183,24 +259,71 @@ class FolderLock:
                 continue
         return None
 
-    def held_elsewhere(self) -> bool:
-        """Whether a live process (heartbeat within ``stale``) holds the lock."""
+    def holder(self) -> dict:
+        """The holder's record (empty when unreadable: a lock of an older engine)."""
+        try:
+            owner = json.loads((self.path / "owner").read_text())
+        except (OSError, ValueError):
+            return {}
+        return owner if isinstance(owner, dict) else {}
+
+    def state(self) -> tuple[str, str]:
+        """("free" | "held" | "stale", a phrase saying why): held by a live
+        holder, or stale with the reason it may be taken over."""
         age = self.age()
-        return age is not None and age < self.stale
+        if age is None:
+            return "free", "nobody holds it"
+        owner = self.holder()
+        who = f"pid {owner['pid']} on {owner['host']}" if "pid" in owner and "host" in owner else "its runner"
+        alive = holder_alive(owner)
+        if alive is False:
+            return "stale", f"{who} has exited"
+        if age >= self.stale:
+            return "stale", f"{who} sent no heartbeat for {age:.0f} s"
+        left = self.stale - age
+        return "held", f"{who}, heartbeat {age:.0f} s ago" + (
+            "" if alive else f"; stale in {left:.0f} s if it stops")
+
+    def held_elsewhere(self) -> bool:
+        """Whether a live process holds the lock (see ``state``)."""
+        return self.state()[0] == "held"
 
     def acquire(self) -> bool:
         """Takes the lock; False when a live process holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self._place():
+            return self._started()
+        state, why = self.state()
+        if state == "free":  # released between the two looks
+            return self.acquire()
+        if state == "held" or not self._take_over():
+            return False
+        self.taken_over = why
+        return self._started()
+
+    def _place(self, new: Path | None = None) -> bool:
+        """Renames a whole new lock folder (``new``, else one made now) into
+        place; False when a lock is there."""
+        new = new or self._made()
         try:
-            self.path.mkdir()
-        except FileExistsError:
-            age = self.age()
-            if age is None or age < self.stale:
-                return False if age is not None else self.acquire()
-            if not self._take_over():
-                return False
-        atomic_write(self.path / "owner", self.token + "\n")
-        (self.path / "heartbeat").touch()
+            os.rename(new, self.path)
+            return True
+        except OSError as err:  # ENOTEMPTY or EEXIST: a lock is there
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST) and not self.path.exists():
+                raise
+            return False
+        finally:
+            shutil.rmtree(new, ignore_errors=True)
+
+    def _made(self) -> Path:
+        """A lock folder of this holder beside ``path``, owner and heartbeat written."""
+        new = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.new")
+        new.mkdir()
+        atomic_write(new / "owner", json.dumps(self.owner) + "\n")
+        (new / "heartbeat").touch()
+        return new
+
+    def _started(self) -> bool:
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat {self.path}")
         self._thread.start()
@@ -209,7 +332,7 @@ class FolderLock:
     def _take_over(self) -> bool:
         """Replaces a stale lock by a fresh one of ours. Takers go one at a
         time, through a second folder (``.takeover``, made by ``mkdir``): the
-        age read before it was taken may be of a lock another taker has
+        state read before it was taken may be of a lock another taker has
         replaced since, so it is read again inside."""
         guard = self.path.with_name(f"{self.path.name}.takeover")
         try:
@@ -222,21 +345,18 @@ class FolderLock:
                 pass
             return False
         try:
-            age = self.age()
-            if age is None or age < self.stale:
+            if self.state()[0] != "stale":
                 return False
+            new = self._made()  # before the stale lock goes: the lock is missing for the least time
             away = self.path.with_name(f"{self.path.name}.stale-{uuid.uuid4().hex}")
             try:
                 os.rename(self.path, away)
             except OSError:
+                shutil.rmtree(new, ignore_errors=True)
                 return False
+            placed = self._place(new)  # False: a runner that found no lock at all came first
             shutil.rmtree(away, ignore_errors=True)
-            self.taken_over = age
-            try:
-                self.path.mkdir()
-            except FileExistsError:  # a runner that found no lock at all came first
-                return False
-            return True
+            return placed
         finally:
             try:
                 guard.rmdir()
@@ -258,9 +378,11 @@ class FolderLock:
             return
         self._thread.join()
         self._thread = None
-        try:
-            mine = (self.path / "owner").read_text().strip() == self.token
-        except OSError:
-            mine = False
-        if mine:
-            shutil.rmtree(self.path, ignore_errors=True)
+        if self.holder().get("token") == self.token:
+            # Renamed away first: the folder is gone at once, not emptied file by file.
+            away = self.path.with_name(f"{self.path.name}.released-{uuid.uuid4().hex}")
+            try:
+                os.rename(self.path, away)
+            except OSError:
+                return
+            shutil.rmtree(away, ignore_errors=True)

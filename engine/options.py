@@ -172,7 +172,7 @@ METAVARS = {
     "patient_pattern": "REGEX", "source_pattern": "REGEX", "resize": "nearest|bilinear|area",
     "encoding": "png|raw|jpeg", "channels": "auto|1|3", "name": "NAME", "cache_mb": "MB", "shard_mb": "MB",
     "budget_minutes": "MINUTES", "outlier_ratio": "RATIO", "paper_stack": "", "splits": "K",
-    "split_mode": "holdout|kfold", "split_seed": "N",
+    "split_mode": "holdout|kfold", "split_seed": "N", "margin": "LOSS",
 }
 LIST_METAVARS = {
     "lrs": "1e-3,1e-4", "batch_sizes": "8,16,32", "optimizers": "adam,sgd", "subset": "TRAIN,VAL,TEST",
@@ -286,6 +286,8 @@ def default_of(config):
 def sweep_default(f: Field) -> str:
     """Shown default of an ``engine compare`` option: the quick preset's
     (per axis where the axes differ), or the config's."""
+    if f.name == "splits":  # resolved from --repeats when not given (sweep_config)
+        return f"--repeats, one seed each (quick preset: {PRESETS['quick'].values['repeats']})"
     by_axis: dict[str, list[str]] = {}
     for axis in AXES:
         value = PRESETS["quick"].fields_for(axis).get(f.name)
@@ -346,6 +348,14 @@ def sweep_config(command_line: dict, from_file: dict, records: Path | None, out:
     preset_values = {name: value for name, value in PRESETS[preset].fields_for(axis).items()
                      if not (name == "subset" and records is not None)}
     values = {**{name: coerce(SWEEP[name], value) for name, value in preset_values.items()}, **layered}
+    if "splits" not in values and values.get("repeats", defaults.repeats) >= 2:
+        # Replicates resample by default: N runs of a setting on one train/val
+        # split share its validation images, so a setting that happens to suit
+        # them wins at every seed; N splits of the pool with one seed each let
+        # the comparisons speak of the task (one trial per split is the better
+        # use of a fixed number of trials: engine.study.overlap). --splits 1
+        # keeps every seed on the records' own split.
+        values["splits"], values["repeats"] = values["repeats"], 1
     sweep = assemble(defaults, values, SWEEP)
     # The base's lr, batch size, optimizer and seed stay unset: each trial sets them.
     return replace(sweep, base=replace(sweep.base, records=records, out=out)).validate()

@@ -1,6 +1,7 @@
-"""The report's clinical pieces from saved per-image scores: the seed-pooled test table with
-intervals and paired DeLong differences, and calibration.png. Trial folders are written by hand
-(metrics.json plus score files in the runs' format), so no model is trained."""
+"""The report's clinical pieces from saved per-image scores: the seed-ensemble test table with
+intervals and paired DeLong differences, each run's own metrics over seeds, the report's lines, and
+calibration.png. Trial folders are written by hand (metrics.json plus score files in the runs'
+format), so no model is trained."""
 
 import json
 
@@ -8,9 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.study.clinical import clinical_table, plot_calibration
+from engine.study.clinical import (ENSEMBLE_VALIDATION, RUNS_MEDIAN, clinical_table, plot_calibration,
+                                   report_lines)
 from engine.training.evaluation import read_scores, save_scores
-from engine.training.metrics import delong_test, scores_summary, youden_threshold
+from engine.training.metrics import (DELONG_TEST_FALLBACK, auc_score_interval, brier_score, delong_test,
+                                     expected_calibration_error, scores_summary, youden_threshold)
 
 # Six test images (3 positive) and six validation images; the positive class has label 1, so the
 # saved score P(positive) is p itself.
@@ -18,13 +21,14 @@ LABELS = np.array([1, 1, 1, 0, 0, 0])
 IDS = [f"test/{'covid' if y else 'normal'}/{i}.png" for i, y in enumerate(LABELS)]
 
 
-def trial(folder, test_p, val_p=None, threshold=None, status="done", order=None):
-    """A finished trial folder as a run leaves it: metrics.json naming scores-val/test.csv."""
+def trial(folder, test_p, val_p=None, threshold=None, status="done", order=None, val_prefix="val/"):
+    """A finished trial folder as a run leaves it: metrics.json naming scores-val/test.csv.
+    ``val_prefix`` names its validation images (another prefix: other images, as on another split)."""
     folder.mkdir(parents=True)
     order = np.arange(LABELS.size) if order is None else np.asarray(order)
     val_p = test_p if val_p is None else val_p
     for split, p in (("test", test_p), ("val", val_p)):
-        ids = [IDS[i].replace("test/", f"{split}/") for i in order]
+        ids = [IDS[i].replace("test/", "test/" if split == "test" else val_prefix) for i in order]
         save_scores(folder / f"scores-{split}.csv", ids, np.asarray(p, np.float32)[order], LABELS[order], 1)
     result = {"status": status,
               "threshold": threshold or {"value": 0.5, "chosen_on": "fixed"},
@@ -101,9 +105,94 @@ def test_table_threshold_chosen_on_pooled_validation(tmp_path):
     r1 = trial(tmp_path / "s1", [0.9] * 3 + [0.1] * 3, val_p=[0.8, 0.6, 0.7, 0.1, 0.0, 0.3], threshold=youden)
     r2 = trial(tmp_path / "s2", [0.9] * 3 + [0.1] * 3, val_p=[0.6, 0.7, 0.5, 0.1, 0.1, 0.1], threshold=youden)
     row = clinical_table({"A": [r1, r2]}, "A")["rows"][0]
-    assert row["threshold"] == 0.5 and "Youden" in row["threshold_rule"]
+    assert row["threshold"] == 0.5 and row["threshold_rule"] == ENSEMBLE_VALIDATION
+    # Each run alone uses its own validation scores' threshold (separable too: 0.5), not the recorded 0.33.
+    assert row["per_run"]["thresholds"] == [0.5, 0.5]
     pooled_val = np.array([0.7, 0.65, 0.6, 0.1, 0.05, 0.2])
     assert youden_threshold(LABELS, pooled_val) == 0.5
+
+
+def test_table_threshold_with_disjoint_validation_images(tmp_path):
+    # Split replicates: each run validated on its own images, so no image is in every run's validation set
+    # and the ensemble has no validation scores. Each run's own Youden threshold: positives above all three
+    # negatives (0.1 0.2 0.3), so every threshold in (0.3, lowest positive] is best, and the one nearest 0.5
+    # is the lowest positive: 0.42, 0.38 and 0.35 (as float32, the precision the scores are saved in).
+    youden = {"value": 0.0, "chosen_on": "val", "rule": "Youden's J"}
+    test_p = [0.9, 0.4, 0.37, 0.1, 0.2, 0.36]
+    runs = [trial(tmp_path / f"split{k}", test_p, val_p=[low, 0.9, 0.95, 0.1, 0.2, 0.3], threshold=youden,
+                  val_prefix=f"split{k}/val/") for k, low in enumerate([0.42, 0.38, 0.35])]
+    row = clinical_table({"A": runs}, "A")["rows"][0]
+    own = [float(np.float32(v)) for v in (0.42, 0.38, 0.35)]
+    assert row["per_run"]["thresholds"] == own
+    # The ensemble's threshold is their median, and the table says so.
+    assert row["threshold"] == own[1] and row["threshold_rule"] == RUNS_MEDIAN
+    # Test positives 0.9 0.4 0.37, negatives 0.1 0.2 0.36: at 0.38 two positives found and no negative.
+    assert row["metrics"]["sensitivity"] == pytest.approx(2 / 3) and row["metrics"]["specificity"] == 1.0
+    # Each run at its own threshold: 0.42 finds one positive, 0.38 two, 0.35 three and one negative.
+    spread = row["per_run"]["metrics"]
+    assert spread["sensitivity"]["values"] == pytest.approx([1 / 3, 2 / 3, 1])
+    assert spread["sensitivity"]["mean"] == pytest.approx(2 / 3) and spread["sensitivity"]["sd"] == pytest.approx(1 / 3)
+    assert spread["specificity"]["values"] == pytest.approx([1, 1, 2 / 3])
+
+
+def test_table_gives_each_runs_metrics_over_seeds(tmp_path):
+    # Two runs at the fixed threshold 0.5; each is scored alone on all its test images.
+    # r1: positives 0.9 0.6 0.5 all found, negative 0.6 a false positive: accuracy 5/6, sensitivity 1,
+    #     specificity 2/3; AUC: 0.9 beats 3, 0.6 beats 2 and ties 1 (2.5), 0.5 beats 2: 7.5/9 = 5/6.
+    # r2: positives 0.7 0.8 found, 0.4 missed, negative 0.6 a false positive: accuracy 4/6, sensitivity 2/3,
+    #     specificity 2/3; AUC: 0.7 and 0.8 beat all 3, 0.4 beats 0.1 and 0.2: 8/9.
+    r1_p, r2_p = [0.9, 0.6, 0.5, 0.2, 0.3, 0.6], [0.7, 0.8, 0.4, 0.6, 0.1, 0.2]
+    table = clinical_table({"A": [trial(tmp_path / "r1", r1_p), trial(tmp_path / "r2", r2_p)],
+                            "B": [trial(tmp_path / "b1", r1_p)]}, "A")
+    rows = {r["setting"]: r for r in table["rows"]}
+    assert rows["A"]["ensemble"] == "ensemble of 2 models" and rows["B"]["ensemble"] == "single model"
+    spread = rows["A"]["per_run"]
+    assert spread["runs"] == 2 and spread["thresholds"] == [0.5, 0.5] and spread["threshold_rule"] == "fixed"
+    expected = {"accuracy": (5 / 6, 4 / 6), "sensitivity": (1, 2 / 3), "specificity": (2 / 3, 2 / 3),
+                "auc": (5 / 6, 8 / 9)}
+    for name, (a, b) in expected.items():
+        stat = spread["metrics"][name]
+        assert stat["values"] == pytest.approx([a, b], abs=1e-12), name
+        # Two values: mean (a + b) / 2 and SD |a - b| / sqrt(2) (n - 1 in the denominator).
+        assert stat["mean"] == pytest.approx((a + b) / 2, abs=1e-12), name
+        assert stat["sd"] == pytest.approx(abs(a - b) / np.sqrt(2), abs=1e-12), name
+        assert (stat["min"], stat["max"]) == pytest.approx((min(a, b), max(a, b)), abs=1e-12), name
+    # Brier and ECE of each run's saved (float32) scores; r1: (0.01 + 0.16 + 0.25 + 0.04 + 0.09 + 0.36) / 6.
+    saved = [np.float32(r1_p).astype(float), np.float32(r2_p).astype(float)]
+    assert spread["metrics"]["brier"]["values"] == pytest.approx([brier_score(LABELS, s) for s in saved], rel=1e-12)
+    assert spread["metrics"]["brier"]["values"][0] == pytest.approx(0.91 / 6, rel=1e-6)
+    assert spread["metrics"]["ece"]["values"] == pytest.approx(
+        [expected_calibration_error(LABELS, s) for s in saved], rel=1e-12)
+    # One run: its value, and no SD.
+    single = rows["B"]["per_run"]["metrics"]["accuracy"]
+    assert single["mean"] == pytest.approx(5 / 6) and single["sd"] is None
+    # The table is JSON (summary.json carries it) without NaN.
+    json.dumps(table, allow_nan=False)
+
+
+def test_report_lines(tmp_path):
+    # R and S rank every test image right, so DeLong's variance of their difference is 0: the MOVER interval
+    # stands in, with no p-value. A has two runs for the single-model table; "none" has no finished run.
+    settings = {"R": [trial(tmp_path / "r", [0.9, 0.8, 0.7, 0.2, 0.1, 0.3])],
+                "S": [trial(tmp_path / "s", [0.6, 0.9, 0.7, 0.4, 0.1, 0.3])],
+                "A": [trial(tmp_path / "a1", [0.9, 0.6, 0.5, 0.2, 0.3, 0.6]),
+                      trial(tmp_path / "a2", [0.7, 0.8, 0.4, 0.6, 0.1, 0.2])],
+                "none": [tmp_path / "never-ran"]}
+    table = clinical_table(settings, "R")
+    lines = report_lines(table)
+    text = "\n".join(lines)
+    assert lines[0] == "## Test metrics (reported, never used to choose)"
+    bound = 1 - auc_score_interval(1.0, 3, 3)[0]
+    assert table["rows"][1]["auc_difference"]["p"] is None
+    assert f"+0.000 ({-bound:+.3f} to {bound:+.3f}; no p-value†)" in text and f"† {DELONG_TEST_FALLBACK}." in text
+    assert "| A | ensemble of 2 models | 0.5 |" in text and "| R | single model | 0.5 |" in text
+    # A's single runs: accuracy 5/6 and 4/6, mean 0.75, SD 0.118 -> two decimals.
+    assert "| A | 2 | 0.5 | 0.75 ± 0.12 (0.67-0.83) |" in text
+    # Calibration: ECE with its interval beside the calibrated ECE; R separates the classes, so no slope, and why.
+    assert "ECE if calibrated" in text and "R: no calibration slope, the scores separate the classes" in text
+    assert "| none | no finished run |" in text and "| none | 0 |" in text
+    assert "Thresholds (on P(positive)): R, S, A: fixed." in text
+    assert report_lines(None) == [] and report_lines(clinical_table({"x": [tmp_path / "never-ran"]}, "x")) == []
 
 
 def test_table_refuses_runs_that_disagree_on_labels(tmp_path):

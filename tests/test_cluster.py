@@ -9,6 +9,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -68,20 +69,14 @@ def engine_here(command: list[str], env: dict) -> tuple[int, str, str]:
     """A command that trains nothing, run in this process with ``env`` as its
     environment: (exit status, stdout, stdout and stderr). Each process the
     test spares saves TensorFlow's start-up (8-10 s on a 2-core CPU)."""
-    from unittest import mock
-
     from typer.testing import CliRunner
 
-    from engine import io
     from engine.cli import app
 
     assert command[0] == "engine"
     unset = {k: None for k in os.environ if k not in env}
-    # The lock timings are read from the environment once, at import.
-    with mock.patch.object(io, "STALE_SECONDS", float(env.get("ENGINE_LOCK_STALE_SECONDS", io.STALE_SECONDS))), \
-            mock.patch.object(io, "HEARTBEAT_SECONDS",
-                              float(env.get("ENGINE_LOCK_HEARTBEAT_SECONDS", io.HEARTBEAT_SECONDS))):
-        done = CliRunner().invoke(app, command[1:], env={**unset, **env}, catch_exceptions=False)
+    # (The lock timings are read from the environment when a lock is made: CliRunner's env holds them.)
+    done = CliRunner().invoke(app, command[1:], env={**unset, **env}, catch_exceptions=False)
     return done.exit_code, done.stdout, done.output
 
 
@@ -129,7 +124,7 @@ def test_job_array_from_the_shipped_examples(tiny_records, tmp_path):
     assert (first / ".lock").exists() and not (first / "metrics.json").exists()
     code, output = finish(other)
     assert code == 0 and "lr0.01_seed0: done" in output, output
-    time.sleep(3.5)  # the dead holder's lock goes stale
+    # The dead holder ran on this host: its lock is stale at once, with no wait for its heartbeat.
 
     code, _, output = engine_here(report_command(out), env)
     assert code == 0, output
@@ -143,7 +138,8 @@ def test_job_array_from_the_shipped_examples(tiny_records, tmp_path):
     code, past, output = engine_here(slurm, task(3))
     assert code == 0 and "array index 3: the sweep has 3 trials (0-2); nothing to run here" in past, output
     code, output = finish(resumed)
-    assert code == 0 and "took over its lock (no heartbeat for" in output and f"{first.name}: done" in output, output
+    assert code == 0 and f"took over its lock (pid {holder.pid} on " in output, output
+    assert f"{first.name}: done" in output, output
     history = (first / "history.csv").read_text().splitlines()[1:]
     assert [int(row.split(",")[0]) for row in history] == list(range(1, 7))  # resumed, not restarted
     assert finish(last)[0] == 0
@@ -194,11 +190,100 @@ def test_lock_is_exclusive_and_a_stale_one_is_taken_over_once(tmp_path):
     for thread in threads:
         thread.join()
     assert sorted(won) == [False, False, False, True]
-    winner = next(t for t in takers if t.taken_over is not None)
-    assert winner.taken_over >= 10
+    winner = next(t for t in takers if t.holder().get("token") == t.token)
+    # The winner took the stale lock over, or (rarely) came to the folder in the instant between the
+    # stale lock's rename and its replacement's: either way one holder.
+    why = f"pid {os.getpid()} on {socket.gethostname()} sent no heartbeat for 10 s"
+    assert winner.taken_over in (None, why)
     dead.release()  # the dead holder's late release must not remove the new holder's lock
     assert path.exists() and not FolderLock(path, stale=5).acquire()
     winner.release()
+
+
+HOLD_AND_WAIT = """
+import sys, time
+from engine.io import FolderLock
+lock = FolderLock(sys.argv[1], stale=600, heartbeat=600)
+assert lock.acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_dead_holder_on_this_host_is_stale_at_once(tmp_path):
+    path = tmp_path / "trial" / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_WAIT, str(path)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    taker = FolderLock(path, stale=600)
+    state, why = taker.state()
+    assert state == "held" and f"pid {holder.pid} on " in why and taker.held_elsewhere()
+    assert not taker.acquire()
+    holder.kill()
+    holder.stdout.close()
+    # Not reaped yet: a zombie has exited all the same (the kill takes effect within moments).
+    deadline = time.time() + 10
+    while taker.state()[0] == "held" and time.time() < deadline:
+        time.sleep(0.01)
+    state, why = taker.state()
+    assert state == "stale" and why.endswith("has exited"), why
+    if sys.platform.startswith("linux"):  # a zombie: exited, not yet reaped
+        assert Path(f"/proc/{holder.pid}/stat").read_text().split(") ")[1].startswith("Z")
+    holder.wait()
+    assert taker.acquire() and taker.taken_over.endswith("has exited")  # at once, with a heartbeat 0 s old
+    taker.release()
+    assert not path.exists()
+
+
+def test_a_reused_pid_or_another_host_keeps_the_heartbeat_rule(tmp_path):
+    from engine import io
+
+    me = io.this_holder()
+    assert io.holder_alive(me) is True
+    # The same pid, started at another time: a later process that reuses a dead holder's pid.
+    assert io.holder_alive(dict(me, pid=os.getppid(), start="1")) is False
+    assert io.holder_alive(dict(me, pid=os.getppid(), start=io._process_start(os.getppid()))) is True
+    # Another host (or another boot, or another pid namespace) cannot be asked: None, the heartbeat decides.
+    for key in ("host", "boot", "pidns"):
+        assert io.holder_alive(dict(me, **{key: "elsewhere"})) is None
+    path = tmp_path / ".lock"
+    path.mkdir()
+    (path / "owner").write_text(json.dumps(dict(me, host="elsewhere", pid=1)) + "\n")
+    (path / "heartbeat").touch()
+    lock = FolderLock(path, stale=5)
+    assert lock.state()[0] == "held" and "stale in" in lock.state()[1] and not lock.acquire()
+    old = time.time() - 10
+    os.utime(path / "heartbeat", (old, old))
+    assert lock.state() == ("stale", "pid 1 on elsewhere sent no heartbeat for 10 s")
+    assert lock.acquire()
+    lock.release()
+
+
+def test_a_lock_is_never_seen_without_its_owner(tmp_path):
+    # A lock is renamed into place whole: any runner that sees the folder can read who holds it.
+    path = tmp_path / ".lock"
+    seen, stop = [], threading.Event()
+
+    def look():
+        while not stop.is_set():
+            try:
+                folder = os.stat(path).st_ino
+            except FileNotFoundError:
+                continue
+            owned = (path / "owner").is_file()
+            try:  # the same folder still there (not released and replaced meanwhile)
+                if os.stat(path).st_ino == folder:
+                    seen.append(owned)
+            except FileNotFoundError:
+                pass
+    watcher = threading.Thread(target=look)
+    watcher.start()
+    for _ in range(200):
+        lock = FolderLock(path, stale=60, heartbeat=60)
+        assert lock.acquire()
+        lock.release()
+    stop.set()
+    watcher.join()
+    assert seen and all(seen)
 
 
 def test_array_tasks_without_records_build_the_embedded_set_once(tmp_path, monkeypatch):

@@ -421,7 +421,7 @@ def test_finished_run_keeps_models_not_its_checkpoint(records, tmp_path, trainer
 
 
 def test_dry_run_states_the_disk(records, tmp_path, trainer):
-    plan = sweep_lib.plan_summary(sweep_lib_config(records, tmp_path / "cmp"))
+    plan = sweep_lib.plan_summary(sweep_lib_config(records, tmp_path / "cmp", select="best"))  # last and best kept
     disk = plan["disk"]
     net = training.prepare(tiny(records, None), trainer=trainer, quiet=True).classifier.net
     weights_mb = net.count_params() * 4 / 2 ** 20

@@ -353,14 +353,18 @@ def test_summary_states_every_interval_method():
     y, s = sample(60, seed=3)
     out = summary(s, y, positive_label=1, n_resamples=100)
     assert set(out["interval_methods"]) == set(RATE_METRICS)
-    assert out["interval_methods"]["auc"] == "DeLong" and "bootstrap" in out["interval_methods"]["f1"]
-    assert out["interval_level"] == 0.95 and out["bootstrap"]["used_for"] == ["f1"]
+    assert out["interval_methods"]["auc"] == "DeLong on the logit scale"
+    assert "bootstrap" in out["interval_methods"]["f1"]
+    assert out["interval_level"] == 0.95 and out["bootstrap"]["used_for"] == ["f1", "ece"]
     for name in RATE_METRICS:
         low, high = out["intervals"][name]
         assert low <= out["metrics"][name] <= high, name
-    # The AUC interval is AUC -+ 1.96 DeLong standard errors.
+    # The AUC interval is logit(AUC) -+ 1.96 DeLong standard errors carried to the logit scale, back-transformed.
     auc, se = out["metrics"]["auc"], out["auc_delong_se"]
-    assert out["intervals"]["auc"] == pytest.approx([auc - 1.959963984540054 * se, auc + 1.959963984540054 * se])
+    half = 1.959963984540054 * se / (auc * (1 - auc))
+    expit = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+    logit = math.log(auc / (1 - auc))
+    assert out["intervals"]["auc"] == pytest.approx([expit(logit - half), expit(logit + half)], rel=1e-12)
 
 
 # A tiny example worked by hand: positives P1-P3, negatives N1-N2, two score sets.
@@ -382,8 +386,14 @@ def test_delong_variance_by_hand():
     assert auc == pytest.approx(2 / 3, rel=1e-12) and var == pytest.approx(5 / 36, rel=1e-12)
     # Ties count 1/2, as in roc_auc.
     assert delong(Y10, S10)[0] == pytest.approx(AUC10, rel=1e-12)
+    # The interval is taken on the logit scale: logit(5/6) = ln 5, and the delta method gives the standard
+    # error sqrt(1/18) / (5/6 * 1/6) = 1.2 sqrt(2); back-transformed, ln 5 -+ h with h = 1.95996 * 1.2 sqrt(2)
+    # is 5 / (5 + e^h) to 5 / (5 + e^-h) = (0.1523, 0.9929), where the clipped normal interval was (0.371, 1).
     low, high, method = auc_interval(YD, SA)
-    assert method == "DeLong" and (low, high) == pytest.approx((5 / 6 - 1.959963984540054 * math.sqrt(1 / 18), 1.0))
+    h = 1.959963984540054 * 1.2 * math.sqrt(2)
+    assert method == "DeLong on the logit scale"
+    assert (low, high) == pytest.approx((5 / (5 + math.exp(h)), 5 / (5 + math.exp(-h))), rel=1e-12)
+    assert (round(low, 4), round(high, 4)) == (0.1523, 0.9929)
 
 
 def test_paired_delong_by_hand():
@@ -401,10 +411,18 @@ def test_paired_delong_by_hand():
     # Swapping the sets flips the sign and keeps p.
     back = delong_test(YD, SB, SA)
     assert back["difference"] == pytest.approx(-1 / 6) and back["p"] == pytest.approx(out["p"])
-    # The same scores twice, or two perfect rankings: no difference, p = 1, not a division by zero.
+    assert out["method"] == metrics.DELONG_TEST
+    # The same scores twice: DeLong's variance is 0, so a normal interval would be the point 0 and p 1. The MOVER
+    # interval of the two AUCs' score intervals stands in, symmetric here: -+ hypot(A - low, high - A); no p-value.
     same = delong_test(YD, SA, SA)
-    assert same["difference"] == 0 and same["p"] == 1.0 and same["low"] == same["high"] == 0
-    assert delong_test([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1], [0.6, 0.7, 0.3, 0.4])["p"] == 1.0
+    a_low, a_high = auc_score_interval(5 / 6, 3, 2)
+    assert same["difference"] == 0 and math.isnan(same["p"]) and same["method"] == metrics.DELONG_TEST_FALLBACK
+    half = np.hypot(5 / 6 - a_low, a_high - 5 / 6)
+    assert (same["low"], same["high"]) == pytest.approx((-half, half), rel=1e-12) and half > 0.3
+    # Two perfect rankings: both AUCs 1, so the interval is -+ (1 - the score interval's lower bound at AUC 1).
+    perfect = delong_test([1, 1, 0, 0], [0.9, 0.8, 0.2, 0.1], [0.6, 0.7, 0.3, 0.4])
+    bound = 1 - auc_score_interval(1.0, 2, 2)[0]
+    assert math.isnan(perfect["p"]) and (perfect["low"], perfect["high"]) == pytest.approx((-bound, bound), rel=1e-12)
 
 
 def test_paired_delong_is_calibrated_under_the_null():
@@ -461,3 +479,13 @@ def test_summary_reports_calibration():
     assert out["calibration"]["bins"] == 10 and "equal-width" in out["calibration"]["binning"]
     # With positive label 0 the score is 1 - p: the Brier score is the same, squared errors mirror.
     assert summary(p, labels, positive_label=0, n_resamples=50)["brier"] == pytest.approx(0.4075)
+
+
+def test_recalibration_of_saturated_scores_does_not_fail_the_run():
+    # Scores at 0 and 1 that still overlap across the classes: far out on the slope's profile every
+    # probability saturates and the information matrix is singular. Scoring a run must not fail on it.
+    y = np.array([1, 1, 0, 0, 1, 0])
+    s = np.array([1 - 1e-12, 0.3, 1e-12, 0.6, 0.99999, 0.2])
+    fitted = metrics.recalibration(y, s)
+    assert np.isfinite(fitted["slope"]) and fitted["slope_interval"][0] < fitted["slope"] < fitted["slope_interval"][1]
+    assert fitted["slope_reason"] is None and np.isfinite(fitted["intercept"])

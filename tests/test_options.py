@@ -57,7 +57,13 @@ def test_precedence_command_line_over_file_over_preset_over_default(tmp_path):
     assert base.epochs == 7  # command line over the file (and the quick preset's 3)
     assert base.schedule == "cosine" and base.bn_momentum == "0.97" and base.threshold == "0.3"  # file
     assert base.augment == "none" and base.model.freeze_base is True and sweep.lrs == (1e-3, 1e-4)
-    assert sweep.repeats == PRESETS["quick"].values["repeats"] and base.model.image_size == 75  # preset
+    # The preset's repeats, drawn as that many splits with one seed each (--splits not given).
+    assert (sweep.splits, sweep.repeats) == (PRESETS["quick"].values["repeats"], 1) and base.model.image_size == 75
+    # --splits given keeps the repeats as seeds of each split; --repeats 1 keeps one split.
+    assert options.sweep_config({"splits": 1}, {}, None, Path("/x")).repeats == PRESETS["quick"].values["repeats"]
+    assert (options.sweep_config({"repeats": 3, "splits": 2}, {}, None, Path("/x")).repeats,
+            options.sweep_config({"repeats": 1}, {}, None, Path("/x")).splits) == (3, 1)
+    assert options.sweep_config({"repeats": 4}, {}, None, Path("/x")).splits == 4
     assert base.subset == (160, 40, 40)  # the preset's subset of the embedded set (no RECORDS given)
     assert base.model.hidden == 256 and base.warmup_epochs == 0.0  # defaults
     assert sweep.batch_sizes == (16,)  # the quick preset's one batch size on the lr axis

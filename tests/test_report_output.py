@@ -56,7 +56,8 @@ def fake_sweep(out: Path, runs, scores=None, **config) -> options.SweepConfig:
     """A finished batch sweep (5, 10, 15; 2 seeds) whose trial (setting, seed) has the history ``runs(setting,
     seed)`` and, with ``scores``, the score files ``scores(setting, seed)``."""
     cfg = options.sweep_config({"axis": "batch", "preset": "quick", "model": "TinyCNN", "weights": "none",
-                                "batch_sizes": (5, 10, 15), "lrs": (1e-4,), "repeats": 2, "epochs": 3, **config},
+                                "batch_sizes": (5, 10, 15), "lrs": (1e-4,), "repeats": 2, "splits": 1, "epochs": 3,
+                                **config},
                                {}, Path("/records"), out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps({"config": cfg.to_json(), "command": ["compare", "--out", str(out)],
@@ -88,7 +89,7 @@ def test_summary_files_carry_no_float_noise(tmp_path):
         digits = {n: len(n.replace(".", "").lstrip("0")) for n in numbers}
         assert numbers and max(digits.values()) <= report.SIGNIFICANT, (name, max(digits, key=digits.get))
     row = json.loads((tmp_path / "summary.json").read_text())["rows"][0]
-    assert row["final_val_loss"] == 0.65
+    assert row["val_loss"] == 0.605556  # the mean of the 2 runs' last 3 epochs, to 6 digits
 
 
 def test_table_numbers_carry_what_their_spread_allows():
@@ -153,11 +154,11 @@ def test_chance_line_when_no_setting_learned(tmp_path):
     written = report.write(at_chance)
     assert written["chance"]["no_setting_learned"]
     lines = (at_chance / "report.md").read_text().splitlines()
-    # At the top, under the title, with its rule and its numbers.
-    assert lines[2].startswith("Intervals and tests here describe this one split only")
-    assert lines[4].startswith("**No setting learned**: every setting's val AUC (last epoch, mean over its "
+    # At the top, under the title, with its rule and its numbers; what was run after it.
+    assert lines[2].startswith("**No setting learned**: every setting's val AUC (at the snapshot, mean over its "
                                "finished runs) is at most 0.6")
-    assert "(0.5 is guessing; highest here: batch=5 0.525). Nothing here compares settings." in lines[4]
+    assert "(0.5 is guessing; highest here: batch=5 0.525). Nothing here compares settings." in lines[2]
+    assert lines[4].startswith("What was run: 3 settings x 2 seeds on the records' own split")
     assert json.loads((at_chance / "summary.json").read_text())["chance"]["threshold"] == 0.6
     # One setting learned: no line.
     learned = tmp_path / "learned"
@@ -166,10 +167,10 @@ def test_chance_line_when_no_setting_learned(tmp_path):
     assert not report.write(learned)["chance"]["no_setting_learned"]
     assert "No setting learned" not in (learned / "report.md").read_text()
     # An undefined val AUC cannot say "everywhere"; no finished run says nothing either.
-    rows = [{"setting": "a", "repeats_done": 2, "final_val_auc": 0.5},
-            {"setting": "b", "repeats_done": 2, "final_val_auc": None}]
+    rows = [{"setting": "a", "repeats_done": 2, "val_auc": 0.5},
+            {"setting": "b", "repeats_done": 2, "val_auc": None}]
     assert not report.chance(rows)["no_setting_learned"]
-    assert not report.chance([{"setting": "a", "repeats_done": 0, "final_val_auc": None}])["no_setting_learned"]
+    assert not report.chance([{"setting": "a", "repeats_done": 0, "val_auc": None}])["no_setting_learned"]
 
 
 # --- figures ------------------------------------------------------------------
@@ -247,3 +248,51 @@ def test_report_writes_every_figure(tmp_path):
         with Image.open(tmp_path / name) as image:
             assert plots.COLUMN * plots.DPI - 1 <= image.size[0] <= plots.PAGE * plots.DPI + 1, name
     assert "![calibration](calibration.png)" in (tmp_path / "report.md").read_text()
+
+
+# --- the one snapshot -----------------------------------------------------------
+
+def test_every_validation_number_comes_from_the_declared_snapshot(tmp_path):
+    # Each run is lowest at epoch 2 (val loss 0.3, val AUC 0.95 there) and ends at 0.5 (val AUC 0.8).
+    def runs(setting, seed):
+        rows = epoch_rows([0.7, 0.3 + seed / 100, 0.5])
+        for row, auc in zip(rows, (0.7, 0.95, 0.8)):
+            row["val_auc"] = auc
+        return rows
+    last = tmp_path / "last"
+    fake_sweep(last, runs)
+    row = report.write(last)["rows"][0]
+    # last: the mean of the last 3 epochs, for the ranking statistic and the validation metrics alike.
+    assert row["statistic"] == pytest.approx(np.mean([(0.7 + 0.3 + 0.5) / 3, (0.7 + 0.31 + 0.5) / 3]))
+    assert row["val_auc"] == pytest.approx((0.7 + 0.95 + 0.8) / 3)
+    assert row["lowest_val_loss"] == pytest.approx(0.305)  # the minimum over the epochs, labelled as such
+    assert "Snapshot: the end of training (`--select last`)" in (last / "report.md").read_text()
+    best = tmp_path / "best"
+    fake_sweep(best, runs, select="best")
+    row = report.write(best)["rows"][0]
+    # best: the epoch of lowest val loss, for the statistic and the validation metrics alike.
+    assert row["statistic"] == pytest.approx(0.305) and row["val_auc"] == pytest.approx(0.95)
+    text = (best / "report.md").read_text()
+    assert "the minimum of 3 epochs (optimistic)" in text and "`--select best`" in text
+
+
+def test_the_splits_share_of_the_variance_has_its_exact_interval():
+    from scipy import stats as scipy_stats
+
+    from engine.study import replicates
+
+    # 6 splits x 2 seeds of one setting: split effects of SD 1, seed noise of SD 0.5 (fixed draw).
+    rng = np.random.default_rng(3)
+    values = rng.normal(0, 1, (6, 1)) + rng.normal(0, 0.5, (6, 2))
+    row = {"setting": "s", "statistic_by_run": {k + 1: {s: values[k, s] for s in range(2)} for k in range(6)}}
+    line = replicates.variance_lines([row])[0]
+    # By hand: F = MSB / MSW on (5, 6) df; bounds (F / F_q - 1) / (F / F_q - 1 + n), n = 2 seeds.
+    msb = 2 * np.var(values.mean(axis=1), ddof=1)
+    msw = np.sum((values - values.mean(axis=1, keepdims=True)) ** 2) / 6
+    f = msb / msw
+    bounds = [f / scipy_stats.f.ppf(q, 5, 6) - 1 for q in (0.975, 0.025)]
+    low, high = (b / (b + 2) for b in bounds)
+    assert f"(95 % interval {max(low, 0):.0%} to {min(high, 1):.0%})" in line, line
+    # Below 5 splits, no share is printed: its interval would span nearly everything.
+    few = {"setting": "s", "statistic_by_run": {k + 1: {s: values[k, s] for s in range(2)} for k in range(3)}}
+    assert "not estimated" in replicates.variance_lines([few])[0]

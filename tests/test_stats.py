@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from engine.study import stats
@@ -56,3 +57,51 @@ def test_holm_by_hand():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
     assert stats.holm([]) == []
+
+
+def test_one_sided_p_by_hand():
+    # differences 0.5, 0.9, 0.4: mean 0.6, se sqrt(0.07 / 3), df 2; Student's t with 2 df in closed
+    # form: the upper tail beyond t is (1 - t / sqrt(t^2 + 2)) / 2.
+    se = math.sqrt(0.07 / 3)
+    t = 0.6 / se
+    p = stats.one_sided(np.array([0.6, -0.6]), np.array([se, se]), np.array([2.0, 2.0]))
+    assert p == pytest.approx([(1 - t / math.sqrt(t * t + 2)) / 2, (1 + t / math.sqrt(t * t + 2)) / 2], rel=1e-9)
+    # No spread: a positive difference is certain, a zero or negative one is not; no test stays NaN.
+    p = stats.one_sided(np.array([0.5, 0.0, -0.5, np.nan]), np.zeros(4), np.ones(4))
+    assert p[:3].tolist() == [0.0, 1.0, 1.0] and np.isnan(p[3])
+
+
+def test_order_pairs():
+    assert stats.best_pairs([0], 3) == [(0, 1), (0, 2)]
+    assert stats.best_pairs([1, 2], 4) == [(1, 0), (1, 3), (2, 0), (2, 3)]
+    assert stats.rise_pairs(3) == ([(0, 1), (1, 2)], [(0, 1), (0, 2), (1, 2)])
+
+
+def test_order_test_by_hand():
+    # 3 settings x 3 seeds; the differences 1 - 0 are 0.5, 0.9, 0.4 (the pair above) and 2 - 1 are
+    # -0.2, -0.2, -0.2 + 0.3 = 0.1 (mean -0.1, sd sqrt 0.03).
+    values = np.array([[1.0, 2.0, 3.0], [1.5, 2.9, 3.4], [1.3, 2.7, 3.5]])
+    steps, reverse = stats.rise_pairs(3)
+    found = stats.order_test(values, steps, reverse)
+    se = math.sqrt(0.07 / 3)
+    t_up = 0.6 / se
+    assert found.p_above[0] == pytest.approx((1 - t_up / math.sqrt(t_up ** 2 + 2)) / 2, rel=1e-9)
+    t_down = 0.1 / math.sqrt(0.03 / 3)  # = 1: the step 1 -> 2 goes down by one se
+    assert found.p_above[1] == pytest.approx((1 + t_down / math.sqrt(t_down ** 2 + 2)) / 2, rel=1e-9)
+    # Not every step up, no reverse order significant after Holm: cannot tell.
+    assert found.verdict == stats.CANNOT_TELL
+    # Reverse order, Holm over the 3 pairs: 2 below 1 has one-sided p P(T_2 > 1) = (1 - 1 / sqrt 3) / 2,
+    # times 3; the two pairs that went up have p near 1, capped at 1.
+    assert found.p_below_holm.tolist() == pytest.approx([1.0, 1.0, 3 * (1 - 1 / math.sqrt(3)) / 2], rel=1e-9)
+    # Leading axes: each sweep its own verdict; a step up in every seed, and the reverse order.
+    rising = np.array([[0.0, 0.0, 0.0], [1.0, 1.1, 0.9], [2.0, 2.2, 2.1]])
+    verdicts = stats.order_test(np.stack([rising, rising[::-1], values]), steps, reverse).verdict
+    assert verdicts.tolist() == [stats.AGREE, stats.DISAGREE, stats.CANNOT_TELL]
+
+
+def test_difference_correlation():
+    values = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 5.0], [2.0, 2.0, 5.0, 6.0]])
+    # differences 1 - 0: 1, 2, 3, 5; 2 - 1: 1, 0, 2, 1
+    expected = np.corrcoef([1.0, 2.0, 3.0, 5.0], [1.0, 0.0, 2.0, 1.0])[0, 1]
+    assert stats.difference_correlation(values, [(0, 1), (1, 2)])[0, 1] == pytest.approx(expected)
+    assert stats.difference_correlation(values[:, :2], [(0, 1), (1, 2)]).tolist() == [[1, 0], [0, 1]]  # 2 units

@@ -399,10 +399,14 @@ def test_mirrored_two_devices_same_loss_as_one(small_records, tmp_path, trainer)
     two = train.train(tiny(small_records, tmp_path / "two", epochs=1, augment="none", model=model),
                       trainer=trainer, quiet=True, callbacks=[two_losses],
                       distribution=tf.distribute.MirroredStrategy(devices))
-    # Same first steps up to float rounding (synchronised BatchNorm over the
+    # The same first step up to float rounding (synchronised BatchNorm over the
     # global batch split in two, Keras' BatchNorm path instead of the fused
-    # kernel); later steps drift apart only by rounding.
-    np.testing.assert_allclose(two_losses.losses[:3], one_losses.losses[:3], rtol=1e-4)
+    # kernel). Each update then carries the two paths' different summation
+    # orders into the weights, so steps 2-3 agree less closely: 3.2e-4 apart
+    # on the AVX-512 kind, where oneDNN blocks its sums otherwise (measured);
+    # later steps drift apart only by rounding.
+    np.testing.assert_allclose(two_losses.losses[0], one_losses.losses[0], rtol=1e-4)
+    np.testing.assert_allclose(two_losses.losses[1:3], one_losses.losses[1:3], rtol=2e-3)
     np.testing.assert_allclose(float(history(tmp_path / "two")[0]["loss"]),
                                float(history(tmp_path / "one")[0]["loss"]), rtol=2e-2)
     assert one["status"] == two["status"] == "done"

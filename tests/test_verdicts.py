@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+from scipy import stats as scipy_stats
 import pytest
 
 from engine import options
@@ -57,19 +58,6 @@ def test_a_planted_difference_is_found_at_the_stated_power():
     assert promised > 0.1 and found >= promised - 3 * monte_carlo_error(promised), (found, promised)
 
 
-def test_the_trend_test_keeps_its_level_and_finds_a_trend():
-    rng = np.random.default_rng(2)
-    batch = np.array([5.0, 10.0, 15.0])
-    null = [stats.trend(v, batch).p < stats.ALPHA for v in rng.normal(size=(2000, 3, 3))]
-    assert np.mean(null) <= 0.05 + 3 * monte_carlo_error(0.05, 2000)
-    # A per-seed slope has SD 1 / sqrt(sum((x - 10)^2)) = 1 / sqrt 50; plant the slope the
-    # claim's evidence states as detectable with 80 % power over 5 seeds.
-    slope = stats.detectable(1 / math.sqrt(50) / math.sqrt(5), 4, stats.ALPHA)
-    trending = rng.normal(size=(2000, 3, 5)) + slope * batch[:, None]
-    found = np.mean([stats.trend(v, batch).p < stats.ALPHA for v in trending])
-    assert found >= stats.POWER - 3 * monte_carlo_error(stats.POWER, 2000), found
-
-
 def test_the_report_ranks_with_the_simulated_analysis():
     rows = [{"setting": f"s{i}", "statistic_by_unit": dict(enumerate(v)), "statistic": float(np.mean(v)),
              "flags": "", "final_val_loss": None} for i, v in enumerate(np.array([[0.1, 0.12, 0.11],
@@ -84,7 +72,11 @@ def test_the_report_ranks_with_the_simulated_analysis():
     assert worse["verdict"] == "worse (than s0, s2)" and worse["p_holm"] == pytest.approx(tests.p_holm[0, 1])
     # The smallest detectable difference: 80 % power at 0.05 / 3 pairs for this comparison's se and df.
     assert worse["detectable"] == pytest.approx(stats.detectable(tests.se[0, 1], 2, 0.05 / 3))
-    assert "would take about" in ranking["text"] or "is resolved" in ranking["text"]
+    # Its interval is simultaneous over the 3 pairs (Bonferroni): valid for a leader the data picked.
+    half = (worse["interval"][1] - worse["interval"][0]) / 2
+    assert half == pytest.approx(scipy_stats.t.ppf(1 - 0.05 / 6, 2) * tests.se[0, 1])
+    # No power computed from the observed difference (it says nothing the p-value does not).
+    assert "would take" not in ranking["text"] and "resolv" not in ranking["text"]
 
 
 def test_power_numbers_by_hand():
@@ -116,7 +108,8 @@ def sweep_folder(out: Path, values: dict, **config) -> options.SweepConfig:
     """A finished sweep's folder: ``values(setting, seed)`` gives each trial's val
     losses, or ("failed", reason) / ("diverged", losses)."""
     cfg = options.sweep_config({"axis": "batch", "preset": "quick", "model": "TinyCNN", "weights": "none",
-                                "batch_sizes": (5, 10, 15), "lrs": (1e-4,), "repeats": 3, "epochs": 3, **config},
+                                "batch_sizes": (5, 10, 15), "lrs": (1e-4,), "repeats": 3, "splits": 1, "epochs": 3,
+                                **config},
                                {}, Path("/records"), out)
     (out / "sweep.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps({"config": cfg.to_json(), "command": ["compare", "--out", str(out)],
@@ -147,13 +140,16 @@ def test_a_sweep_that_learns_nothing_cannot_tell(tmp_path, scaling):
         assert claims[name]["verdict"] == "cannot tell", claims[name]
     assert written["ranking"]["best"] is None and len(written["ranking"]["best_set"]) == 3
     text = (tmp_path / "report.md").read_text()
-    assert "| batch 5 best | not distinguishable at the family-wise 5 % level" in text
+    assert "| batch 5 best | not distinguishable: not every other setting is significantly worse" in text
     # Every val AUC is 0.5: the report says at its top that nothing was
-    # learned, after what its intervals describe (one split only).
+    # learned, then what was run and what its comparisons describe (one split only).
     first = text.split("\n\n")
     assert first[0] == "# batch study (quick preset)"
-    assert first[1].startswith("Intervals and tests here describe this one split only (`--splits 1`)")
-    assert first[2].startswith("**No setting learned**")
+    assert first[1].startswith("**No setting learned**")
+    assert first[2].startswith("What was run: 3 settings x 3 seeds on the records' own split")
+    assert first[4].startswith("Scope: the comparisons describe this one train/val split only (`--splits 1`)")
+    assert first[5].startswith("Comparisons: paired t over 3 seeds on this validation set, Holm over 3 pairs; "
+                               "the design detects with 80 % power a difference in the ranking statistic of")
     if scaling == "sqrt":
         assert "batch 15: lr 0.000173, 3 epochs" in claims["batch 5 best"]["evidence"]
 
@@ -185,14 +181,23 @@ def test_a_setting_whose_runs_all_failed_is_not_ranked(tmp_path):
     assert "batch=15" not in written["ranking"]["best_set"]
 
 
-def test_dry_run_says_when_repeats_allow_no_verdict():
+def test_dry_run_says_what_the_design_can_detect():
     one = options.sweep_config({"axis": "batch", "repeats": 1}, {}, None, Path("/x"))
-    assert sweep.repeats_summary(one)["text"].startswith("--repeats 1 is too small for any comparative verdict")
-    three = sweep.repeats_summary(options.sweep_config({"axis": "batch", "repeats": 3}, {}, None, Path("/x")))
-    # 3 settings, 3 pairs: 80 % power at 0.05 / 3 with 3 seeds
-    assert three["detectable_sds"] == pytest.approx(stats.detectable_in_sds(3, 3), abs=0.01)
-    assert "3 comparisons between settings detects with 80 % power only differences of at least 5.7 SDs" in \
-        three["text"]
+    assert sweep.repeats_summary(one)["text"].startswith("one run per setting (--repeats 1): no comparative verdict")
+    # --repeats 3 without --splits: 3 hold-outs of a 160/40 pool of 200, one seed each, the corrected t (r = 1).
+    counts = {"train": 160, "val": 40, "pool": 200}
+    three = sweep.repeats_summary(options.sweep_config({"axis": "batch", "repeats": 3}, {}, None, Path("/x")), counts)
+    assert three["ratio"] == pytest.approx(1.0) and three["warning"] is None
+    assert three["detectable_sds"] == pytest.approx(stats.detectable_in_sds(3, 3, ratio=1.0), abs=0.05)
+    assert three["text"].startswith("3 splits x 1 seed: each of the 3 comparisons between settings (corrected "
+                                    "resampled t over the splits, r = 1) detects with 80 % power only differences "
+                                    "of at least 11.3 SDs of a per-split difference; 5 splits would detect 5.6")
+    # --splits 1: 3 seeds on one validation set, 80 % power at 0.05 / 3 with 3 seeds.
+    seeds = sweep.repeats_summary(options.sweep_config({"axis": "batch", "repeats": 3, "splits": 1}, {}, None,
+                                                       Path("/x")))
+    assert seeds["detectable_sds"] == pytest.approx(stats.detectable_in_sds(3, 3), abs=0.05)
+    assert "detects with 80 % power differences of at least 5.7 SDs of a per-seed difference, on this validation " \
+           "set only" in seeds["text"]
 
 
 def test_batchnorm_line_gives_each_settings_residual_share():
@@ -222,3 +227,19 @@ def test_a_damaged_trial_file_is_a_failed_trial_not_a_traceback(tmp_path):
     assert rows["batch=10"]["repeats_done"] == 2 and "1 of 3 failed" in rows["batch=10"]["flags"]
     assert "metrics.json is damaged" in rows["batch=10"]["flags"]
     assert "history.csv is damaged" in rows["batch=15"]["flags"]
+
+
+def test_a_margin_stated_before_training_finds_an_equal_pair_equivalent(tmp_path):
+    # batch 5 and 10 equal up to tiny seed noise, batch 15 worse by 0.2: within a margin of 0.05, 5 and 10 are
+    # equivalent, and 15 is not within it.
+    level = {"batch=5": 0.30, "batch=10": 0.30, "batch=15": 0.50}
+    shift = {0: 0.0, 1: 0.003, 2: -0.002}
+    sweep_folder(tmp_path, lambda setting, seed: [level[setting] + shift[seed] + (0.001 if setting == "batch=10"
+                                                                                  else 0.0)] * 3, margin=0.05)
+    written = report.write(tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    assert "## Within the margin of 0.05 (stated before training)" in text
+    assert "- batch=5 and batch=10: equivalent within 0.05" in text
+    assert "batch=15: best within" not in text
+    assert json.loads((tmp_path / "sweep.json").read_text())["config"]["margin"] == 0.05
+    assert written["ranking"]["leader"] == "batch=5"

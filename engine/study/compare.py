@@ -84,7 +84,10 @@ def run(sweep: SweepConfig, *, parallel: str = "auto", force: bool = False, quie
         else:
             results = sweep_lib.run(sweep, force=force, on_event=dashboard)
     written = None if sweep.trial else report.write(sweep.base.out)
-    return {"folder": sweep.base.out, "results": results, "report": written}
+    # A runner of the whole sweep answers for all of it; one of a shard or a
+    # job array's task only for its share (other runners hold the rest).
+    whole = not sweep.trial and tuple(sweep.shard) == (0, 1)
+    return {"folder": sweep.base.out, "results": results, "report": written, "whole": whole}
 
 
 def in_processes(sweep: SweepConfig, count: int, force: bool, quiet: bool, dashboard: Dashboard) -> list[dict]:
@@ -108,10 +111,13 @@ def in_processes(sweep: SweepConfig, count: int, force: bool, quiet: bool, dashb
 
 
 def finish(outcome: dict | None) -> None:
-    """The ranking printed (when the report was written), and exit status 1
-    when a trial failed."""
+    """The ranking printed (when the report was written); exit status 1 when
+    a trial failed, 3 when a run of the whole sweep leaves trials that other
+    live runners hold."""
     if outcome is None:
         return
     if outcome["report"] is not None:
         show.ranking(outcome["report"], outcome["folder"])
     sweep_lib.check_failed(outcome["results"])
+    if outcome["whole"]:
+        sweep_lib.check_left(outcome["results"], outcome["folder"])

@@ -42,13 +42,14 @@ def draw(sweep: SweepConfig, manifest: dict | None = None) -> list[resample.Memb
     return resample.draw(manifest, sweep.splits, sweep.split_mode, sweep.split_sizes, sweep.split_seed)
 
 
-def entry(sweep: SweepConfig, members: list[resample.Membership]) -> dict | None:
-    """What sweep.json stores of the splits (None with ``--splits 1``)."""
+def entry(sweep: SweepConfig, members: list[resample.Membership], pool: int | None = None) -> dict | None:
+    """What sweep.json stores of the splits (None with ``--splits 1``);
+    ``pool``: the train+val images they were drawn from."""
     if not members:
         return None
     return {"count": sweep.splits, "mode": sweep.split_mode,
             "sizes": list(sweep.split_sizes) if sweep.split_sizes else None, "seed": sweep.split_seed,
-            "ratio": resample.val_train_ratio(members),
+            "ratio": resample.val_train_ratio(members), "pool": pool,
             "members": [m.to_json() | {"folder": f"{FOLDER}/split{m.index}",
                                        "members_file": f"{FOLDER}/split{m.index}/members.json"}
                         for m in members]}
@@ -75,16 +76,50 @@ def prepare(sweep: SweepConfig, stored: dict | None) -> dict | None:
         check_batch_size(max(sweep.batch_sizes), {"splits": {"train": {"count": len(m.train)}}})
     for m in members:
         resample.write(sweep.base.records, manifest, m, folder(sweep.base.out, m.index))
-    return entry(sweep, members)
+    return entry(sweep, members, pool_size(manifest))
+
+
+def pool_size(manifest: dict) -> int:
+    """The train+val images splits are drawn from."""
+    return sum(manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val"))
+
+
+def design(splits: dict) -> tuple[str, int, int, int, int]:
+    """(mode, K, n_train, n_val, pool) of stored splits: their mean sizes,
+    and the pool (a sweep.json without it: a hold-out of the whole pool)."""
+    train = round(float(np.mean([m["train"] for m in splits["members"]])))
+    val = round(float(np.mean([m["val"] for m in splits["members"]])))
+    return splits["mode"], int(splits["count"]), train, val, int(splits.get("pool") or train + val)
+
+
+def correction(splits: dict | None) -> float:
+    """The factor r of the corrected resampled t for these splits
+    (``overlap.correction_ratio``: checked against a model of overlapping
+    splits it does not assume); 0 without split replicates."""
+    if not splits:
+        return 0.0
+    from engine.study import overlap
+
+    return overlap.correction_ratio(*design(splits))
+
+
+def design_warning(splits: dict | None) -> str | None:
+    """One line when the splits lie outside the designs the correction was checked on."""
+    if not splits:
+        return None
+    from engine.study import overlap
+
+    return overlap.validated(*design(splits))
 
 
 def drawn_counts(members: list[resample.Membership], counts: dict) -> dict:
     """``counts`` with the train and val images of the drawn splits (their
-    mean: whole patients move, so they differ by a few)."""
+    mean: whole patients move, so they differ by a few) and the pool they
+    were drawn from."""
     if not members:
         return counts
     return counts | {"train": round(np.mean([len(m.train) for m in members])),
-                     "val": round(np.mean([len(m.val) for m in members]))}
+                     "val": round(np.mean([len(m.val) for m in members])), "pool": counts["train"] + counts["val"]}
 
 
 def expected_counts(sweep: SweepConfig, counts: dict) -> dict:
@@ -97,29 +132,31 @@ def expected_counts(sweep: SweepConfig, counts: dict) -> dict:
     pool = counts["train"] + counts["val"]
     if sweep.split_mode == "kfold":
         val = pool // sweep.splits
-        return counts | {"train": pool - val, "val": val}
+        return counts | {"train": pool - val, "val": val, "pool": pool}
     if sweep.split_sizes:
-        return counts | {"train": sweep.split_sizes[0], "val": sweep.split_sizes[1]}
-    return counts
+        return counts | {"train": sweep.split_sizes[0], "val": sweep.split_sizes[1], "pool": pool}
+    return counts | {"pool": pool}
 
 
-def describe(splits: dict | None, seeds: int) -> str:
-    """The report's first line: which variation its intervals describe."""
+def describe(splits: dict | None, seeds: int, test_images: int | None = None) -> str:
+    """The report's scope line: which variation the comparisons describe, and what the test metrics do."""
+    test = (f" The test metrics describe these {test_images} test images." if test_images else
+            " The test metrics describe the records' test images only.")
     if not splits:
-        return ("Intervals and tests here describe this one split only (`--splits 1`): seeds vary, the images do "
-                "not, so they say nothing about other images of the task; `--splits K` resamples them.")
-    sizes = splits["members"]
-    train = sorted({m["train"] for m in sizes})
-    val = sorted({m["val"] for m in sizes})
-    kind = {"kfold": f"{splits['count']}-fold cross-validation over the pool",
-            "holdout": (f"{splits['count']} repeated hold-outs drawn from a larger pool (--split-sizes): nearly "
-                        f"independent samples of the task" if splits.get("sizes") else
-                        f"{splits['count']} repeated hold-outs of the records' own sizes from their train+val pool")
-            }[splits["mode"]]
-    span = (lambda v: f"{v[0]}" if len(v) == 1 else f"{v[0]}-{v[-1]}")
-    return (f"Intervals and tests here describe the variation across {splits['count']} splits of this pool and "
-            f"{seeds} seed{'s' if seeds != 1 else ''} per split ({kind}; {span(train)} train / {span(val)} val "
-            f"images each, by patient and stratified by class; the test split is never in any).")
+        return ("Scope: the comparisons describe this one train/val split only (`--splits 1`): seeds vary, the "
+                "images do not, so a setting that happens to suit these validation images wins at every seed; "
+                "the verdicts hold on this validation set, and claims about the task need split replicates "
+                "(`--repeats N` without `--splits`)." + test)
+    mode, count, train, val, pool = design(splits)
+    overlap_share = train / pool if mode == "holdout" else (count - 2) / (count - 1)
+    kind = {"kfold": f"{count}-fold cross-validation over the {pool}-image pool",
+            "holdout": f"{count} hold-outs drawn from the {pool}-image train+val pool"}[mode]
+    shared = ("nearly independent samples of the task" if overlap_share < 0.25 else
+              f"two training sets share about {overlap_share:.0%} of their images, so the splits are not "
+              f"independent samples of the task: the corrected t allows for it")
+    return (f"Scope: the comparisons describe the variation across {count} splits of this pool and {seeds} "
+            f"seed{'s' if seeds != 1 else ''} per split ({kind}; about {train} train / {val} val images each, by "
+            f"patient and stratified by class; the test split is never in any; {shared})." + test)
 
 
 # --- in the report ------------------------------------------------------------
@@ -143,21 +180,44 @@ def run_array(row: dict) -> np.ndarray:
                                                                                               len(seeds))
 
 
+# Below this many splits the split/seed shares are not printed: their
+# intervals span nearly 0-100 %.
+VARIANCE_SPLITS = 5
+
+
 def variance_lines(rows: list[dict]) -> list[str]:
     """Per setting, how much of its runs' spread comes from the splits and
-    how much from the seeds (``stats.variance_components``)."""
+    how much from the seeds (``stats.variance_components``), with a 95 %
+    interval for the splits' share (the intraclass correlation's exact
+    F-based interval of a balanced one-way layout, Searle 1971); nothing
+    below ``VARIANCE_SPLITS`` splits."""
+    from scipy import stats as scipy_stats
+
     from engine.study import stats
 
     lines = []
     for row in rows:
-        split_var, seed_var = stats.variance_components(run_array(row))
-        if not (np.isfinite(split_var) and np.isfinite(seed_var)):
-            lines.append(f"- {row['setting']}: cannot tell (needs 2 splits with runs and a split with 2 seeds)")
+        runs = run_array(row)
+        complete = runs[~np.isnan(runs).any(axis=1)] if runs.size else runs
+        if len(complete) < VARIANCE_SPLITS or complete.shape[1] < 2:
+            lines.append(f"- {row['setting']}: not estimated (needs {VARIANCE_SPLITS} splits with 2 or more seeds "
+                         f"each; {len(complete)} complete)")
             continue
+        split_var, seed_var = stats.variance_components(complete)
+        a, n = complete.shape
+        within = float(np.sum((complete - complete.mean(axis=1, keepdims=True)) ** 2)) / (a * (n - 1))
+        between = n * float(np.var(complete.mean(axis=1), ddof=1))
+        if within == 0:
+            lines.append(f"- {row['setting']}: SD between splits {np.sqrt(split_var):.3g}, no seed spread")
+            continue
+        f = between / within
+        bounds = [(f / scipy_stats.f.ppf(q, a - 1, a * (n - 1)) - 1) for q in (0.975, 0.025)]
+        low, high = (max(0.0, min(1.0, b / (b + n))) for b in bounds)
         total = split_var + seed_var
-        share = f"; splits {100 * split_var / total:.0f} % of it" if total > 0 else ""
-        lines.append(f"- {row['setting']}: SD between splits {np.sqrt(split_var):.4f}, between seeds of one split "
-                     f"{np.sqrt(seed_var):.4f}{share}")
+        share = split_var / total if total > 0 else 0.0
+        lines.append(f"- {row['setting']}: SD between splits {np.sqrt(split_var):.3g}, between seeds of one split "
+                     f"{np.sqrt(seed_var):.3g}; splits {share:.0%} of the variance (95 % interval {low:.0%} to "
+                     f"{high:.0%})")
     return lines
 
 

@@ -28,9 +28,10 @@ import numpy as np
 from engine.config import SweepConfig, from_json
 from engine.errors import DamagedState, UserError
 from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, read_json
-from engine.study import clinical, paper, plots, replicates, stats
+from engine.study import clinical, equivalence, overlap, paper, plots, replicates, snapshot, stats
 from engine.training import bn_residual, read_history as training_history
-from engine.study.stats import ALPHA, POWER, TAIL, tail_mean
+from engine.study.numbers import decimals, fmt
+from engine.study.stats import ALPHA, POWER, TAIL
 from engine.study.sweep import FINISHED, LOCK, lr_scale, trials
 
 # Significant digits of every float in summary.csv and summary.json: more than
@@ -89,7 +90,7 @@ def status_of(run: dict) -> str:
 
 
 def run_statistic(run: dict) -> float | None:
-    return tail_mean([h.get("val_loss") for h in run["history"]])
+    return snapshot.statistic(run)
 
 
 def finished(runs: list[dict]) -> list[dict]:
@@ -110,9 +111,27 @@ def worst_statistic(data: dict) -> float | None:
     return max(values, default=None)
 
 
+def unfinished(run: dict) -> str | None:
+    """What a run without a result is doing: "running" (a live runner holds
+    its lock: alive on this host, or a fresh heartbeat from another),
+    "interrupted" (epochs recorded, nobody running it), "not started"; None
+    for a run with a result."""
+    if run["metrics"]:
+        return None
+    if FolderLock(run["config"].out / LOCK).held_elsewhere():
+        return "running"
+    # A folder with its config was started: killed before its first epoch ended.
+    return "interrupted" if run["history"] or (run["config"].out / "config.json").is_file() else "not started"
+
+
 def flags(runs: list[dict]) -> str:
-    """"k of n diverged", "k of n failed (reason)", ... for the runs that did not finish."""
+    """"k of n diverged", "k of n failed (reason)", "k of n interrupted", ...
+    for the runs that did not finish."""
     out = []
+    left = [unfinished(r) for r in runs]
+    for state in ("running", "interrupted", "not started"):
+        if state in left:
+            out.append(f"{left.count(state)} of {len(runs)} {state}")
     for status in ("diverged", "failed"):
         these = [r for r in runs if status_of(r) == status]
         if these:
@@ -175,9 +194,9 @@ def chance(rows: list[dict]) -> dict:
     column) of at most ``CHANCE_AUC``. A setting whose val AUC is undefined
     (one class in validation) leaves the rule silent: it cannot say
     "everywhere"."""
-    aucs = {r["setting"]: r["final_val_auc"] for r in rows if r["repeats_done"]}
+    aucs = {r["setting"]: r["val_auc"] for r in rows if r["repeats_done"]}
     fired = bool(aucs) and all(v is not None and v <= CHANCE_AUC for v in aucs.values())
-    rule = f"every setting's val AUC (last epoch, mean over its finished runs) is at most {CHANCE_AUC:g}"
+    rule = f"every setting's val AUC (at the snapshot, mean over its finished runs) is at most {CHANCE_AUC:g}"
     out = {"no_setting_learned": fired, "rule": rule, "threshold": CHANCE_AUC, "val_auc": aucs, "text": ""}
     if fired:
         top = max(aucs, key=aucs.get)
@@ -209,14 +228,13 @@ def summarise(data: dict) -> list[dict]:
         row["statistic_by_unit"] = replicates.units(by_run)
         row["statistic"], row["statistic_std"] = mean_std(list(row["statistic_by_unit"].values()))
         row["diverged_counted"] = sum(map(len, by_run.values())) - len(done)
-        final = {k: [r["history"][-1].get(k) for r in done] for k in ("val_loss", "val_accuracy", "loss", "accuracy",
-                                                                     "val_auc", "val_sensitivity",
-                                                                     "val_specificity")}
-        for key, values in final.items():
-            row[f"final_{key}"], row[f"final_{key}_std"] = mean_std(values)
+        # Every validation number at the one declared snapshot (engine.study.snapshot).
+        for key in ("val_loss", "val_accuracy", "loss", "accuracy", "val_auc", "val_sensitivity", "val_specificity"):
+            row[key], row[f"{key}_std"] = mean_std([snapshot.value(r, key) for r in done])
         best = [min(r["history"], key=lambda h: h["val_loss"] if h.get("val_loss") is not None else math.inf)
                 for r in done]
-        row["best_val_loss"], row["best_val_loss_std"] = mean_std([b.get("val_loss") for b in best])
+        # The minimum over a run's epochs: optimistic, and labelled so.
+        row["lowest_val_loss"], row["lowest_val_loss_std"] = mean_std([b.get("val_loss") for b in best])
         # An epoch is a whole number: each run's, and their median (the lower middle one for an even count).
         row["best_epochs"] = [int(b["epoch"]) for b in best]
         row["best_epoch"] = statistics.median_low(row["best_epochs"]) if best else None
@@ -247,16 +265,18 @@ def trial_states(data: dict) -> list[dict]:
     states = []
     for runs in data["settings"].values():
         for r in runs:
-            status = status_of(r)
+            status, left = status_of(r), unfinished(r)
             if status in FINISHED:
                 state, detail = "finished", status
-            elif FolderLock(r["config"].out / LOCK).held_elsewhere():
-                state, detail = "running", f"{len(r['history'])} epochs done"
+            elif left == "running":
+                lock = FolderLock(r["config"].out / LOCK)
+                state, detail = "running", f"{len(r['history'])} epochs done; {lock.state()[1]}"
             elif status == "failed":
                 state, detail = "failed", r["metrics"].get("reason", "")
             else:
                 state = "missing"
-                detail = f"interrupted after {len(r['history'])} epochs" if r["history"] else "not started"
+                epochs = f"after {len(r['history'])} epochs" if r["history"] else "before its first epoch"
+                detail = f"interrupted {epochs}: rerun the command" if left == "interrupted" else "not started"
             entry = {"name": r["name"], "state": state, "detail": detail}
             if state in ("failed", "missing"):
                 entry["rerun"] = ("engine " + shlex.join([*data["command"], "--trial", r["name"]])
@@ -275,30 +295,24 @@ def states_text(states: list[dict]) -> list[str]:
     return lines
 
 
-STATISTIC = (f"the mean validation loss of each run's last {TAIL} epochs (of all epochs when fewer), averaged over "
-             f"a setting's runs; a run that diverged (a non-finite loss or weights, a training loss above the bound, "
-             f"or a non-finite val loss in those epochs) counts as the sweep's worst finished run, so it ranks last "
-             f"at its seed (intention to treat); a run that failed otherwise is missing, never ranked. Every setting "
-             f"against every other by the difference of the statistic: a paired t over the seeds both have where "
-             f"they share at least 2 (the sweep gives every setting the same seeds), Welch's t otherwise; 95 % "
-             f"intervals unadjusted; Holm-adjusted p-values over all pairs, so the chance of calling any setting "
-             f"worse when all are equal is at most {ALPHA}. worse = another setting is better with Holm p < "
-             f"{ALPHA}; the set of best settings = those no other setting is better than; detectable = the "
-             f"smallest true difference the comparison finds with {POWER * 100:g} % power at its observed spread and "
-             f"seed count (two-sided, at the Bonferroni level {ALPHA} / pairs, which Holm's first step uses)")
-
-
-# With split replicates (``--splits K``), what the unit of the tests becomes.
-ACROSS_SPLITS = ("With split replicates the unit is the split: a setting's statistic on a split is the mean over its "
-                 "seeds there, settings are paired by split, and the paired t becomes the corrected resampled t of "
-                 "Nadeau and Bengio (2003): the variance of the mean per-split difference counts 1/K + n_val/n_train "
-                 "times the per-split variance (K - 1 degrees of freedom), since the splits' training sets overlap; "
-                 "for k-fold n_val/n_train = 1/(K - 1). Splits drawn from a larger pool (--split-sizes) overlap "
-                 "less, so the correction is conservative there")
-
-
-def statistic_text(ratio: float) -> str:
-    return STATISTIC + (f". {ACROSS_SPLITS}" if ratio > 0 else "")
+def statistic_text(select: str, splits: bool) -> str:
+    """What the ranking compares, and by which test."""
+    what = ("each run's lowest validation loss (the minimum of its epochs: optimistic)" if select == "best" else
+            f"the mean validation loss of each run's last {TAIL} epochs (of all epochs when fewer)")
+    unit = ("the split: a setting's statistic on a split is the mean over its seeds there, settings are paired by "
+            "split and compared by the corrected resampled t (Nadeau and Bengio 2003), whose factor r assumes "
+            f"that {overlap.SHARE:.0%} of the setting x split interaction comes from the training images two "
+            "splits share (docs/overlap.md)" if splits else
+            "the seed: settings are paired by seed (the sweep gives each the same seeds), by a paired t, or "
+            "Welch's t where they share fewer than 2; all seeds share one validation set")
+    return (f"{what}, averaged over a setting's runs. A run that diverged counts as the sweep's worst finished "
+            f"run, so it ranks last at its seed (intention to treat); a run that failed otherwise is missing, "
+            f"never ranked. The unit of the tests is {unit}. Every setting against every other, Holm-adjusted "
+            f"over the pairs of this sweep: when all its settings are equal, and the test's model holds, the "
+            f"chance of calling any of them worse is at most {ALPHA}. Intervals are simultaneous 95 % intervals "
+            f"(Bonferroni over the pairs), so they hold for a leader picked from the data. detectable = the "
+            f"smallest true difference a comparison finds with {POWER * 100:g} % power at its spread (two-sided, "
+            f"at the Bonferroni level {ALPHA} / pairs, Holm's first step)")
 
 
 def seeds_text(row: dict) -> str:
@@ -309,18 +323,19 @@ def seeds_text(row: dict) -> str:
             + (f"; {row['flags']}" if row["flags"] else ""))
 
 
-def method_text(paired: bool, units: int, ratio: float) -> str:
+def method_text(paired: bool, units: int, ratio: float, splits: bool) -> str:
     """The test a comparison used, in the report's words."""
+    if not splits:
+        return f"paired t over {units} shared seeds" if paired else "Welch t"
     if not paired:
-        return "Welch t" + (" (corrected for overlapping splits)" if ratio > 0 else "")
-    return stats.corrected_method(ratio, units)
+        return f"Welch t, corrected for overlapping splits (r = {ratio:.2g})"
+    return f"corrected resampled t over {units} shared splits (r = {ratio:.2g})"
 
 
 def best_line(ready: list[dict], tests: stats.Family, leader: int, members: list[int]) -> str:
     """The ranking's first line: one best setting only when the tests single it out."""
     top = ready[leader]
-    lowest = (f"{top['setting']} (val loss of the last {TAIL} epochs {top['statistic']:.4f}, final epoch "
-              f"{fmt(top.get('final_val_loss'))}, over {seeds_text(top)})")
+    lowest = f"{top['setting']} (ranking statistic {top['statistic']:.4f}, over {seeds_text(top)})"
     if len(ready) == 1:
         return f"Best on validation: **{top['setting']}**, the only ranked setting: {lowest[len(top['setting']) + 1:]}."
     if int(tests.tested_pairs) == 0:
@@ -334,41 +349,25 @@ def best_line(ready: list[dict], tests: stats.Family, leader: int, members: list
             f"significantly worse than another (the set of best settings); lowest statistic: {lowest}.")
 
 
-def power_sentence(ready: list[dict], tests: stats.Family, leader: int, ratio: float = 0.0) -> str:
-    """How many repeats would resolve the largest observed difference from the lowest setting."""
-    pairs = int(tests.tested_pairs)
-    paired = [j for j in range(len(ready)) if j != leader and tests.paired[leader, j]]
-    if not paired:
-        return ""
-    j = max(paired, key=lambda k: abs(tests.difference[leader, k]))
-    difference = float(tests.difference[leader, j])
-    if tests.p_holm[leader, j] < ALPHA:
-        return (f"The largest observed difference ({ready[j]['setting']} {difference:+.4f} against "
-                f"{ready[leader]['setting']}) is resolved (Holm p = {tests.p_holm[leader, j]:.2g}).")
-    seeds = float(tests.df[leader, j]) + 1
-    unit = paper.unit_word(ratio)
-    sd = float(tests.se[leader, j]) / math.sqrt(1 / seeds + ratio)  # the SD of one unit's difference
-    needed = stats.repeats_needed(difference, sd, pairs, ratio=ratio)
-    return (f"Resolving the largest observed difference ({ready[j]['setting']} {difference:+.4f} against "
-            f"{ready[leader]['setting']}) with {POWER * 100:g} % power among these {pairs} pairs would take "
-            + (f"about {needed} {unit}s per setting" if needed else f"more than 1000 {unit}s per setting")
-            + f" at the observed spread (now {seeds:.0f})"
-            + (": splits, not seeds, since the per-split term n_val/n_train does not shrink with more seeds."
-               if ratio > 0 else "."))
+def rounded_to(value: float, half: float) -> str:
+    """``value`` with a sign, to the decimals its interval's half width carries."""
+    return f"{value:+.{decimals(half, 4, 4, 1)}f}"
 
 
-def rank(rows: list[dict], ratio: float = 0.0) -> dict:
+def rank(rows: list[dict], ratio: float = 0.0, *, splits: bool | None = None, select: str = "last") -> dict:
     """The set of best settings by the all-pairs tests, and each other
-    setting's evidence; ``ratio``: n_val/n_train of split replicates (the
-    units are then splits, by the corrected resampled t), 0 for seeds."""
+    setting's evidence. ``splits``: the units are splits (split replicates,
+    compared by the corrected resampled t with factor ``ratio``; default:
+    ``ratio`` > 0), else seeds on one validation set."""
+    splits = ratio > 0 if splits is None else splits
     ready = [r for r in rows if r["statistic_by_unit"]]
     unranked = [r for r in rows if not r["statistic_by_unit"]]
     lines = []
     if not ready:
         lines = ["No setting has a finished run yet."]
         lines += [f"- {r['setting']}: {r['flags']}: not ranked." for r in unranked]
-        return {"best": None, "best_set": [], "leader": None, "statistic": statistic_text(ratio), "comparisons": [],
-                "text": "\n".join(lines)}
+        return {"best": None, "best_set": [], "leader": None, "statistic": statistic_text(select, splits),
+                "comparisons": [], "detectable": None, "text": "\n".join(lines)}
     tests = stats.family(paper.unit_matrix(ready), ratio=ratio)
     means = [r["statistic"] for r in ready]
     leader = min(range(len(ready)), key=lambda i: means[i])
@@ -382,14 +381,16 @@ def rank(rows: list[dict], ratio: float = 0.0) -> dict:
         if math.isnan(tests.p[leader, j]):
             entry["verdict"] = "no noise verdict possible (fewer than 2 finished runs)"
         else:
-            difference, half = float(tests.difference[leader, j]), float(tests.half[leader, j])
-            seeds = int(tests.df[leader, j]) + 1
+            difference = float(tests.difference[leader, j])
+            se, df = float(tests.se[leader, j]), float(tests.df[leader, j])
+            # Simultaneous over the family (Bonferroni): valid whichever setting the data made the leader.
+            _, half = stats.t_test(np.asarray(difference), np.asarray(se), np.asarray(df), level=ALPHA / pairs)
+            half = float(half)
             beaten_by = [ready[i]["setting"] for i in range(len(ready)) if tests.beats[i, j]]
             entry.update(difference=difference, interval=[difference - half, difference + half],
                          p=float(tests.p[leader, j]), p_holm=float(tests.p_holm[leader, j]),
-                         method=method_text(bool(tests.paired[leader, j]), seeds, ratio),
-                         detectable=stats.detectable(float(tests.se[leader, j]), float(tests.df[leader, j]),
-                                                     ALPHA / pairs),
+                         method=method_text(bool(tests.paired[leader, j]), int(df) + 1, ratio, splits),
+                         detectable=stats.detectable(se, df, ALPHA / pairs),
                          verdict=f"worse (than {', '.join(beaten_by)})" if beaten_by else
                          "in the set of best settings (no setting significantly better)")
         comparisons.append(entry)
@@ -399,32 +400,20 @@ def rank(rows: list[dict], ratio: float = 0.0) -> dict:
         if c["interval"] is None:
             lines.append(f"- {c['setting']}: {c['verdict']}.{note}")
         else:
-            lines.append(f"- {c['setting']}: val loss {c['difference']:+.4f} against {ready[leader]['setting']} "
-                         f"(95 % {c['method']} interval {c['interval'][0]:+.4f} to {c['interval'][1]:+.4f}, "
-                         f"unadjusted; Holm-adjusted p = {c['p_holm']:.3g} over {pairs} pairs; detectable at "
-                         f"{POWER * 100:g} % power: {c['detectable']:.4f}): {c['verdict']}.{note}")
+            half = (c["interval"][1] - c["interval"][0]) / 2
+            places = decimals(half, 4, 4, 1)
+            lines.append(f"- {c['setting']}: val loss {rounded_to(c['difference'], half)} against "
+                         f"{ready[leader]['setting']} (simultaneous 95 % interval {c['interval'][0]:+.{places}f} "
+                         f"to {c['interval'][1]:+.{places}f}; {c['method']}; Holm p = {c['p_holm']:.2g} over "
+                         f"{pairs} pairs; detectable: {c['detectable']:.{places}f}): {c['verdict']}.{note}")
     lines += [f"- {r['setting']}: {r['flags']}: not ranked (no finished run)." for r in unranked]
-    sentence = power_sentence(ready, tests, leader, ratio)
-    if sentence:
-        lines += ["", sentence]
+    detectable = [c["detectable"] for c in comparisons if c["detectable"] is not None]
     best_set = [ready[i]["setting"] for i in members]
     return {"best": best_set[0] if len(best_set) == 1 and (len(ready) == 1 or tests.tested_pairs) else None,
             "best_set": best_set, "leader": ready[leader]["setting"], "comparisons": comparisons,
-            "text": "\n".join(lines), "statistic": statistic_text(ratio),
+            "detectable": [min(detectable), max(detectable)] if detectable else None,
+            "text": "\n".join(lines), "statistic": statistic_text(select, splits),
             "not_ranked": [{"setting": r["setting"], "flags": r["flags"]} for r in unranked]}
-
-
-def fmt(value, digits=4) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def decimals(spread: float | None, default: int = 3, most: int = 4, least: int = 0) -> int:
-    """Decimal places that show ``spread`` (an SD, an interval's half width) to
-    2 significant digits, between ``least`` and ``most``: a number is not
-    shown finer than the noise around it. ``default`` without a spread."""
-    if spread is None or not math.isfinite(spread) or spread <= 0:
-        return default
-    return min(most, max(least, 1 - math.floor(math.log10(spread))))
 
 
 def pm(mean: float | None, sd: float | None, n: int, default: int = 3, most: int = 4) -> str:
@@ -489,9 +478,10 @@ def momentum_text(rows: list[dict], train_count: int | None, bn_stats: str) -> s
 # Said above the table, where "±" is first used.
 PLUS_MINUS = ("Each cell is a mean ± SD over the setting's finished runs: the sample standard deviation over runs "
               "(n - 1 in the denominator). A setting with one run shows its value alone.")
-COLUMNS = [f"val loss (last {TAIL}): the ranking statistic (below); a diverged run counts as the sweep's worst.",
-           "best epoch: the epoch of each run's lowest val loss.",
-           "val AUC: at the last epoch.",
+COLUMNS = ["val loss: the ranking statistic, at the snapshot (above); a diverged run counts as the sweep's worst.",
+           "val acc, val AUC: at the same snapshot.",
+           "lowest val loss: the minimum over each run's epochs, optimistic (a minimum of noisy values); best "
+           "epoch: the epoch it was reached at.",
            "s/run: seconds of training and validation per run, without the one-off compile.",
            "compile s: that one-off, tracing and compiling the step; the most any of the setting's runs paid. "
            "A trial pays it when its process compiles the step anew (its first trial, or one whose step differs); "
@@ -502,57 +492,67 @@ COLUMNS = [f"val loss (last {TAIL}): the ranking statistic (below); a diverged r
 
 def table_lines(rows: list[dict]) -> list[str]:
     """The validation table: what ± means above it, what its columns mean below.
-    Test metrics have their own section (``clinical_lines``), with intervals."""
+    Test metrics have their own section (``clinical.report_lines``), with intervals."""
     lines = [PLUS_MINUS, "",
-             f"| setting | runs | not finished | BN momentum | val loss (last {TAIL}) | final val loss | "
-             "final val acc | best val loss | best epoch | val AUC | s/run | compile s | img/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| setting | runs | not finished | BN momentum | val loss | val acc | val AUC | lowest val loss | "
+             "best epoch | s/run | compile s | img/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         n = r["repeats_done"]
         cell = lambda k: pm(r[k], r.get(k + "_std"), n)  # noqa: E731
         momentum = ", ".join(f"{m:g}" for m in r["bn_momentum"]) or "-"
         lines.append(f"| {r['setting']} | {n}/{r['repeats']} | {r['flags'] or '-'} | {momentum} | "
                      f"{pm(r['statistic'], r['statistic_std'], len(r['statistic_by_unit']), 4)} | "
-                     f"{cell('final_val_loss')} | {cell('final_val_accuracy')} | {cell('best_val_loss')} | "
-                     f"{epochs_text(r.get('best_epochs', []))} | {cell('final_val_auc')} | "
+                     f"{cell('val_accuracy')} | {cell('val_auc')} | {cell('lowest_val_loss')} | "
+                     f"{epochs_text(r.get('best_epochs', []))} | "
                      f"{pm(r['train_seconds'], r.get('train_seconds_std'), n, 0, 1)} | "
                      f"{significant(r.get('compile_seconds'), 2)} | {significant(r['images_per_second'])} |")
     return lines + [""] + [f"- {line}" for line in COLUMNS]
 
 
-def clinical_lines(table: dict | None) -> list[str]:
-    """The report's test-metrics section: each setting's seed ensemble scored on
-    the test images with intervals, calibration, and the paired DeLong
-    difference in test AUC of the reference setting against it."""
-    if not table or not any(row["runs"] for row in table["rows"]):
-        return []
-    shown = ("accuracy", "sensitivity", "specificity", "auc")
-    methods = sorted({row["interval_methods"][m] for row in table["rows"] if row["runs"] for m in shown
-                      if m in row["interval_methods"]})
-    lines = ["## Test metrics (reported, never used to choose)", "",
-             f"Per setting: {table['pooling']}. Intervals are 95 % ({', '.join(methods)}). "
-             f"AUC difference: {table['difference']}, reference {table['reference']} (the lowest validation "
-             f"statistic; not a claim that it is best unless the ranking says so).", "",
-             "| setting | runs | test acc | test sens | test spec | test AUC | Brier | ECE | AUC difference (p) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for row in table["rows"]:
-        if not row["runs"]:
-            lines.append(f"| {row['setting']} | 0 | - | - | - | - | - | - | - |")
-            continue
+def margin_lines(rows: list[dict], margin: float, ratio: float) -> list[str]:
+    """The ``--margin`` section: which settings are equivalent within it and
+    which is best within it (``engine.study.equivalence``)."""
+    ready = [r for r in rows if r["statistic_by_unit"]]
+    found = equivalence.lines([r["setting"] for r in ready], paper.unit_matrix(ready), margin, ratio) if ready else []
+    return [f"## Within the margin of {margin:g} (stated before training)", "",
+            "Two one-sided tests at 5 % each: \"equivalent within D\" when the pair's 90 % interval lies inside -D "
+            "to +D; \"best within D\" when a setting is worse than every other by less than D, each pair one-sided "
+            "at 5 % (intersection-union). Each line holds at 5 % on its own.", "",
+            *(f"- {line}" for line in found or ["no setting has 2 finished runs: nothing to test"]), ""]
 
-        def cell(metric: str) -> str:
-            # As many decimals as the interval's half width carries (2 or 3 for a proportion).
-            value, (low, high) = row["metrics"].get(metric), row["intervals"].get(metric, (None, None))
-            places = decimals(None if low is None or high is None else (high - low) / 2, 3, 3, 2)
-            return "-" if value is None else f"{value:.{places}f} ({fmt(low, places)}-{fmt(high, places)})"
-        diff = row["auc_difference"]
-        diff_text = "reference" if row["setting"] == table["reference"] else "-" if diff is None else (
-            f"{diff['difference']:+.3f} ({diff['low']:+.3f} to {diff['high']:+.3f}; p = {diff['p']:.2g})")
-        lines.append(f"| {row['setting']} | {row['runs']} | {cell('accuracy')} | {cell('sensitivity')} | "
-                     f"{cell('specificity')} | {cell('auc')} | {fmt(row['brier'], 3)} | {fmt(row['ece'], 3)} | "
-                     f"{diff_text} |")
-    return lines + ["", "Brier: mean squared error of P(positive); ECE: expected calibration error over 10 "
-                        "equal-width bins; `calibration.png` shows the reliability diagrams.", ""]
+
+def design_lines(data: dict, rows: list[dict], ranking: dict, ratio: float, test_images: int | None) -> list[str]:
+    """The report's first lines: what was run, the one snapshot, what the
+    comparisons and the test metrics describe, and the smallest difference
+    the design could detect."""
+    sweep, splits, choice = data["sweep"], data["splits"], data["choice"]
+    runs = (f"{sweep.splits} splits x {sweep.repeats} seed{'s' if sweep.repeats != 1 else ''}" if splits else
+            f"{sweep.repeats} seed{'s' if sweep.repeats != 1 else ''} on the records' own split")
+    lines = [f"What was run: {len(rows)} settings x {runs}; {sweep.base.epochs} epochs; {sweep.base.model.name} "
+             f"({sweep.base.model.weights} weights) at {sweep.base.model.image_size} px; augmentation "
+             f"{sweep.base.augment}; budget {sweep.budget}, lr scaling {sweep.lr_scaling}; "
+             f"{choice.get('precision', '?')}, XLA {choice.get('xla', '?')}.", "",
+             snapshot.describe(sweep.base.select, sweep.base.epochs), "",
+             replicates.describe(splits, sweep.repeats, test_images), ""]
+    pairs = len(ranking["comparisons"]) and len(rows) * (len(rows) - 1) // 2
+    if ranking.get("detectable"):
+        low, high = ranking["detectable"]
+        span = f"{low:.2g}" if f"{low:.2g}" == f"{high:.2g}" else f"{low:.2g} to {high:.2g}"
+        method = (f"corrected resampled t over {sweep.splits} splits (r = {ratio:.2g}, assuming "
+                  f"{overlap.SHARE:.0%} of the setting x split interaction comes from shared training images)"
+                  if splits else f"paired t over {sweep.repeats} seeds on this validation set")
+        bound = (" (the r term bounds it: more splits narrow it little, more images would)"
+                 if splits and ratio >= 0.5 and sweep.splits >= 5 else "")
+        lines += [f"Comparisons: {method}, Holm over {pairs} pairs; the design detects with {POWER * 100:g} % power "
+                  f"a difference in the ranking statistic of {span}{bound}.", ""]
+    elif sweep.repeats * max(sweep.splits, 1) < 2:
+        lines += ["Comparisons: none possible with one run per setting (as in the paper): the order of the "
+                  "statistics may be noise; `--repeats 3` trains 3 splits per setting and makes them possible.", ""]
+    warning = replicates.design_warning(splits)
+    if warning:
+        lines += [f"Warning: {warning}.", ""]
+    return lines
 
 
 def write(folder: Path) -> dict:
@@ -562,15 +562,15 @@ def write(folder: Path) -> dict:
 
     data = collect(folder)
     rows = summarise(data)
-    # With split replicates the tests' unit is the split, corrected for the
-    # images the splits share (n_val/n_train); otherwise the seed.
+    # With split replicates the tests' unit is the split, corrected for what
+    # the splits share (replicates.correction); otherwise the seed.
     splits = data["splits"]
-    ratio = float(splits["ratio"]) if splits else 0.0
-    ranking = rank(rows, ratio)
+    ratio = replicates.correction(splits)
     sweep = data["sweep"]
+    ranking = rank(rows, ratio, splits=bool(splits), select=sweep.base.select)
     # A diverged run is a run of its setting that shows none of a claim's properties (None).
     claims = paper.check(sweep, rows, {s: [r["history"] for r in finished(runs)] + [None] * len(diverged(runs))
-                                       for s, runs in data["settings"].items()}, ratio)
+                                       for s, runs in data["settings"].items()}, ratio, one_split=not splits)
     deviations = data["deviations"]
     if deviations is None:  # a sweep.json from before deviations were recorded
         deviations = paper.deviations(sweep, load_manifest(sweep.base.records), data["choice"], data["machine"])
@@ -597,29 +597,19 @@ def write(folder: Path) -> dict:
                                                   "claims": claims, "deviations": deviations, "trials": states,
                                                   "test": clinical_table}),
                 default=str)
-    scored = sorted({m.split(" (")[0] for r in rows for m in r["model_scored"]})
-    lines = [f"# {sweep.axis} study ({sweep.preset} preset)", "", replicates.describe(splits, sweep.repeats), ""]
+    try:  # the records may live on another machine than the report
+        split_counts = load_manifest(sweep.base.records)["splits"]
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        split_counts = {}
+    lines = [f"# {sweep.axis} study ({sweep.preset} preset)", ""]
     if learned["no_setting_learned"]:
         lines += [learned["text"], ""]
-    lines += [f"{len(rows)} settings x " + (f"{sweep.splits} splits x " if sweep.splits > 1 else "")
-              + f"{sweep.repeats} repeat(s); {sweep.base.epochs} epochs; model "
-              f"{sweep.base.model.name} ({sweep.base.model.weights} weights) at {sweep.base.model.image_size} px; "
-              f"augmentation {sweep.base.augment}; budget {sweep.budget}, lr scaling {sweep.lr_scaling}; "
-              f"{data['choice'].get('precision', '?')}, XLA {data['choice'].get('xla', '?')}; test metrics of the "
-              f"{' / '.join(scored) or sweep.base.select} model of each run.", ""]
+    lines += design_lines(data, rows, ranking, ratio, split_counts.get("test", {}).get("count"))
     if sweep.axis in ("batch", "grid") and sweep.budget == "epochs" and len(sweep.batch_sizes) > 1:
         low, high = min(sweep.batch_sizes), max(sweep.batch_sizes)
         lines += [f"With an equal number of epochs, a larger batch makes fewer optimizer updates (batch {high} "
                   f"gets {low}/{high} of batch {low}'s): as in the paper's design, batch size and the number of "
                   f"updates are confounded. `--budget steps` separates them.", ""]
-    if sweep.repeats == 1:
-        lines += ["One run per setting, as in the paper: no noise verdict is possible (a comparison needs at least 2 "
-                  "seeds per setting), so every comparative claim says cannot tell; the order of the statistics may "
-                  "be noise.", ""]
-    try:  # the records may live on another machine than the report
-        split_counts = load_manifest(sweep.base.records)["splits"]
-    except (OSError, ValueError, KeyError, TypeError, UserError):
-        split_counts = {}
     lines += table_lines(rows) + ["", momentum_text(rows, split_counts.get("train", {}).get("count"),
                                                      sweep.base.bn_stats)]
     finder = folder / "lr_find.json"
@@ -634,21 +624,31 @@ def write(folder: Path) -> dict:
                                 f"({found['rule']}){where}.")
     lines += ["", "## Ranking (validation only)", "", ranking["text"], "", f"Statistic: {ranking['statistic']}.",
               "Test metrics are reported, never used to choose.", ""]
+    if sweep.margin is not None:
+        lines += margin_lines(rows, sweep.margin, ratio)
     if splits:
         compared = replicates.comparisons(rows, ranking)
         drawn = bool(compared) and plots.plot_splits(compared, folder / "splits.png",
-                                                     unit=f"val loss of the last {TAIL} epochs") is not None
+                                                     unit="val loss at the snapshot") is not None
         lines += ["## Across splits", "", "Where each setting's spread comes from (one-way random-effects "
-                  "ANOVA of its runs, split x seed; method of moments):", ""] + replicates.variance_lines(rows)
+                  "ANOVA of its runs, split x seed; method of moments; the splits' share with its exact 95 % "
+                  "interval):", ""] + replicates.variance_lines(rows)
         lines += ["", "![splits](splits.png)", ""] if drawn else [""]
     if claims:
         lines += ["## The paper's claims", "", "| claim | evidence | verdict |", "|---|---|---|"]
         lines += [f"| {c['claim']} | {c['evidence']} | {c['verdict']}"
                   f"{' (' + c['runs_label'] + ')' if c.get('runs_label') else ''} |" for c in claims]
-        lines += ["", f"Words: {paper.DEFINITIONS}.", ""]
+        lines += ["", "Each claim's chance of a wrong verdict:", ""]
+        lines += [f"- {c['claim']}: {paper.ERROR_RATES[c['claim']]}." for c in claims
+                  if c["claim"] in paper.ERROR_RATES]
+        axes = [a for a in ("lr", "batch") if paper.family(sweep, rows, a)]
+        lines += ["", "The chance that at least one claim of the table fires wrongly on a sweep where every setting "
+                  "is the same (simulated on " + paper.NULL_DESIGN + "): "
+                  + ", ".join(f"{paper.NULL_ANY_CLAIM[a]:.0%} on the {a} axis" for a in axes) + ".",
+                  "", f"Words: {paper.DEFINITIONS}.", ""]
     if any(st["state"] != "finished" for st in states):
         lines += ["## Trials not finished", ""] + states_text(states) + [""]
-    lines += clinical_lines(clinical_table)
+    lines += clinical.report_lines(clinical_table)
     lines += ["## Differences from the paper's setup", ""]
     lines += [f"- {d['what']}: the paper {d['paper']}; here {d['here']}." for d in deviations] or ["- none"]
     lines += ["", "![curves](curves.png)", "", "![compare](compare.png)", ""]

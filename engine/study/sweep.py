@@ -30,9 +30,9 @@ import keras
 from engine import machine, training
 from engine.config import SweepConfig, TrainConfig, differences, from_json
 from engine.data.manifest import check_batch_size, load_manifest
-from engine.errors import DamagedState, RuntimeFailure, Terminated, UserError, one_line
+from engine.errors import DamagedState, LeftRunning, RuntimeFailure, Terminated, UserError, one_line
 from engine.io import FolderLock, atomic_json, create_once, read_json, remove_temp_files
-from engine.study import inputs, paper, replicates
+from engine.study import inputs, paper, replicates, stats
 
 LOCK = ".lock"  # a trial folder's lock: held while a runner trains it
 
@@ -214,34 +214,43 @@ def repeats_summary(sweep: SweepConfig, counts: dict | None = None) -> dict:
     comparison needs 2 seeds per setting, or 2 splits), and the smallest
     difference each comparison of the report's all-pairs family then detects
     with 80 % power."""
-    from engine.study import stats
-
     settings = len(sweep.lrs) * len(sweep.batch_sizes) * len(sweep.optimizers)
     pairs = settings * (settings - 1) // 2
     if settings < 2:
         return {"comparative": False, "detectable_sds": None, "text": "one setting: nothing to compare"}
     if sweep.splits > 1:
         # Compared across splits by the corrected resampled t: the per-split
-        # differences' variance counts 1/K + n_val/n_train times.
+        # differences' variance counts 1/K + r times (engine.study.overlap).
+        from engine.study import overlap
+
         counts = counts or {}
-        ratio = counts.get("val", 1) / max(counts.get("train", 1), 1)
+        train, val = counts.get("train", 1), counts.get("val", 1)
+        pool = counts.get("pool") or train + val
+        ratio = overlap.correction_ratio(sweep.split_mode, sweep.splits, train, val, pool)
         sds = stats.detectable_in_sds(sweep.splits, pairs, ratio=ratio)
-        return {"comparative": True, "detectable_sds": round(sds, 2),
-                "text": f"--splits {sweep.splits} x --repeats {sweep.repeats}: each of the {pairs} comparisons "
-                        f"between settings, over the splits (corrected resampled t, n_val/n_train = {ratio:.2g}), "
-                        f"detects with {stats.POWER * 100:g} % power only differences of at least {sds:.1f} SDs of "
-                        f"the per-split differences"}
+        warning = overlap.validated(sweep.split_mode, sweep.splits, train, val, pool)
+        if sweep.splits >= 5 and ratio >= 0.5:
+            bound = f"; more splits narrow it little (r = {ratio:.2g} bounds it): more images would"
+        else:
+            more = max(5, sweep.splits + 2)
+            wider = overlap.correction_ratio(sweep.split_mode, more, train, val, pool)
+            bound = f"; {more} splits would detect {stats.detectable_in_sds(more, pairs, ratio=wider):.1f}"
+        return {"comparative": True, "detectable_sds": round(sds, 1), "ratio": ratio, "warning": warning,
+                "text": f"{sweep.splits} splits x {sweep.repeats} seed{'s' if sweep.repeats != 1 else ''}: each of "
+                        f"the {pairs} comparisons between settings (corrected resampled t over the splits, r = "
+                        f"{ratio:.2g}) detects with {stats.POWER * 100:g} % power only differences of at least "
+                        f"{sds:.1f} SDs of a per-split difference{bound}" + (f"; warning: {warning}" if warning
+                                                                             else "")}
     if sweep.repeats < 2:
         return {"comparative": False, "detectable_sds": None,
-                "text": f"--repeats {sweep.repeats} is too small for any comparative verdict: a comparison needs "
-                        f"at least 2 seeds per setting, so the ranking names no best setting and every claim that "
-                        f"compares settings says cannot tell"}
+                "text": f"one run per setting (--repeats {sweep.repeats}): no comparative verdict is possible, so "
+                        f"the ranking names no best setting and every claim that compares settings says cannot "
+                        f"tell; --repeats 3 trains 3 splits of the pool per setting and makes comparisons possible"}
     sds = stats.detectable_in_sds(sweep.repeats, pairs)
-    needed = stats.repeats_needed(2.0, 1.0, pairs)
-    return {"comparative": True, "detectable_sds": round(sds, 2),
-            "text": f"--repeats {sweep.repeats}: each of the {pairs} comparisons between settings detects with "
-                    f"{stats.POWER * 100:g} % power only differences of at least {sds:.1f} SDs of the per-seed "
-                    f"differences" + (f"; --repeats {needed} would detect 2 SDs" if needed > sweep.repeats else "")}
+    return {"comparative": True, "detectable_sds": round(sds, 1),
+            "text": f"{sweep.repeats} seeds on the records' own split (--splits 1): each of the {pairs} comparisons "
+                    f"detects with {stats.POWER * 100:g} % power differences of at least {sds:.1f} SDs of a per-seed "
+                    f"difference, on this validation set only (every seed validates on the same images)"}
 
 
 def disk_summary(plan: list[Trial], channels: int, processes: int = 1) -> dict:
@@ -362,6 +371,8 @@ def shared_choices(sweep: SweepConfig, force: bool, splits: dict | None = None) 
         "config": sweep.to_json(), "command": rerun_args(out), "machine": described, "choice": numerics.to_json(),
         "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(), described),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits,
+        # The one model snapshot every run is ranked, tabulated and tested by, declared before any trial trains.
+        "snapshot": {"select": sweep.base.select, "tail": stats.TAIL},
         "trials": [{"index": i, "name": t.name, "setting": t.setting, "lr": t.config.lr,
                     "batch_size": t.config.batch_size, "optimizer": t.config.optimizer, "epochs": t.config.epochs,
                     "split": t.split, "seed": t.config.seed}
@@ -480,12 +491,12 @@ def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bo
             result = None if restart else finished_result(trial)
             lock = None if result else FolderLock(trial.config.out / LOCK)
             if lock is not None and not lock.acquire():
-                result = {"status": RUNNING_ELSEWHERE}
+                result = {"status": RUNNING_ELSEWHERE, "trial": trial.name, "holder": lock.state()[1]}
             elif lock is not None:
                 try:
                     if lock.taken_over is not None:
-                        event("note", trial, {"text": f"{trial.name}: took over its lock (no heartbeat for "
-                                                      f"{lock.taken_over:.0f} s: its runner is gone)"})
+                        event("note", trial, {"text": f"{trial.name}: took over its lock ({lock.taken_over}: "
+                                                      f"resuming from its last epoch)"})
                     compiles = step_key(trial.config) not in compiled  # what the dashboard says
                     compiled.add(step_key(trial.config))
                     result = (None if restart else finished_result(trial)) or \
@@ -519,6 +530,19 @@ def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: in
     trial.config.out.mkdir(parents=True, exist_ok=True)
     atomic_json(trial.config.out / "metrics.json", result)
     return result
+
+
+def check_left(results: list[dict], out: Path) -> None:
+    """Raises ``LeftRunning`` (exit status 3) for trials that other live
+    runners hold, unfinished: a run of the whole sweep has not ended it then
+    (a runner of one shard or ``--trial`` leaves them to their holders)."""
+    held = [r for r in results if r.get("status") == RUNNING_ELSEWHERE]
+    if held:
+        shown = "; ".join(f"{r.get('trial', '?')} ({r.get('holder', 'another runner')})" for r in held[:3])
+        more = f"; and {len(held) - 3} more" if len(held) > 3 else ""
+        count = f"{len(held)} trials of this sweep are" if len(held) > 1 else "1 trial of this sweep is"
+        raise LeftRunning(f"{count} held unfinished by other live runners: {shown}{more}; the report covers what is "
+                          f"finished: rerun this command once they end (engine report {out} shows them)")
 
 
 def check_failed(results: list[dict]) -> None:

@@ -21,7 +21,8 @@ model and data layers and the base modules.
 """
 
 from engine.training.evaluation import evaluate_saved, predict_images, read_scores
-from engine.training.metrics import calibration_bins, delong_test, scores_summary, youden_threshold
+from engine.training.metrics import (binary_metrics, brier_score, calibration_bins, delong_test,
+                                     expected_calibration_error, scores_summary, youden_threshold)
 from engine.training.numerics import (Numerics, auto_candidates, bn_residual, likely as likely_numerics,
                                       remember_rates)
 from engine.training.pace import Pace, Shape as PaceShape, estimate as estimate_pace, record as record_pace, run_seconds
@@ -38,4 +39,5 @@ __all__ = ["Numerics", "PROCESS_WIDE", "Pace", "PaceShape", "Run", "STATUS_DIVER
            "predict_images", "prepare", "read_history", "record_pace", "remember_rates", "run_disk_mb", "run_seconds",
            "step_augment_fn", "train",
            # per-image scores and the statistics computed from them across runs
-           "calibration_bins", "delong_test", "read_scores", "scores_summary", "youden_threshold"]
+           "binary_metrics", "brier_score", "calibration_bins", "delong_test", "expected_calibration_error",
+           "read_scores", "scores_summary", "youden_threshold"]

@@ -25,19 +25,31 @@ Intervals (``summary`` states each one's method in ``interval_methods``):
   is at least the level for every true rate, including at 0 and 1 where a
   percentile bootstrap collapses to a point (100/100 correct: lower bound
   0.964, not 1). ``wilson`` is the narrower alternative (0.963 there);
-* AUC: DeLong's variance of the Mann-Whitney statistic (``delong``), a normal
-  interval clipped to [0, 1]. When that variance is 0 (every positive above
-  every negative, or below) the DeLong interval would be a point, so the
-  score interval of Newcombe (2006, method 5) is used instead
+* AUC: DeLong's variance of the Mann-Whitney statistic (``delong``) on the
+  logit scale (``auc_interval``): ``logit(AUC) -+ z se / (AUC (1 - AUC))``
+  (delta method), back-transformed, so the interval stays inside (0, 1) and
+  is skewed away from 1 as the AUC's sampling distribution is. A normal
+  interval on the AUC scale clipped to [0, 1] covers only 0.90 at AUC 0.95
+  and 0.83 at AUC 0.99 with 50 + 50 images. When the DeLong variance is 0
+  (every positive above every negative, or below) the interval would be a
+  point, so the score interval of Newcombe (2006, method 5) is used instead
   (``auc_score_interval``). ``delong_test`` compares two score sets on the
-  same images (difference, interval, p-value);
+  same images (difference, interval, p-value; a MOVER interval and no
+  p-value where DeLong's variance of the difference is 0);
 * balanced accuracy: MOVER (Zou & Donner 2008) from the Clopper-Pearson
   intervals of sensitivity and specificity;
-* F1: percentile bootstrap, examples resampled within each class
-  (``bootstrap_intervals``); it can collapse when every example is right.
+* F1 and the ECE: percentile bootstrap, examples resampled within each class
+  (``bootstrap_intervals``, ``ece_interval``); F1's can collapse when every
+  example is right.
 
 Calibration: ``brier_score`` and ``expected_calibration_error`` over
 ``CALIBRATION_BINS`` equal-width bins of P(positive) (``calibration_bins``).
+The ECE is biased upward on small sets (about 0.08 for a perfectly calibrated
+model on 100 images), so ``calibrated_ece`` gives the ECE such a model would
+show with the same scores, to read it against. ``recalibration`` fits the
+calibration slope (logistic regression of the label on logit(score)) and the
+calibration-in-the-large intercept (the logit as offset), with profile
+likelihood intervals.
 
 All functions are pure and use numpy and scipy only.
 """
@@ -48,7 +60,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 # The metrics of `binary_metrics` that are rates, in reporting order; each gets
 # an interval.
@@ -65,10 +77,26 @@ INTERVAL_METHODS = MappingProxyType({
     "accuracy": "Clopper-Pearson", "sensitivity": "Clopper-Pearson", "specificity": "Clopper-Pearson",
     "precision": "Clopper-Pearson", "npv": "Clopper-Pearson",
     "f1": "percentile bootstrap, examples resampled within each class",
-    "auc": "DeLong",
+    "auc": "DeLong on the logit scale",
     "balanced_accuracy": "MOVER from the Clopper-Pearson intervals of sensitivity and specificity",
 })
 AUC_FALLBACK = "Newcombe score interval (the DeLong variance is 0, as when the classes are completely separated)"
+# `delong_test`'s method, and the one it falls back on where the DeLong variance of the difference is 0 (both score
+# sets rank the classes alike, e.g. both perfectly): a normal interval would be the point itself.
+DELONG_TEST = "DeLong's paired test, normal interval"
+DELONG_TEST_FALLBACK = ("MOVER interval from the two AUCs' Newcombe score intervals, their correlation taken as 0 "
+                        "(conservative for scores of the same images); no p-value, as DeLong's variance of the "
+                        "difference is 0")
+ECE_INTERVAL = "percentile bootstrap, examples resampled within each class"
+ECE_REFERENCE = ("mean ECE of labels drawn as Bernoulli(score) for the observed scores (a perfectly calibrated model "
+                 "on a set of this size and these scores), by simulation with a fixed seed")
+RECALIBRATION = ("logistic recalibration on logit(score): slope from the joint fit of intercept and slope; intercept "
+                 "from calibration-in-the-large (intercept only, logit(score) as offset); 95 % profile likelihood "
+                 "intervals, standard errors from the Fisher information")
+
+# Scores are clipped to [LOGIT_CLIP, 1 - LOGIT_CLIP] before the logit: a float32 sigmoid saturates to exactly 0 or
+# 1, whose logit is infinite; the bound is Keras' fuzz factor, which its loss clips to as well (logit +-16.1).
+LOGIT_CLIP = 1e-7
 
 # Resamples drawn and evaluated together: bounds the memory of one step to
 # about _CHUNK x n integers whatever the number of resamples.
@@ -304,7 +332,16 @@ def delong(y_true, scores) -> tuple[float, float]:
 
 
 def auc_interval(y_true, scores, level: float = 0.95) -> tuple[float, float, str]:
-    """AUC interval: DeLong's, or Newcombe's score interval where DeLong's variance is 0.
+    """AUC interval: DeLong's on the logit scale, or Newcombe's score interval where DeLong's variance is 0.
+
+    ``logit_interval(A, se)``: the delta method carries DeLong's standard
+    error of ``A`` to ``logit(A)``, whose sampling distribution is far closer
+    to normal near 1 than ``A``'s. With 50 + 50 binormal images (20,000
+    simulations) it covers 0.95 at AUC 0.80 and 0.94 at 0.98 and 0.99, each
+    tail missing at most 3.6 %, where a normal interval on the AUC scale
+    clipped to [0, 1] covers 0.86 at 0.98 and 0.83 at 0.99, missing 14 % and
+    17 % below. At AUC 0 or 1 the variance is 0 and the logit infinite, so
+    the score interval takes over.
 
     Returns:
         ``(low, high, method)``, the method one of ``INTERVAL_METHODS["auc"]``
@@ -314,11 +351,29 @@ def auc_interval(y_true, scores, level: float = 0.95) -> tuple[float, float, str
     auc, variance = delong(y, s)
     if np.isnan(auc):
         return float("nan"), float("nan"), INTERVAL_METHODS["auc"]
-    if not variance > 0:
+    if not (variance > 0 and 0 < auc < 1):
         low, high = auc_score_interval(auc, int(np.count_nonzero(y)), int(np.count_nonzero(y == 0)), level)
         return low, high, AUC_FALLBACK
-    half = _z(level) * np.sqrt(variance)
-    return float(max(0.0, auc - half)), float(min(1.0, auc + half)), INTERVAL_METHODS["auc"]
+    low, high = logit_interval(auc, np.sqrt(variance), level)
+    return float(low), float(high), INTERVAL_METHODS["auc"]
+
+
+def logit_interval(estimate, se, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Normal interval of a proportion on the logit scale, back-transformed: ``expit(logit(estimate) -+ z se_logit)``
+    with the delta-method ``se_logit = se / (estimate (1 - estimate))``.
+
+    Args:
+        estimate: The estimate(s), strictly between 0 and 1 (arrays broadcast).
+        se: Its standard error on the proportion scale.
+        level: Coverage.
+
+    Returns:
+        ``(low, high)``, strictly inside (0, 1).
+    """
+    estimate, se = np.asarray(estimate, dtype=np.float64), np.asarray(se, dtype=np.float64)
+    half = _z(level) * se / (estimate * (1 - estimate))
+    centre = special.logit(estimate)
+    return special.expit(centre - half), special.expit(centre + half)
 
 
 def auc_score_interval(auc: float, n_positive: int, n_negative: int,
@@ -354,9 +409,14 @@ def delong_test(y_true, scores_a, scores_b, level: float = 0.95) -> dict:
     ``var_a + var_b - 2 cov_ab`` from the two score sets' placement values
     (covariances over the same positives and the same negatives), so the
     images both sets share are accounted for. Normal interval and two-sided
-    p-value; when the variance is 0 (both sets rank the classes alike, e.g.
-    both perfect) the interval is the difference itself and p is 1 for no
-    difference, 0 otherwise.
+    p-value (``DELONG_TEST``). When that variance is 0 (both sets rank the
+    classes alike, e.g. both perfectly) a normal interval would be the
+    difference itself and the p-value 1 or 0, claims the data cannot carry;
+    instead the interval is MOVER (Newcombe 1998, Zou & Donner 2008) from
+    the two AUCs' score intervals (``auc_score_interval``) with their
+    correlation taken as 0, which only widens it for positively correlated
+    AUCs, and the p-value is nan (``DELONG_TEST_FALLBACK``). Both perfect on
+    50 + 50 images: 0 (-0.040 to +0.040).
 
     Args:
         y_true: 1 for the positive class, 0 otherwise; both classes needed.
@@ -364,8 +424,10 @@ def delong_test(y_true, scores_a, scores_b, level: float = 0.95) -> dict:
         level: Coverage of the interval.
 
     Returns:
-        ``{"auc_a", "auc_b", "difference", "se", "low", "high", "z", "p"}``;
-        ``se``, ``z`` and ``p`` are nan with one positive and one negative.
+        ``{"auc_a", "auc_b", "difference", "se", "low", "high", "z", "p",
+        "method"}``; ``se``, ``z``, ``p`` and the bounds are nan with one
+        positive and one negative; ``z`` and ``p`` are nan (``se`` 0) where
+        the MOVER interval stands in.
     """
     y, a = _checked(y_true, scores_a)
     _, b = _checked(y, scores_b)
@@ -374,6 +436,7 @@ def delong_test(y_true, scores_a, scores_b, level: float = 0.95) -> dict:
     (auc_a, auc_b), cov = _delong_moments(y, np.stack([a, b]))
     difference = auc_a - auc_b
     variance = max(0.0, cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    method = DELONG_TEST
     if np.isnan(variance) or variance > 0:
         se = float(np.sqrt(variance))
         z = difference / se
@@ -381,11 +444,12 @@ def delong_test(y_true, scores_a, scores_b, level: float = 0.95) -> dict:
         p = float(2 * stats.norm.sf(abs(z)))
         low, high = difference - half, difference + half
     else:
-        se, low, high = 0.0, difference, difference
-        z = 0.0 if difference == 0 else float(np.copysign(np.inf, difference))
-        p = 1.0 if difference == 0 else 0.0
+        m, n = int(np.count_nonzero(y == 1)), int(np.count_nonzero(y == 0))
+        low, high = _mover_difference((auc_a, *auc_score_interval(auc_a, m, n, level)),
+                                      (auc_b, *auc_score_interval(auc_b, m, n, level)))
+        se, z, p, method = 0.0, float("nan"), float("nan"), DELONG_TEST_FALLBACK
     return {"auc_a": float(auc_a), "auc_b": float(auc_b), "difference": float(difference), "se": se,
-            "low": float(low), "high": float(high), "z": float(z), "p": p}
+            "low": float(low), "high": float(high), "z": float(z), "p": p, "method": method}
 
 
 def calibration_bins(y_true, scores, bins: int = CALIBRATION_BINS) -> dict[str, np.ndarray]:
@@ -401,7 +465,7 @@ def calibration_bins(y_true, scores, bins: int = CALIBRATION_BINS) -> dict[str, 
     y, s = _checked(y_true, scores)
     if np.any((s < 0) | (s > 1)):
         raise ValueError("calibration needs probabilities in [0, 1]")
-    index = np.minimum((s * bins).astype(np.int64), bins - 1)
+    index = _bin_index(s, bins)
     count = np.bincount(index, minlength=bins)
     return {"edges": np.linspace(0.0, 1.0, bins + 1), "count": count,
             "mean_score": _divide(np.bincount(index, weights=s, minlength=bins), count),
@@ -424,6 +488,147 @@ def brier_score(y_true, scores) -> float:
     """Brier score: the mean of ``(P(positive) - y)^2``; 0 is perfect, 0.25 a constant 0.5."""
     y, s = _checked(y_true, scores)
     return float(np.mean((s - y) ** 2)) if y.size else float("nan")
+
+
+def ece_interval(y_true, scores, n_resamples: int = 2000, seed: int = 0, level: float = 0.95,
+                 bins: int = CALIBRATION_BINS) -> tuple[float, float]:
+    """Percentile bootstrap interval of the expected calibration error.
+
+    Examples are resampled within each class (``stratified_resamples``, the
+    resamples of ``bootstrap_intervals`` for the same seed); the bins stay
+    the fixed equal-width bins of ``calibration_bins``. It describes the
+    ECE's sampling spread, not its bias: read it with ``calibrated_ece``.
+    Resampling adds binomial noise of its own to each bin, so for a well
+    calibrated model the resampled ECEs sit above the estimate and the
+    interval can even exclude it (7 % of perfectly calibrated sets of 100
+    images with uniform scores).
+
+    Returns:
+        ``(low, high)``; nan for no examples.
+    """
+    y, s = _checked(y_true, scores)
+    if y.size == 0:
+        return float("nan"), float("nan")
+    _positive_count(n_resamples, "n_resamples")
+    index = _bin_index(s, bins)
+    rng = np.random.default_rng(seed)
+    values = []
+    for start in range(0, int(n_resamples), _CHUNK):
+        rows = stratified_resamples(y, min(_CHUNK, int(n_resamples) - start), rng)
+        # Each bin's count times |share of positives - mean score| is |sum of (y - score)| over the bin:
+        # one bincount over row-offset bin indices gives those sums for every resample.
+        flat = (index[rows] + bins * np.arange(rows.shape[0])[:, None]).ravel()
+        gaps = np.bincount(flat, weights=(y - s)[rows].ravel(), minlength=rows.shape[0] * bins)
+        values.append(np.abs(gaps.reshape(rows.shape[0], bins)).sum(axis=1) / y.size)
+    return _percentile_interval(np.concatenate(values), level)
+
+
+def calibrated_ece(scores, n_draws: int = 2000, seed: int = 0, bins: int = CALIBRATION_BINS) -> float:
+    """The ECE a perfectly calibrated model would show with these scores: the mean ECE over
+    ``n_draws`` label sets drawn as ``Bernoulli(score)``, one label per example.
+
+    The ECE of a finite set is positive even when P(positive) is exactly
+    right, from the binomial noise of each bin's share of positives: about
+    0.08 on 100 images. This is the value to compare an observed ECE with;
+    the simulated labels have the set's size and, on average, the class
+    balance the scores imply.
+
+    Args:
+        scores: P(positive) of each example, in [0, 1].
+        n_draws: Simulated label sets.
+        seed: Seed of the simulation; equal seeds give equal values.
+        bins: Equal-width bins of P(positive), as in ``calibration_bins``.
+
+    Returns:
+        The mean ECE; nan for no examples.
+    """
+    s = _vector(scores, "scores").astype(np.float64)
+    if not np.all((s >= 0) & (s <= 1)):
+        raise ValueError("calibration needs probabilities in [0, 1]")
+    if s.size == 0:
+        return float("nan")
+    _positive_count(n_draws, "n_draws")
+    one_hot = np.eye(bins)[_bin_index(s, bins)]  # (n, bins)
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for start in range(0, int(n_draws), _CHUNK):
+        labels = rng.random((min(_CHUNK, int(n_draws) - start), s.size)) < s
+        total += float(np.abs((labels - s) @ one_hot).sum()) / s.size
+    return total / int(n_draws)
+
+
+def recalibration(y_true, scores, level: float = 0.95) -> dict:
+    """Calibration slope and intercept of P(positive), with profile likelihood intervals.
+
+    With ``x = logit(score)`` (scores clipped to ``LOGIT_CLIP``):
+
+    * slope: ``b`` of the logistic regression ``logit P(y = 1) = a + b x``
+      fitted jointly (1 when the scores are well spread, below 1 when they are
+      too extreme, above 1 when too timid);
+    * intercept: calibration-in-the-large, ``a`` of ``logit P(y = 1) = a + x``
+      with ``x`` as offset (0 when the mean score matches the share of
+      positives, below 0 when the scores are too high).
+
+    Maximum likelihood by Newton-Raphson (IRLS); each interval is the set of
+    values whose likelihood-ratio test at ``1 - level`` does not reject (the
+    slope profiled over its intercept), which unlike a Wald interval follows
+    the likelihood's skew. Standard errors come from the Fisher information.
+    The slope has no finite estimate when the scores separate the classes
+    (every positive at or above every negative, or at or below); the
+    intercept needs both classes.
+
+    Returns:
+        ``{"slope", "slope_se", "slope_interval", "slope_reason", "intercept",
+        "intercept_se", "intercept_interval", "intercept_reason", "method"}``;
+        an estimate that does not exist is nan, its interval ``(nan, nan)``,
+        and its reason says why (None otherwise). A bound that the
+        likelihood never reaches is infinite.
+    """
+    y, s = _checked(y_true, scores)
+    if np.any((s < 0) | (s > 1)):
+        raise ValueError("calibration needs probabilities in [0, 1]")
+    x = special.logit(np.clip(s, LOGIT_CLIP, 1 - LOGIT_CLIP))
+    critical = float(stats.chi2.ppf(_level(level), 1))
+    nan2 = (float("nan"), float("nan"))
+    out = {"slope": float("nan"), "slope_se": float("nan"), "slope_interval": nan2, "slope_reason": None,
+           "intercept": float("nan"), "intercept_se": float("nan"), "intercept_interval": nan2,
+           "intercept_reason": None, "method": RECALIBRATION}
+    positives, negatives = x[y == 1], x[y == 0]
+    if positives.size == 0 or negatives.size == 0:
+        out["slope_reason"] = out["intercept_reason"] = "needs examples of both classes"
+        return out
+
+    try:
+        return _recalibrated(out, y, x, positives, negatives, critical)
+    except (np.linalg.LinAlgError, ValueError, FloatingPointError) as err:
+        # Scoring a finished run must never fail on its calibration line.
+        reason = f"the fit did not converge ({type(err).__name__})"
+        return out | {"slope_reason": out["slope_reason"] or reason,
+                      "intercept_reason": out["intercept_reason"] or reason}
+
+
+def _recalibrated(out: dict, y: np.ndarray, x: np.ndarray, positives: np.ndarray, negatives: np.ndarray,
+                  critical: float) -> dict:
+    """``recalibration``'s fits, into a copy of ``out``."""
+    out = dict(out)
+    # Calibration in the large: one parameter, so its profile is its likelihood.
+    a, info, best = _logistic_intercept(y, x)
+    out.update(intercept=float(a), intercept_se=float(1 / np.sqrt(info)),
+               intercept_interval=_likelihood_interval(lambda v: _logistic_intercept(y, x, fixed=v)[2], a,
+                                                       1 / np.sqrt(info), best, critical))
+    if np.ptp(x) == 0:
+        out["slope_reason"] = "every score is the same: no slope"
+    elif negatives.max() <= positives.min() or positives.max() <= negatives.min():
+        out["slope_reason"] = ("the scores separate the classes completely: the likelihood grows without bound "
+                               "as the slope does, so it has no finite estimate")
+    else:
+        (_, b), covariance, best = _logistic_fit(y, x)
+        se = float(np.sqrt(covariance[1, 1]))
+        # Profile: at each slope, the intercept that fits best (x * slope as offset).
+        out.update(slope=float(b), slope_se=se,
+                   slope_interval=_likelihood_interval(lambda v: _logistic_intercept(y, v * x)[2], b, se, best,
+                                                       critical))
+    return out
 
 
 class Intervals(dict):
@@ -535,22 +740,30 @@ def scores_summary(y_true, scores, threshold: float = 0.5, n_resamples: int = 20
         y_true: 1 for the positive class, 0 otherwise.
         scores: P(positive); predicted positive when ``score >= threshold``.
         threshold: Decision threshold on the scores.
-        n_resamples: Bootstrap resamples (the F1 interval).
-        seed: Bootstrap seed.
+        n_resamples: Bootstrap resamples (the F1 and ECE intervals), and
+            simulated label sets of the calibrated ECE.
+        seed: Seed of the bootstrap and of the simulation.
         level: Coverage of the intervals.
 
     Returns:
         ``metrics`` and ``intervals`` (``[low, high]``) per rate metric,
         ``interval_level``, ``interval_methods``, ``auc_delong_se``,
-        ``brier``, ``ece``, ``calibration`` (the binning), ``threshold``,
-        ``n``, ``n_positive``, ``n_negative``, ``confusion`` counts and
-        ``bootstrap`` (its settings and undefined counts); undefined values
-        are None.
+        ``brier``, ``ece`` with ``ece_interval`` (``[low, high]``) and
+        ``ece_calibrated`` (``calibrated_ece``: the ECE of a perfectly
+        calibrated model with these scores), ``recalibration``
+        (``{"slope", "slope_se", "slope_interval", "slope_reason",
+        "intercept", "intercept_se", "intercept_interval",
+        "intercept_reason"}``, see ``recalibration``), ``calibration`` (the
+        binning and the methods of the ECE interval, the calibrated ECE and
+        the recalibration), ``threshold``, ``n``, ``n_positive``,
+        ``n_negative``, ``confusion`` counts and ``bootstrap`` (its settings
+        and undefined counts); undefined values are None.
     """
     y, s = _checked(y_true, scores)
     metrics = binary_metrics(y, s, threshold)
     intervals, methods, boot = interval_table(y, s, threshold, n_resamples, seed, level)
     _, auc_variance = delong(y, s)
+    fitted = recalibration(y, s, level)
     return {
         "threshold": float(threshold),
         "n": metrics["n"],
@@ -563,12 +776,23 @@ def scores_summary(y_true, scores, threshold: float = 0.5, n_resamples: int = 20
         "auc_delong_se": _json_float(np.sqrt(auc_variance) if auc_variance >= 0 else np.nan),
         "brier": _json_float(brier_score(y, s)),
         "ece": _json_float(expected_calibration_error(y, s)),
+        "ece_interval": [_json_float(v) for v in ece_interval(y, s, n_resamples, seed, level)],
+        "ece_calibrated": _json_float(calibrated_ece(s, n_resamples, seed)),
+        "recalibration": {
+            **{key: _json_float(fitted[key]) for key in ("slope", "slope_se", "intercept", "intercept_se")},
+            # A bound the likelihood never reaches is infinite; JSON has no infinity, so it is null too.
+            **{key: [_json_float(v) if np.isfinite(v) else None for v in fitted[key]]
+               for key in ("slope_interval", "intercept_interval")},
+            "slope_reason": fitted["slope_reason"], "intercept_reason": fitted["intercept_reason"],
+        },
         "calibration": {"score": "P(positive)", "bins": CALIBRATION_BINS,
-                        "binning": f"{CALIBRATION_BINS} equal-width bins of P(positive) over [0, 1]"},
+                        "binning": f"{CALIBRATION_BINS} equal-width bins of P(positive) over [0, 1]",
+                        "ece_interval": ECE_INTERVAL, "ece_calibrated": ECE_REFERENCE,
+                        "recalibration": RECALIBRATION},
         "confusion": {k: metrics[k] for k in ("tp", "fp", "tn", "fn")},
         "bootstrap": {
             "method": "percentile, examples resampled within each class",
-            "used_for": ["f1"],
+            "used_for": ["f1", "ece"],
             "n_resamples": int(n_resamples), "seed": int(seed), "level": float(level),
             # How many resamples left F1 undefined: its interval rests on the others.
             "undefined": {"f1": boot.undefined["f1"]},
@@ -582,16 +806,19 @@ def summary(p_label1, labels, positive_label: int, threshold: float = 0.5, n_res
 
     Undefined values are ``None`` (JSON null), because JSON has no NaN.
     ``interval_methods`` names each interval's method (see the module
-    docstring); ``brier`` and ``ece`` measure the calibration of P(positive),
-    the ECE over ``CALIBRATION_BINS`` equal-width bins (``scores_summary``).
+    docstring); ``brier``, ``ece`` (with ``ece_interval`` and
+    ``ece_calibrated``) and ``recalibration`` (calibration slope and
+    intercept) measure the calibration of P(positive), the ECE over
+    ``CALIBRATION_BINS`` equal-width bins (``scores_summary``).
 
     Args:
         p_label1: Sigmoid outputs, P(label 1).
         labels: True labels, 0 or 1.
         positive_label: Label of the positive class.
         threshold: Decision threshold on P(positive) (not on ``p_label1``).
-        n_resamples: Bootstrap resamples (the F1 interval).
-        seed: Bootstrap seed.
+        n_resamples: Bootstrap resamples (the F1 and ECE intervals), and
+            simulated label sets of the calibrated ECE.
+        seed: Seed of the bootstrap and of the simulation.
         level: Coverage of the intervals.
         label_map: Optional class name to label, to name the classes.
 
@@ -757,14 +984,105 @@ def bootstrap_values(y_true, scores, threshold: float, n_resamples: int,
     """Each rate metric in each of ``n_resamples`` stratified resamples (nan where undefined)."""
     y, s = _checked(y_true, scores)
     threshold = _threshold(threshold)
-    if int(n_resamples) != n_resamples or n_resamples < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+    _positive_count(n_resamples, "n_resamples")
     rng = np.random.default_rng(seed)
     parts = []
     for start in range(0, int(n_resamples), _CHUNK):
         indices = stratified_resamples(y, min(_CHUNK, int(n_resamples) - start), rng)
         parts.append(resample_metrics(y, s, threshold, indices))
     return {name: np.concatenate([part[name] for part in parts]) for name in RATE_METRICS}
+
+
+def _positive_count(count: int, name: str) -> None:
+    if int(count) != count or count < 1:
+        raise ValueError(f"{name} must be a positive integer, got {count!r}")
+
+
+def _bin_index(s: np.ndarray, bins: int) -> np.ndarray:
+    """Each score's equal-width bin of [0, 1], 1.0 in the last (as ``calibration_bins``)."""
+    return np.minimum((s * bins).astype(np.int64), bins - 1)
+
+
+def _log_likelihood(y: np.ndarray, eta: np.ndarray) -> float:
+    """Bernoulli log-likelihood at linear predictor ``eta``; ``logaddexp`` keeps large |eta| finite."""
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
+
+
+def _newton(y: np.ndarray, design: np.ndarray, offset: np.ndarray, start: np.ndarray | None = None,
+            tolerance: float = 1e-10, steps: int = 100) -> tuple[np.ndarray, np.ndarray, float]:
+    """Maximum-likelihood logistic regression by Newton-Raphson (IRLS).
+
+    The log-likelihood is concave, so a Newton step that fails to raise it
+    only overshoots: it is halved until it does. Callers rule out separation,
+    where no maximum exists. The products with the ``(n, 1 or 2)`` design
+    are einsums, not matmuls: BLAS would start its threads for sums this
+    small, which costs milliseconds per product on a busy CPU.
+
+    Returns:
+        ``(coefficients, information, log_likelihood)``, the Fisher
+        information ``X' W X`` at the estimate.
+    """
+    def information(beta):
+        p = special.expit(offset + np.einsum("nk,k->n", design, beta))
+        return p, np.einsum("ni,nj,n->ij", design, design, p * (1 - p))
+
+    beta = np.zeros(design.shape[1]) if start is None else np.array(start, dtype=np.float64)
+    current = _log_likelihood(y, offset + np.einsum("nk,k->n", design, beta))
+    for _ in range(steps):
+        p, fisher = information(beta)
+        # A pseudo-inverse where the information is singular: far out on a
+        # profile every p saturates at 0 or 1, the likelihood is flat there,
+        # and a step along the flat direction changes nothing.
+        step = np.linalg.pinv(fisher) @ np.einsum("nk,n->k", design, y - p)
+        for _ in range(60):
+            trial = _log_likelihood(y, offset + np.einsum("nk,k->n", design, beta + step))
+            if trial >= current - 1e-12 * abs(current):
+                break
+            step = step / 2
+        beta, current = beta + step, trial
+        if np.max(np.abs(step)) < tolerance:
+            break
+    return beta, information(beta)[1], current
+
+
+def _logistic_intercept(y: np.ndarray, offset: np.ndarray,
+                        fixed: float | None = None) -> tuple[float, float, float]:
+    """``(a, information, log-likelihood)`` of ``logit P(y = 1) = a + offset``; at ``fixed`` the
+    likelihood of that ``a`` instead of the fit (a needs both classes to be finite)."""
+    if fixed is not None:
+        return float(fixed), float("nan"), _log_likelihood(y, offset + fixed)
+    beta, information, best = _newton(y, np.ones((y.size, 1)), offset)
+    return float(beta[0]), float(information[0, 0]), best
+
+
+def _logistic_fit(y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """``((a, b), covariance, log-likelihood)`` of ``logit P(y = 1) = a + b x``."""
+    beta, information, best = _newton(y, np.column_stack([np.ones_like(x), x]), np.zeros_like(x))
+    return beta, np.linalg.pinv(information), best
+
+
+def _likelihood_interval(profile, estimate: float, se: float, best: float,
+                         critical: float) -> tuple[float, float]:
+    """The values ``v`` with ``2 (best - profile(v)) <= critical``, a likelihood-ratio interval.
+
+    Each bound is bracketed by stepping out from the estimate in doubling
+    multiples of the standard error, then found by Brent's method. A bound
+    the deviance never reaches within 2^40 standard errors is infinite.
+    """
+    def excess(value):
+        return 2 * (best - profile(value)) - critical
+
+    bounds = []
+    for direction in (-1.0, 1.0):
+        inner, outer, found = estimate, estimate + direction * se, False
+        for _ in range(40):
+            if excess(outer) > 0:
+                found = True
+                break
+            inner, outer = outer, estimate + 2 * (outer - estimate)
+        bounds.append(optimize.brentq(excess, min(inner, outer), max(inner, outer), xtol=1e-10)
+                      if found else direction * float("inf"))
+    return float(bounds[0]), float(bounds[1])
 
 
 def _percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
@@ -839,6 +1157,16 @@ def _mover_mean(a: tuple[float, float, float], b: tuple[float, float, float]) ->
     low = ea + eb - np.hypot(ea - la, eb - lb)
     high = ea + eb + np.hypot(ha - ea, hb - eb)
     return float(low / 2), float(high / 2)
+
+
+def _mover_difference(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float]:
+    """Interval of ``a - b`` from the estimates and intervals ``(estimate, low, high)`` of ``a``
+    and ``b``, taken as uncorrelated (MOVER, Newcombe 1998 method 10, Zou & Donner 2008): the
+    lower side adds the distances of ``a``'s lower and ``b``'s upper bound in quadrature."""
+    (ea, la, ha), (eb, lb, hb) = a, b
+    if np.isnan([ea, la, ha, eb, lb, hb]).any():
+        return float("nan"), float("nan")
+    return float(ea - eb - np.hypot(ea - la, hb - eb)), float(ea - eb + np.hypot(ha - ea, eb - lb))
 
 
 def _json_float(x: float) -> float | None:
