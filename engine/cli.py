@@ -229,9 +229,9 @@ def report_command(
                                            metavar="DIR")],
 ) -> None:
     """Rewrite a sweep's summary, plots and report from what its trials wrote."""
-    from engine.study import compare as compare_lib
+    from engine.study import report  # reads files only: no TensorFlow to import
 
-    compare_lib.rewrite_report(folder)
+    report.rewrite(folder)
 
 
 @app.command()

@@ -301,6 +301,17 @@ class FolderLock:
         self.taken_over = why
         return self._started()
 
+    def wait(self, timeout: float, poll: float = 0.02) -> None:
+        """Takes the lock, retrying every ``poll`` seconds while a live process
+        holds it; raises ``TimeoutError`` naming the holder after ``timeout``
+        seconds. For short critical sections only (a read-change-write of one
+        file): a long one says who holds it instead of waiting."""
+        deadline = time.monotonic() + timeout
+        while not self.acquire():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.path} is still held after {timeout:g} s ({self.state()[1]})")
+            time.sleep(poll)
+
     def _place(self, new: Path | None = None) -> bool:
         """Renames a whole new lock folder (``new``, else one made now) into
         place; False when a lock is there."""
@@ -386,3 +397,17 @@ class FolderLock:
             except OSError:
                 return
             shutil.rmtree(away, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def locked(path: Path, timeout: float, *, stale: float | None = None,
+           heartbeat: float | None = None) -> Iterator[FolderLock]:
+    """Holds the ``FolderLock`` at ``path`` for the block, waiting up to
+    ``timeout`` seconds for it (``FolderLock.wait``); released however the
+    block ends."""
+    lock = FolderLock(path, stale=stale, heartbeat=heartbeat)
+    lock.wait(timeout)
+    try:
+        yield lock
+    finally:
+        lock.release()

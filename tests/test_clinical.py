@@ -11,8 +11,9 @@ from PIL import Image
 
 from engine.study.clinical import (ENSEMBLE_VALIDATION, RUNS_MEDIAN, clinical_table, plot_calibration,
                                    report_lines)
-from engine.training.evaluation import read_scores, save_scores
-from engine.training.metrics import (DELONG_TEST_FALLBACK, auc_score_interval, brier_score, delong_test,
+from engine.results.runs import read_scores
+from engine.training.evaluation import save_scores
+from engine.results.metrics import (DELONG_TEST_FALLBACK, auc_score_interval, brier_score, delong_test,
                                      expected_calibration_error, scores_summary, youden_threshold)
 
 # Six test images (3 positive) and six validation images; the positive class has label 1, so the

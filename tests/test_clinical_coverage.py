@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import optimize, special, stats
 
-from engine.training import metrics
-from engine.training.metrics import (auc_interval, auc_score_interval, calibrated_ece, delong, delong_test,
+from engine.results import metrics
+from engine.results.metrics import (auc_interval, auc_score_interval, calibrated_ece, delong, delong_test,
                                      ece_interval, expected_calibration_error, logit_interval, recalibration,
                                      scores_summary, stratified_resamples)
 

@@ -176,10 +176,10 @@ def test_lock_is_exclusive_and_a_stale_one_is_taken_over_once(tmp_path):
     assert first.acquire() and not FolderLock(path, stale=60).acquire()
     first.release()
     assert not path.exists()
-    # A holder that died: its lock has no heartbeat for longer than `stale`.
-    dead = FolderLock(path, stale=60, heartbeat=60)
-    assert dead.acquire()
-    dead._stop.set()
+    # A holder that stalled: its first heartbeat is an hour away, so a heartbeat
+    # file backdated beyond `stale` stays that way while the takers look.
+    stalled = FolderLock(path, stale=60, heartbeat=3600)
+    assert stalled.acquire()
     old = time.time() - 10
     os.utime(path / "heartbeat", (old, old))
     takers = [FolderLock(path, stale=5, heartbeat=0.05) for _ in range(4)]
@@ -195,7 +195,7 @@ def test_lock_is_exclusive_and_a_stale_one_is_taken_over_once(tmp_path):
     # stale lock's rename and its replacement's: either way one holder.
     why = f"pid {os.getpid()} on {socket.gethostname()} sent no heartbeat for 10 s"
     assert winner.taken_over in (None, why)
-    dead.release()  # the dead holder's late release must not remove the new holder's lock
+    stalled.release()  # the stalled holder's late release must not remove the new holder's lock
     assert path.exists() and not FolderLock(path, stale=5).acquire()
     winner.release()
 
@@ -265,16 +265,20 @@ def test_a_lock_is_never_seen_without_its_owner(tmp_path):
 
     def look():
         while not stop.is_set():
-            try:
-                folder = os.stat(path).st_ino
+            try:  # an open folder keeps its inode: it is not reused while we look
+                folder = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
             except FileNotFoundError:
                 continue
-            owned = (path / "owner").is_file()
-            try:  # the same folder still there (not released and replaced meanwhile)
-                if os.stat(path).st_ino == folder:
-                    seen.append(owned)
-            except FileNotFoundError:
-                pass
+            try:
+                owned = os.path.exists(f"/proc/self/fd/{folder}/owner") if sys.platform.startswith("linux") \
+                    else (path / "owner").exists()
+                try:  # missing owner counts only if this folder still is the lock (not released meanwhile)
+                    if owned or os.stat(path).st_ino == os.fstat(folder).st_ino:
+                        seen.append(owned)
+                except FileNotFoundError:
+                    pass
+            finally:
+                os.close(folder)
     watcher = threading.Thread(target=look)
     watcher.start()
     for _ in range(200):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import signal
 import sys
 import types
@@ -107,6 +108,21 @@ def test_a_trial_that_will_not_train_counts_its_steps_as_done(tmp_path):
     board("end", elsewhere, {"status": "running elsewhere"})
     assert board.progress.tasks[0].completed == 60
     assert board.rows[diverged.name]["epoch"] == 1  # diverged at epoch 1: not shown as 3/3
+
+
+def test_an_unreadable_history_or_manifest_is_logged_and_the_view_goes_on(tmp_path, caplog):
+    broken, bare = trial(tmp_path, "a_seed0"), trial(tmp_path, "b_seed0")
+    (broken.config.out / "history.csv").mkdir(parents=True)  # there, but not a file
+    bare.config.records = tmp_path / "no-records"
+    board = Dashboard(total_steps=60, quiet=True)  # planned steps from the records, as a sweep does
+    with caplog.at_level(logging.DEBUG, logger="engine.study.dashboard"):
+        board("end", broken, {"status": "done", "epochs_done": EPOCHS, "steps_per_epoch": PER_EPOCH})
+        board("end", bare, {"status": "failed"})
+    assert board.rows[broken.name]["status"] == "done" and board.rows[broken.name]["val_losses"] == []
+    logged = {(r.levelname, r.getMessage().split(" (")[0]) for r in caplog.records}
+    assert logged == {("WARNING", f"{broken.config.out / 'history.csv'}: not read for the dashboard's curve"),
+                      ("DEBUG", "b_seed0: no planned steps per epoch")}
+    assert "IsADirectoryError" in caplog.text and f"{tmp_path / 'no-records'} is not a records folder" in caplog.text
 
 
 def test_the_first_trial_of_a_shard_is_its_first_unfinished_one(tmp_path):

@@ -400,9 +400,15 @@ def test_signals_say_how_to_resume(records, tmp_path, monkeypatch, capsys, signu
                 os.kill(os.getpid(), signum)
     real = training.train
     monkeypatch.setattr(training, "train", lambda cfg, **kw: real(cfg, **kw, callbacks=[Signal()]))
-    code, out, err = engine_main(monkeypatch, capsys, "train", records, "--out", tmp_path / "run", "--model",
-                                 "TinyCNN", "--weights", "none", "--epochs", "2", "--batch-size", "8",
-                                 "--precision", "float32", "--xla", "off", "--augment", "none", "--quiet")
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell
+    # starts background jobs with SIGINT ignored, and Python then keeps it so).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code, out, err = engine_main(monkeypatch, capsys, "train", records, "--out", tmp_path / "run", "--model",
+                                     "TinyCNN", "--weights", "none", "--epochs", "2", "--batch-size", "8",
+                                     "--precision", "float32", "--xla", "off", "--augment", "none", "--quiet")
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert code == status and err.strip().splitlines()[-1] == f"{word}: rerun the same command to resume", err
     assert epochs_of(tmp_path / "run") == [1] and (tmp_path / "run" / "ckpt" / "state.json").is_file()
 

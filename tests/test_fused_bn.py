@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from engine.model import all_layers
 from engine.model.fused_bn import FusedBatchNormalization, fuse_batchnorm
 
 SHAPE = (4, 8, 8, 6)  # batch, height, width, channels: n = 256 per channel
@@ -226,8 +227,7 @@ def small_model(freeze: bool = False) -> keras.Model:
 
 
 def bn_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    return [layer for layer in model._flatten_layers()
-            if isinstance(layer, keras.layers.BatchNormalization)]
+    return [layer for layer in all_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
 
 
 @pytest.mark.parametrize("freeze", [False, True])
@@ -237,9 +237,8 @@ def test_fuse_batchnorm_keeps_structure_weights_and_outputs(freeze: bool):
     assert [type(layer) for layer in bn_layers(model)] == [keras.layers.BatchNormalization] * 3
     assert [type(layer) for layer in bn_layers(fused)] == [FusedBatchNormalization] * 3
     assert fused.name == model.name
-    assert [layer.name for layer in fused._flatten_layers()] == \
-        [layer.name for layer in model._flatten_layers()]
-    for old, new in zip(model._flatten_layers(), fused._flatten_layers()):
+    assert [layer.name for layer in all_layers(fused)] == [layer.name for layer in all_layers(model)]
+    for old, new in zip(all_layers(model), all_layers(fused)):
         assert new.trainable == old.trainable, old.name
         if isinstance(old, keras.layers.BatchNormalization):
             assert (new.momentum, new.epsilon, new.scale, new.center) == \

@@ -12,9 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "engine"
-# data <- model <- training <- study <- bench <- cli, over the base modules.
-RANKS = {"engine.data": 1, "engine.model": 2, "engine.training": 3, "engine.study": 4, "engine.bench": 5,
-         "engine.cli": 6}
+# results <- data <- model <- training <- study <- bench <- cli, over the base modules.
+RANKS = {"engine.results": 0.5, "engine.data": 1, "engine.model": 2, "engine.training": 3, "engine.study": 4,
+         "engine.bench": 5, "engine.cli": 6}
 BASE = {"engine", "engine.config", "engine.errors", "engine.io", "engine.machine", "engine.options",
         "engine.progress"}
 GUARDED = "engine.training"  # used from outside only through its __all__

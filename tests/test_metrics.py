@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from engine.training import metrics
-from engine.training.metrics import (RATE_METRICS, auc_interval, auc_score_interval, binary_cross_entropy,
+from engine.results import metrics
+from engine.results.metrics import (RATE_METRICS, auc_interval, auc_score_interval, binary_cross_entropy,
                                      binary_metrics, bootstrap_intervals, brier_score, calibration_bins,
                                      clopper_pearson, confusion, delong, delong_test,
                                      expected_calibration_error, positive_label_of, positive_scores, roc_auc,

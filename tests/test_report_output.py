@@ -17,7 +17,7 @@ from matplotlib.colors import to_rgba
 from PIL import Image
 
 from engine import options
-from figures import check_reads_at_a_glance, texts
+from figures import check_reads_at_a_glance
 from engine.study import clinical, plots, report, sweep
 from engine.training.evaluation import save_scores
 
@@ -208,12 +208,12 @@ def test_curves_png(tmp_path):
     assert line_colours(fig) == {to_rgba(c) for c in plots.CURVE_COLOURS.values()}
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert legend == ["train acc", "val acc", "train loss", "val loss", "loss above 1, clipped"]
-    title = fig._suptitle.get_text().replace("\n", " ")
+    title = fig.get_suptitle().replace("\n", " ")
     assert "Losses above 1 are drawn at the top edge and marked ▲ (largest: batch=10 val loss 3.5)" in title
     # Nothing clipped: nothing said.
     calm = plots.plot_curves(histories(clipped=False), tmp_path / "calm.png")
     assert "clipped" not in " ".join(t.get_text() for t in calm.legends[0].get_texts())
-    assert "above 1" not in calm._suptitle.get_text()
+    assert "above 1" not in calm.get_suptitle()
     # One setting: one column wide.
     single = plots.plot_curves({"lr=0.001": histories(False)["batch=5"]}, tmp_path / "one.png")
     check_reads_at_a_glance(single, tmp_path / "one.png")

@@ -78,7 +78,7 @@ def test_splits_png_draws_a_dot_per_split_and_per_seed(tmp_path):
     assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "one split: difference of seed means", "one seed's difference", "mean over splits",
         "95 % interval (corrected resampled t)", "no difference"]
-    assert "3 train/val splits" in fig._suptitle.get_text() and "up to 3 seeds" in fig._suptitle.get_text()
+    assert "3 train/val splits" in fig.get_suptitle() and "up to 3 seeds" in fig.get_suptitle()
 
 
 def test_splits_png_grows_with_the_comparisons(tmp_path):

@@ -54,9 +54,12 @@ def test_compare_pairs_when_it_can():
 
 def test_holm_by_hand():
     # sorted 0.01, 0.03, 0.04 -> 3 x 0.01, max(0.03, 2 x 0.03), max(0.06, 1 x 0.04)
-    assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-    assert stats.holm([]) == []
+    assert stats.holm_array(np.array([0.01, 0.04, 0.03])).tolist() == pytest.approx([0.03, 0.06, 0.06])
+    assert stats.holm_array(np.array([0.5, 0.9])).tolist() == pytest.approx([1.0, 1.0])
+    assert stats.holm_array(np.array([])).tolist() == []
+    # Each row is a family; NaN (no test) stays NaN and is not counted: the first row is a family of two.
+    np.testing.assert_allclose(stats.holm_array(np.array([[0.01, np.nan, 0.04], [0.02, 0.5, 0.9]])),
+                               [[0.02, np.nan, 0.04], [0.06, 1.0, 1.0]])
 
 
 def test_one_sided_p_by_hand():

@@ -145,7 +145,7 @@ def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, m
         sweep.run(tiny_sweep(tiny_records, out, lrs=(1e-4, 1e-2)))
 
 
-def test_failed_trial_is_recorded_and_sweep_goes_on(tiny_records, tmp_path, monkeypatch):
+def test_failed_trial_is_recorded_with_its_traceback_and_sweep_goes_on(tiny_records, tmp_path, monkeypatch):
     from engine import training
 
     real = training.train
@@ -155,15 +155,41 @@ def test_failed_trial_is_recorded_and_sweep_goes_on(tiny_records, tmp_path, monk
             raise MemoryError("out of memory (simulated)")
         return real(cfg, **kwargs)
     monkeypatch.setattr(training, "train", flaky)
-    results = sweep.run(tiny_sweep(tiny_records, tmp_path / "cmp"))
+    cfg = tiny_sweep(tiny_records, tmp_path / "cmp")
+    results = sweep.run(cfg)
     assert results[0]["status"] == "done"
-    assert results[1] == {"status": "failed", "reason": "MemoryError: out of memory (simulated)"}
+    why = "MemoryError: out of memory (simulated); traceback in trials/lr0.01_seed0/failure.txt"
+    assert results[1] == {"status": "failed", "reason": why}
+    failure = tmp_path / "cmp" / "trials" / "lr0.01_seed0" / "failure.txt"
+    kept = failure.read_text()
+    assert kept.startswith("Traceback (most recent call last):") and ", in flaky\n" in kept
+    assert kept.endswith("MemoryError: out of memory (simulated)\n")
+    assert not (tmp_path / "cmp" / "trials" / "lr0.001_seed0" / "failure.txt").exists()
     summary = report.write(tmp_path / "cmp")
     assert summary["rows"][1]["statuses"] == ["failed"] and summary["ranking"]["best"] == "lr=0.001"
-    assert "- lr=0.01: 1 of 1 failed (MemoryError: out of memory (simulated)): not ranked" in \
-        summary["ranking"]["text"]
+    assert f"- lr=0.01: 1 of 1 failed ({why}): not ranked" in summary["ranking"]["text"]
     text = (tmp_path / "cmp" / "report.md").read_text()
-    assert "| lr=0.01 | 0/1 | 1 of 1 failed (MemoryError: out of memory (simulated)) |" in text
+    assert f"| lr=0.01 | 0/1 | 1 of 1 failed ({why}) |" in text
+    # Retried and finished: the earlier attempt's traceback goes with its failure.
+    monkeypatch.setattr(training, "train", real)
+    assert [r["status"] for r in sweep.run(cfg)] == ["done", "done"] and not failure.exists()
+
+
+def test_a_programming_error_stops_the_sweep_with_its_traceback_kept(tiny_records, tmp_path, monkeypatch):
+    from engine import training
+
+    def broken(cfg, **kwargs):
+        return cfg.no_such_field  # a bug: every trial would fail the same way
+    monkeypatch.setattr(training, "train", broken)
+    cfg = tiny_sweep(tiny_records, tmp_path / "cmp")
+    first = sweep.trials(cfg)[0]
+    started = []
+    with pytest.raises(AttributeError, match="no_such_field"):
+        sweep.run(cfg, on_event=lambda kind, trial, info: started.append(trial.name) if kind == "start" else None)
+    assert started == [first.name]  # the next trial did not start
+    assert ", in broken\n" in (first.config.out / "failure.txt").read_text()
+    # Not recorded as failed (a rerun once it is fixed trains it), and its lock is released.
+    assert not (first.config.out / "metrics.json").exists() and not (first.config.out / sweep.LOCK).exists()
 
 
 def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):
@@ -273,11 +299,17 @@ def test_stopping_the_parent_stops_its_trial_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(launch.subprocess, "Popen", popen)
     # A real signal to this process while the trials train: Ctrl-C's SIGINT
     # (SIGTERM raises Terminated the same way, from engine.cli's handler).
-    threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
-    begun = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        launch.run_parallel(2, tmp_path, quiet=True)
-    assert time.monotonic() - begun < 30  # not the children's 60 s
+    # Python's own Ctrl-C handler, whatever this process inherited (a shell
+    # starts background jobs with SIGINT ignored, and Python then keeps it so).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()
+        begun = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            launch.run_parallel(2, tmp_path, quiet=True)
+        assert time.monotonic() - begun < 30  # not the children's 60 s
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(started) == 2 and [p.returncode for p in started] == [-15, -15]  # stopped by SIGTERM
 
 

@@ -95,8 +95,8 @@ def test_short_training_learns(synthetic_records, tmp_path, trainer):
     assert saved["lr"] == 1e-3 and saved["model"]["name"] == "TinyCNN" and saved["seed"] == 0
     # Per-image scores of the scored model beside metrics.json: one row per image, ids from the
     # records (the source path, whose class folder must match the row's label), and the same metrics.
-    from engine.training.evaluation import read_scores
-    from engine.training.metrics import binary_metrics
+    from engine.results.runs import read_scores
+    from engine.results.metrics import binary_metrics
     for split in ("val", "test"):
         assert result["scores"][split] == {"file": f"scores-{split}.csv", "id": "image/source_id"}
         scores = read_scores(tmp_path / "run" / f"scores-{split}.csv")
@@ -640,7 +640,7 @@ def train_predict(run, batch):
 
 
 def metrics_summary(run, p, y):
-    from engine.training import metrics as metrics_lib
+    from engine.results import metrics as metrics_lib
     return metrics_lib.summary(p, y, run.positive, 0.5, run.cfg.bootstrap, run.cfg.seed,
                                label_map=run.manifest["label_map"])["metrics"]
 

@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from engine import machine
+from engine.model import keras_internals
 
 # bf16 FLOPs per cycle and core of Intel AMX (one TMUL tile unit).
 AMX_BF16_FLOPS_PER_CYCLE = 1024
@@ -131,19 +132,18 @@ def _calls(model: keras.Model) -> list[tuple]:
     model's own graph count: a layer may also have been called elsewhere
     (e.g. in the model it was cloned from).
     """
-    graph = model._functional if isinstance(model, keras.Sequential) else model
-    nodes_by_depth = getattr(graph, "_nodes_by_depth", None)
+    nodes_by_depth = keras_internals.nodes_by_depth(model)
     if nodes_by_depth is None:
         # Subclassed models keep no graph: fall back to each layer's first
         # symbolic call, and refuse rather than silently count 0 without one.
-        unrecorded = [layer.name for layer in model.layers if not layer._inbound_nodes
+        unrecorded = [layer.name for layer in model.layers if not keras_internals.called(layer)
                       and isinstance(layer, _COUNTED + (keras.Model,))]
         if unrecorded:
             raise ValueError(f"cannot count MACs of {model.name!r}: no recorded call of "
                              f"{', '.join(unrecorded)} (a subclassed model keeps no graph); "
                              f"build it as a Functional model")
         return [(layer, _shape(layer.input), _shape(layer.output)) for layer in model.layers
-                if layer._inbound_nodes]
+                if keras_internals.called(layer)]
     calls = []
     for nodes in nodes_by_depth.values():
         for node in nodes:

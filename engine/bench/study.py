@@ -200,7 +200,7 @@ def engine_trial(sweep: SweepConfig, lr: float, batch: int, on_epoch: Callable[[
     wall = time.perf_counter() - start
     if result.get("status") != training.STATUS_DONE:
         raise UserError(f"engine trial {trial.name} ended {result.get('status')}: {result.get('reason', '')}")
-    history = read_history(trial.config.out / "history.csv")
+    history = read_history(trial.config.out)
     choice = json.loads((sweep.base.out / "sweep.json").read_text())["choice"]
     run = training.prepare(replace(trial.config, out=None), trainer=trainer, quiet=True,
                            numerics=training.Numerics.from_json(choice))

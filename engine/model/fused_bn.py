@@ -25,9 +25,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 from keras import ops
-# The class of ``keras.Model(inputs, outputs)``: the one kind of model whose
-# graph ``clone_model`` can rebuild with new input tensors.
-from keras.src.models.functional import Functional
+
+from engine.model import keras_internals
 
 # Input dtypes with a FusedBatchNormV3 kernel; statistics are float32 for all.
 _FUSED_DTYPES = ("float32", "float16", "bfloat16")
@@ -150,7 +149,9 @@ def _clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
     Nested Functional models are rebuilt through ``_clone_model`` so their
     BatchNormalization layers are replaced too.
     """
-    if isinstance(layer, Functional) and not isinstance(layer, keras.Sequential):
+    # A Functional model is the one kind whose graph ``clone_model`` can rebuild
+    # with new input tensors (Keras 2's Sequential was one too, hence the guard).
+    if keras_internals.is_functional(layer) and not isinstance(layer, keras.Sequential):
         return _clone_model(layer)
     if isinstance(layer, keras.Sequential):
         return keras.models.clone_model(layer, clone_function=_clone_layer)
@@ -167,9 +168,12 @@ def _clone_model(model: keras.Model) -> keras.Model:
     (``keras_tensor_N``); inputs named like the source's keep dict-keyed
     feeding (``model.fit({"image": ...})``) working.
     """
+    # Each input tensor is the output of one of the model's InputLayers, which
+    # holds the name (the tensor's own name is ``keras_tensor_N`` unless given).
+    names = {id(layer.output): layer.name for layer in model.layers
+             if isinstance(layer, keras.layers.InputLayer)}
     inputs = keras.tree.map_structure(
-        lambda tensor: keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype,
-                                   name=tensor._keras_history.operation.name),
+        lambda tensor: keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=names[id(tensor)]),
         model.input)
     return keras.models.clone_model(model, input_tensors=inputs, clone_function=_clone_layer)
 

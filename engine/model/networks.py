@@ -47,8 +47,7 @@ class Preprocess(keras.layers.Layer):
         self.mode = mode
 
     def call(self, x):
-        from keras.src.applications import imagenet_utils
-        return imagenet_utils.preprocess_input(x, mode=self.mode)
+        return keras.applications.imagenet_utils.preprocess_input(x, mode=self.mode)
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
@@ -168,3 +167,14 @@ def build(config: ModelConfig, synchronized_bn: bool = False) -> keras.Model:
         # weights do not depend on this choice.
         net = fuse_batchnorm(net)
     return net
+
+
+def all_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of ``model``, those of a nested model (the backbone) right
+    after it, depth first: ``model.layers`` lists the nested model, not its layers."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += all_layers(layer)
+    return found

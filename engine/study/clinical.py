@@ -42,8 +42,6 @@ miscalibration.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
@@ -52,8 +50,10 @@ import numpy as np
 from engine.io import save_figure
 from engine.study import plots
 from engine.study.numbers import decimals, fmt
-from engine.training import (binary_metrics, brier_score, calibration_bins, delong_test, expected_calibration_error,
-                             read_scores, scores_summary, youden_threshold)
+from engine.errors import DamagedState
+from engine.results import runs as run_files
+from engine.results.metrics import (binary_metrics, brier_score, calibration_bins, delong_test,
+                                    expected_calibration_error, scores_summary, youden_threshold)
 
 POOLING = ("the ensemble of the setting's finished runs: each image's score averaged over the runs (aligned by "
            "image id) and scored once, so the intervals rest on the test images as the sample; not a model anyone "
@@ -275,16 +275,15 @@ def _finished_runs(trials: Sequence[Path], split: str) -> list[tuple[Path, dict,
     out = []
     for folder in trials:
         folder = Path(folder)
-        path = folder / "metrics.json"
-        if not path.is_file():
-            continue
         try:
-            result = json.loads(path.read_text())
-            entry = (result.get("scores") or {}).get(split)
-            if result.get("status") != "done" or not entry or not (folder / entry["file"]).is_file():
+            result = run_files.read_metrics(folder)
+            if result is None:
                 continue
-            out.append((folder, result, read_scores(folder / entry["file"])))
-        except (ValueError, KeyError, TypeError, AttributeError):
+            entry = (result.get("scores") or {}).get(split)
+            if result.get("status") != run_files.STATUS_DONE or not entry or not (folder / entry["file"]).is_file():
+                continue
+            out.append((folder, result, run_files.read_scores(folder / entry["file"])))
+        except (DamagedState, ValueError, KeyError, TypeError, AttributeError):
             # A damaged file: the report lists that trial as failed; its scores are not used.
             continue
     return out

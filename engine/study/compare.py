@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.config import SweepConfig
-from engine.errors import UserError
 from engine.study import launch, report, show, sweep as sweep_lib
 from engine.study.dashboard import Dashboard
 
@@ -42,16 +41,6 @@ def resume(folder: Path, *, trial: str = "", force: bool = False, quiet: bool = 
     starts that trial over), then reported as ``engine compare`` does."""
     sweep, _ = sweep_lib.load(folder)
     finish(run(replace(sweep, trial=trial), parallel="1", force=force, quiet=quiet))
-
-
-def rewrite_report(folder: Path) -> None:
-    """``engine report``: a sweep's summary, plots and report rewritten from
-    what its trials wrote; the state of every trial and the ranking printed."""
-    if not (folder / "sweep.json").is_file():
-        raise UserError(f"{folder} is not a sweep folder (no sweep.json)")
-    written = report.write(folder)
-    show.line("\n".join(report.states_text(written["trials"])))
-    show.line(written["ranking"]["text"].replace("**", ""))
 
 
 def plan(sweep: SweepConfig, parallel: str = "auto") -> dict:

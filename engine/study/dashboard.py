@@ -12,8 +12,8 @@ history.csv): the bar ends at its total and the curves are whole.
 
 from __future__ import annotations
 
-import csv
 import datetime
+import logging
 import time
 from pathlib import Path
 
@@ -21,6 +21,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from engine.errors import DamagedState, UserError
+from engine.results import runs
+
+log = logging.getLogger(__name__)
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 # A trial whose process is starting, or whose first step traces and compiles the model.
@@ -50,11 +55,16 @@ def clock(seconds: float | None) -> str:
 
 
 def history(folder: Path) -> list[dict]:
-    """The finished epochs in a trial folder's history.csv (none when it has none)."""
+    """The finished epochs in a trial folder's history.csv (none when it has
+    none, or when it cannot be read: a warning says why, and the view goes
+    on without those epochs' curve)."""
+    path = runs.history_path(folder)
+    if not path.exists():  # no epoch finished yet
+        return []
     try:
-        with open(folder / "history.csv", newline="") as f:
-            return list(csv.DictReader(f))
-    except (OSError, csv.Error):
+        return runs.read_history(folder)
+    except (DamagedState, OSError) as err:
+        log.warning("%s: not read for the dashboard's curve (%s: %s)", path, type(err).__name__, err)
         return []
 
 
@@ -73,7 +83,12 @@ def planned_steps_per_epoch(trial) -> int | None:
 
     try:
         return load_manifest(trial.config.records)["splits"]["train"]["count"] // trial.config.batch_size
-    except Exception:  # noqa: BLE001 - no records, no plan: the bar counts the batches it sees
+    except UserError as err:  # no records (yet): the trial says so itself if it cannot train
+        log.debug("%s: no planned steps per epoch (%s)", trial.name, err)
+        return None
+    except Exception as err:  # noqa: BLE001 - no plan: the bar counts the batches it sees
+        log.warning("%s: no planned steps per epoch from %s (%s: %s)", trial.name, trial.config.records,
+                    type(err).__name__, err)
         return None
 
 

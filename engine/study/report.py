@@ -27,12 +27,13 @@ import numpy as np
 
 from engine.config import SweepConfig, from_json
 from engine.errors import DamagedState, UserError
-from engine.io import FolderLock, atomic_json, atomic_open, atomic_write, read_json
+from engine.io import FolderLock, atomic_json, atomic_open, atomic_write
+from engine.results import runs as run_files
+from engine.results.runs import FINISHED
 from engine.study import clinical, equivalence, overlap, paper, plots, replicates, snapshot, stats
-from engine.training import bn_residual, read_history as training_history
-from engine.study.numbers import decimals, fmt
+from engine.study.numbers import decimals
 from engine.study.stats import ALPHA, POWER, TAIL
-from engine.study.sweep import FINISHED, LOCK, lr_scale, trials
+from engine.study.plan import LOCK, trials
 
 # Significant digits of every float in summary.csv and summary.json: more than
 # any run's measurement carries, and few enough to hide float noise.
@@ -43,14 +44,14 @@ SIGNIFICANT = 6
 CHANCE_AUC = 0.6
 
 
-def read_history(path: Path) -> list[dict]:
-    """A trial's ``history.csv`` as ``training.read_history`` reads and checks it
-    (no file: no epochs yet), with a non-finite value (a diverging epoch) as
+def read_history(run: Path) -> list[dict]:
+    """A trial's history as ``engine.results.runs`` reads and checks it (no
+    file: no epochs yet), with a non-finite value (a diverging epoch) as
     None: no number to rank or plot."""
-    if not path.is_file():
+    if not run_files.history_path(run).is_file():
         return []
     return [{k: (v if v is None or math.isfinite(v) else None) for k, v in row.items()}
-            for row in training_history(path)]
+            for row in run_files.read_history(run)]
 
 
 def collect(folder: Path) -> dict:
@@ -63,16 +64,14 @@ def collect(folder: Path) -> dict:
         run = trial.config.out
         metrics, history = None, []
         try:
-            if (run / "metrics.json").is_file():
-                metrics = read_json(run / "metrics.json")
-            history = read_history(run / "history.csv")
+            metrics = run_files.read_metrics(run)
+            history = read_history(run)
         except DamagedState as err:
             # Missing, not ranked: the failure policy for anything but numerical divergence.
             metrics, history = {"status": "failed", "reason": str(err)}, []
         settings.setdefault(trial.setting, []).append(
             {"name": trial.name, "seed": trial.config.seed, "split": trial.split, "history": history,
-             "metrics": metrics, "config": trial.config,
-             "sweep_lr": trial.config.lr / lr_scale(cfg, trial.config.batch_size)})
+             "metrics": metrics, "config": trial.config, "sweep_lr": trial.sweep_lr})
     return {"sweep": cfg, "settings": settings, "machine": sweep.get("machine", {}),
             "choice": sweep.get("choice", {}), "deviations": sweep.get("deviations"),
             "command": sweep.get("command"), "splits": sweep.get("splits")}
@@ -121,7 +120,7 @@ def unfinished(run: dict) -> str | None:
     if FolderLock(run["config"].out / LOCK).held_elsewhere():
         return "running"
     # A folder with its config was started: killed before its first epoch ended.
-    return "interrupted" if run["history"] or (run["config"].out / "config.json").is_file() else "not started"
+    return "interrupted" if run["history"] or (run["config"].out / run_files.CONFIG).is_file() else "not started"
 
 
 def flags(runs: list[dict]) -> str:
@@ -463,7 +462,8 @@ def momentum_text(rows: list[dict], train_count: int | None, bn_stats: str) -> s
     for r in rows:
         steps = train_count // r["batch_size"]
         for m in r["bn_momentum"]:
-            shares.append((r["setting"], m, steps, bn_residual(m, steps)))
+            # The share of a moving average's start left after ``steps`` updates (training's bn_residual).
+            shares.append((r["setting"], m, steps, float(m) ** max(int(steps), 0)))
     text = ("BatchNorm moving statistics (`--bn-stats moving`): share of their starting values (mean 0 / variance "
             "1 from scratch, ImageNet's with pretrained weights) left after epoch 1: "
             + "; ".join(f"{name} {share:.1%} (momentum {m:g}, {steps} steps)" for name, m, steps, share in shares)
@@ -696,3 +696,16 @@ def write_html(path: Path, lines: list[str]) -> None:
              "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}img{max-width:100%}")
     atomic_write(path, f"<!doctype html><html><head><meta charset='utf-8'><title>engine report</title>"
                     f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
+
+
+def rewrite(folder: Path) -> None:
+    """``engine report``: a sweep's summary, plots and report rewritten from
+    what its trials wrote; the state of every trial and the ranking printed.
+    Imports no TensorFlow: a folder of finished trials is read as files."""
+    from engine.study import show
+
+    if not (folder / "sweep.json").is_file():
+        raise UserError(f"{folder} is not a sweep folder (no sweep.json)")
+    written = write(folder)
+    show.line("\n".join(states_text(written["trials"])))
+    show.line(written["ranking"]["text"].replace("**", ""))

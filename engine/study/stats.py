@@ -209,11 +209,6 @@ def holm_array(p: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(p), np.nan, out)
 
 
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm's step-down adjustment of a family of p-values, in their order."""
-    return holm_array(np.array(pvalues, float)).tolist() if pvalues else []
-
-
 # --- a family of settings -----------------------------------------------------
 
 @dataclass

@@ -17,92 +17,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import shlex
 import signal
 import threading
 import time
-from dataclasses import dataclass, replace
+import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 
 from engine import machine, training
-from engine.config import SweepConfig, TrainConfig, differences, from_json
+from engine.config import SweepConfig, differences, from_json
 from engine.data.manifest import check_batch_size, load_manifest
 from engine.errors import DamagedState, LeftRunning, RuntimeFailure, Terminated, UserError, one_line
-from engine.io import FolderLock, atomic_json, create_once, read_json, remove_temp_files
+from engine.io import FolderLock, atomic_json, atomic_write, create_once, read_json, remove_temp_files
+from engine.results import runs
 from engine.study import inputs, paper, replicates, stats
-
-LOCK = ".lock"  # a trial folder's lock: held while a runner trains it
-
-
-@dataclass(frozen=True)
-class Trial:
-    name: str
-    setting: str
-    repeat: int
-    config: TrainConfig
-    split: int = 0  # 1..K with --splits K >= 2; 0: the records' own split
-
-
-def setting_name(lr: float, batch: int, optimizer: str, axis: str) -> str:
-    parts = {"lr": f"lr={lr:g}", "batch": f"batch={batch}", "optimizer": optimizer}
-    shown = {"lr": ["lr"], "batch": ["batch"], "grid": ["lr", "batch"], "optimizer": ["optimizer"]}[axis]
-    return " ".join(parts[k] for k in shown)
-
-
-def lr_scale(sweep: SweepConfig, batch: int) -> float:
-    """The factor ``--lr-scaling`` multiplies a setting's learning rate by at ``batch``."""
-    ratio = batch / min(sweep.batch_sizes)
-    return {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[sweep.lr_scaling]
-
-
-def trials(sweep: SweepConfig, every_shard: bool = False) -> list[Trial]:
-    """Every trial of the sweep in a fixed order (of its shard or its one
-    ``trial``, unless ``every_shard``): setting x split x seed. Repeats of a
-    setting share the seeds of every other setting (paired comparison: same
-    data order and augmentations per seed), and with ``--splits K`` every
-    setting trains on the same K splits (``replicates``: each split's own
-    records folder), so settings are paired by split too. With one split the
-    trial names carry no split (sweeps from before resume)."""
-    smallest = min(sweep.batch_sizes)
-    out = []
-    for lr in sweep.lrs:
-        for batch in sweep.batch_sizes:
-            for optimizer in sweep.optimizers:
-                ratio = batch / smallest
-                scaled = lr * lr_scale(sweep, batch)
-                epochs = sweep.base.epochs
-                if sweep.budget == "steps":
-                    # Same number of optimizer updates as the smallest batch.
-                    epochs = max(1, round(sweep.base.epochs * ratio))
-                setting = setting_name(lr, batch, optimizer, sweep.axis)
-                for split in (range(1, sweep.splits + 1) if sweep.splits > 1 else (0,)):
-                    # A split's trials train on its records; the embedded set's
-                    # --subset was drawn once, for the pool.
-                    data = {"records": replicates.folder(sweep.base.out, split), "subset": None} if split else {}
-                    for repeat in range(sweep.repeats):
-                        name = (f"{setting.replace('=', '').replace(' ', '_')}"
-                                f"{f'_split{split}' if split else ''}_seed{sweep.seed + repeat}")
-                        cfg = replace(sweep.base, lr=scaled, batch_size=batch, optimizer=optimizer, epochs=epochs,
-                                      seed=sweep.seed + repeat, out=sweep.base.out / "trials" / name, **data)
-                        out.append(Trial(name, setting, repeat, cfg, split))
-    if every_shard:
-        return out
-    if sweep.trial:
-        return [pick_trial(out, sweep.trial)]
-    index, count = sweep.shard
-    return out[index::count]
-
-
-def pick_trial(plan: list[Trial], wanted: str) -> Trial:
-    """The trial named ``wanted`` or at index ``wanted`` of the full list."""
-    for i, trial in enumerate(plan):
-        if wanted in (trial.name, str(i)):
-            return trial
-    raise UserError(f"--trial {wanted!r} is neither a trial name nor an index 0-{len(plan) - 1} of this sweep "
-                    f"(engine compare ... --dry-run lists them)")
+from engine.study.plan import LOCK, Trial, trials
 
 
 # --- dry run ------------------------------------------------------------------
@@ -142,12 +74,11 @@ START_UP_SECONDS = 15.0
 
 def step_key(cfg) -> tuple:
     """What tells a trial's compiled step apart from the other trials' of a
-    sweep (training's classifier reuses one step while its graph is the
-    same): the optimizer, and with a schedule built from the steps (not
-    constant, or warmed up) the trial's own settings too."""
-    if training.constant_schedule(cfg):
-        return (cfg.optimizer,)
-    return (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs)
+    sweep: the parts of training's graph key that trials of one sweep vary
+    (the optimizer and ``training.schedule_key``; the rest of the key is the
+    sweep's, alike for all). Within a sweep the steps an epoch follow from
+    the batch size, which stands for them here."""
+    return (cfg.optimizer, training.schedule_key(cfg, cfg.batch_size))
 
 
 def estimate_seconds(sweep: SweepConfig, trial_list: list[Trial], counts: dict[str, int],
@@ -291,7 +222,7 @@ def total_steps(plan: list[Trial], train_images: int) -> int:
 # --- the run ------------------------------------------------------------------
 
 RUNNING_ELSEWHERE = "running elsewhere"
-FINISHED = (training.STATUS_DONE, training.STATUS_DIVERGED)
+FINISHED = runs.FINISHED
 
 
 def check_existing(out: Path, sweep: SweepConfig, force: bool) -> dict | None:
@@ -333,15 +264,8 @@ def changed_fields(existing: dict, sweep: SweepConfig) -> list[str]:
 def trials_done(existing: dict, out: Path) -> str:
     """How many of a stored sweep's trials finished, as ``--force`` would discard them."""
     names = [t.get("name") for t in existing.get("trials", []) if isinstance(t, dict)]
-    done = [n for n in names if n and training_finished(out / "trials" / n)]
+    done = [n for n in names if n and runs.finished(out / "trials" / n)]
     return f"finished trials: {len(done)} of {len(names)}"
-
-
-def training_finished(folder: Path) -> bool:
-    try:
-        return read_json(folder / "metrics.json").get("status") in FINISHED
-    except (DamagedState, OSError):
-        return False
 
 
 def rerun_args(out: Path) -> list[str]:
@@ -429,7 +353,7 @@ def load(out: Path) -> tuple[SweepConfig, "training.Numerics"]:
 def finished_result(trial: Trial) -> dict | None:
     """A finished trial's metrics.json; None when unfinished or damaged (its
     run rebuilds it from the saved model, or fails the trial)."""
-    return training_finished(trial.config.out) and read_json(trial.config.out / "metrics.json") or None
+    return runs.finished_metrics(trial.config.out)
 
 
 @contextlib.contextmanager
@@ -508,8 +432,22 @@ def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bo
     return results
 
 
+# A trial's traceback when it failed with an exception, in its folder.
+FAILURE_FILE = runs.FAILURE
+# Exceptions that are bugs (of the engine or of code it calls), not something
+# that befell one trial: every later trial would fail the same way and no
+# retry cures them, so the sweep stops with the traceback instead of
+# recording each trial as failed with one line.
+PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, AssertionError, ImportError)
+
+
 def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: int, compiles: bool,
               rerun: list[str]) -> dict:
+    """Trains one trial and returns its result. A trial that fails with an
+    exception is recorded as failed (metrics.json's reason: the error's line
+    and the file holding its whole traceback) and the sweep goes on, unless
+    the exception is one of ``PROGRAMMING_ERRORS``: that one is raised again,
+    its traceback kept in the trial's folder too."""
     event("start", trial, {"compiles": compiles})
     try:
         if not force:  # (train(force=True) clears the folder: the session is written after it)
@@ -518,18 +456,37 @@ def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: in
                                 callbacks=[EpochEvents(trial, event)], numerics=numerics, on_damage="raise")
         if force:
             write_hparams(trial)
+        # An earlier attempt's traceback does not describe a finished trial.
+        (trial.config.out / FAILURE_FILE).unlink(missing_ok=True)
         return result
     except UserError:
         raise
     except DamagedState as err:  # skipped, listed as failed with the way out; the sweep goes on
         result = {"status": "failed", "reason": f"damaged state: {err}; to start it over: "
                                                 f"engine {shlex.join(rerun)} --trial {trial.name} --force"}
-    except Exception as err:  # noqa: BLE001 - a failed trial (e.g. OOM) must not stop the sweep
+    except Exception as err:  # noqa: BLE001 - a failed trial (e.g. OOM) must not stop the sweep; a bug does
+        kept = keep_traceback(trial)
+        if isinstance(err, PROGRAMMING_ERRORS):
+            raise
         line = one_line(err) if isinstance(err, OSError) else str(err).splitlines()[0][:300] if str(err) else ""
-        result = {"status": "failed", "reason": f"{type(err).__name__}: {line}"}
+        result = {"status": "failed", "reason": f"{type(err).__name__}{f': {line}' if line else ''}{kept}"}
     trial.config.out.mkdir(parents=True, exist_ok=True)
-    atomic_json(trial.config.out / "metrics.json", result)
+    runs.write_metrics(trial.config.out, result)
     return result
+
+
+def keep_traceback(trial: Trial) -> str:
+    """Writes the traceback of the exception being handled to the trial's
+    ``FAILURE_FILE``; returns the words of its reason that name the file
+    (relative to the sweep folder), or "" when it could not be written."""
+    try:
+        trial.config.out.mkdir(parents=True, exist_ok=True)
+        atomic_write(trial.config.out / FAILURE_FILE, traceback.format_exc())
+    except OSError:
+        # The failure may be this very disk's (full, gone): the trial is still
+        # recorded with its one line, and metrics.json's write says the rest.
+        return ""
+    return f"; traceback in trials/{trial.name}/{FAILURE_FILE}"
 
 
 def check_left(results: list[dict], out: Path) -> None:

@@ -32,13 +32,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.errors import RuntimeFailure, Terminated, UserError, exit_status, one_line
+# The run folder's format, without TensorFlow: the first message goes out before it is imported.
+from engine.results import runs
 
 # A trial process reports its sweep events as JSON lines with this prefix on
 # its stdout; the parent's dashboard shows them.
 EVENT_PREFIX = "@engine-event "
-# A trial's status in its metrics.json once it will not train again (the
-# sweep's FINISHED), read here without importing training (TensorFlow).
-FINISHED = ("done", "diverged")
 
 
 def _plain(value):
@@ -100,16 +99,9 @@ def first_trial(folder: Path, shard: tuple[int, int], restart: bool = False) -> 
         return None
     index, count = shard
     for name in names[index::count]:
-        if restart or not finished(folder / "trials" / name):
+        if restart or not runs.finished(folder / "trials" / name):
             return name
     return None
-
-
-def finished(trial_folder: Path) -> bool:
-    try:
-        return json.loads((trial_folder / "metrics.json").read_text()).get("status") in FINISHED
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def run(folder: Path, shard: tuple[int, int], processes: int, restart: bool = False, on_event=None) -> list[dict]:

@@ -15,14 +15,14 @@ compiled step), ``optim`` (optimizers, schedules, the one way a rate is set),
 rates and the one time estimator), ``distribute`` (strategies, multi-worker,
 the process-wide state), ``seeding`` (a run's random state),
 ``checkpoint``, ``callbacks`` (per-epoch recording), ``precise_bn``
-(BatchNorm statistics estimated again), ``evaluation`` (scoring runs and
-saved models) and ``metrics`` (clinical metrics with intervals). Imports the
-model and data layers and the base modules.
+(BatchNorm statistics estimated again) and ``evaluation`` (scoring runs and
+saved models). A run folder is written through ``engine.results`` (its
+format, and the clinical metrics with their intervals), which every reader
+above uses directly. Imports the model, data and results layers and the
+base modules.
 """
 
-from engine.training.evaluation import evaluate_saved, predict_images, read_scores
-from engine.training.metrics import (binary_metrics, brier_score, calibration_bins, delong_test,
-                                     expected_calibration_error, scores_summary, youden_threshold)
+from engine.training.evaluation import evaluate_saved, predict_images
 from engine.training.numerics import (Numerics, auto_candidates, bn_residual, likely as likely_numerics,
                                       remember_rates)
 from engine.training.pace import Pace, Shape as PaceShape, estimate as estimate_pace, record as record_pace, run_seconds
@@ -31,13 +31,10 @@ from engine.training.distribute import PROCESS_WIDE
 from engine.training.optim import constant_schedule
 from engine.training.run import (STATUS_DIVERGED, STATUS_DONE, Run, check_image_size, choose_numerics, evaluate_folder,
                                  input_batches, predict_files, prepare, read_history, train)
-from engine.training.trainer import Trainer, step_augment_fn
+from engine.training.trainer import Trainer, schedule_key, step_augment_fn
 
 __all__ = ["Numerics", "PROCESS_WIDE", "Pace", "PaceShape", "Run", "STATUS_DIVERGED", "STATUS_DONE", "Trainer",
            "auto_candidates", "bn_residual", "check_image_size", "choose_numerics", "constant_schedule",
            "estimate_pace", "evaluate_folder", "evaluate_saved", "input_batches", "likely_numerics", "predict_files",
            "predict_images", "prepare", "read_history", "record_pace", "remember_rates", "run_disk_mb", "run_seconds",
-           "step_augment_fn", "train",
-           # per-image scores and the statistics computed from them across runs
-           "binary_metrics", "brier_score", "calibration_bins", "delong_test", "expected_calibration_error",
-           "read_scores", "scores_summary", "youden_threshold"]
+           "schedule_key", "step_augment_fn", "train"]

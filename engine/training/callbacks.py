@@ -4,7 +4,6 @@ plain per-epoch line."""
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.io import atomic_open
+from engine.results.runs import write_history
 from engine.training.checkpoint import CheckpointWriter
 
 
@@ -124,7 +123,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.history.append(row)
         self.writer.save(self.classifier, epoch, self.history, self.best_weights)
         row["save_seconds"] = round(time.perf_counter() - saving, 3)
-        write_history(self.run / "history.csv", self.history)
+        write_history(self.run, self.history)
         logs.update({k: v for k, v in row.items() if k not in logs and v is not None})
 
     def on_train_end(self, logs=None):
@@ -155,16 +154,6 @@ def weights_finite(net: keras.Model) -> bool:
     clips NaN predictions to a finite value."""
     return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(tf.cast(v, tf.float32)))
                                for v in net.trainable_variables]))
-
-
-def write_history(path: Path, history: list[dict]) -> None:
-    # Columns in order of first appearance: rows of an older session of a
-    # resumed run may lack the newer ones.
-    fields = list(dict.fromkeys(key for row in history for key in row))
-    with atomic_open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 class EpochPrinter(keras.callbacks.Callback):

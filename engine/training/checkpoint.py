@@ -15,8 +15,7 @@ import numpy as np
 
 from engine.errors import DamagedState
 from engine.io import atomic_json, atomic_open, needing, read_json
-
-CHECKPOINT = "ckpt"
+from engine.results.runs import CHECKPOINT, STATE
 
 
 def host_state(classifier) -> dict[str, np.ndarray]:
@@ -50,7 +49,7 @@ def write_checkpoint(run: Path, arrays: dict[str, np.ndarray], epoch: int, histo
     with needing(sum(a.nbytes for a in arrays.values()) / 2 ** 20), \
             atomic_open(folder / name, "wb", durable=True) as f:
         np.savez(f, **arrays)
-    atomic_json(folder / "state.json", {"epoch": epoch, "file": name, "history": history, "best_epoch": best_epoch},
+    atomic_json(folder / STATE, {"epoch": epoch, "file": name, "history": history, "best_epoch": best_epoch},
                 indent=None)
     for old in folder.glob("state-*.npz"):
         if old.name != name:
@@ -101,7 +100,7 @@ class CheckpointWriter:
 
 def read_state(run: Path) -> dict | None:
     """``ckpt/state.json`` checked (None when there is none); ``DamagedState`` if it cannot be used."""
-    path = run / CHECKPOINT / "state.json"
+    path = run / CHECKPOINT / STATE
     if not path.is_file():
         return None
     meta = read_json(path)

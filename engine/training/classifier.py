@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from engine.config import TrainConfig
 from engine.data import augment
+from engine.model import keras_internals
 from engine.training.optim import make_optimizer
 
 
@@ -86,19 +87,20 @@ class Classifier(keras.Model):
         x = self.augment_fn(x, epoch_key, in_epoch * replicas + replica)
         return super().train_step((x, y) + tuple(data[2:]))
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+    def _build_from_one_replica(self, iterator=None, data_batch=None):
         # Keras 3.15 builds the model from a first batch that it averages over
         # replicas with strategy.reduce, which MultiWorkerMirroredStrategy
         # cannot do on a dataset batch (keras-team/keras#20585). Any one
         # replica's batch has the right shapes, which is all the build needs.
-        strategy_ = self._distribute_strategy
+        strategy_ = keras_internals.model_strategy(self)
         if iterator is not None and isinstance(strategy_, tf.distribute.MultiWorkerMirroredStrategy):
-            for _, _, it in iterator:
-                batch = tf.nest.map_structure(lambda v: strategy_.experimental_local_results(v)[0], next(it))
+            batch = keras_internals.first_batch(iterator)
+            if batch is not None:
+                batch = tf.nest.map_structure(lambda v: strategy_.experimental_local_results(v)[0], batch)
                 with strategy_.scope():
-                    self._symbolic_build(data_batch=batch)
+                    keras_internals.symbolic_build(self, batch)
                 return
-        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        keras_internals.keras_build_before_fit(self, iterator=iterator, data_batch=data_batch)
 
     def test_step(self, data):
         return super().test_step((tf.cast(data[0], tf.float32),) + tuple(data[1:]))
@@ -106,6 +108,10 @@ class Classifier(keras.Model):
     def predict_step(self, data):
         x = data[0] if isinstance(data, tuple) else data
         return self.net(tf.cast(x, tf.float32), training=False)
+
+
+# Keras builds a model before fit from a private hook (keras_internals says why no public one serves).
+keras_internals.replace_build_before_fit(Classifier, Classifier._build_from_one_replica)
 
 
 def confusion_metrics() -> list:

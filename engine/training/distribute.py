@@ -14,6 +14,8 @@ from types import MappingProxyType
 
 import tensorflow as tf
 
+from engine.model import keras_internals
+
 # The state of engine.training that belongs to the process rather than to a
 # Trainer, each "module.name" with why TensorFlow requires it. Nothing else in
 # engine.training is a module-level dict, list, set or cache
@@ -60,14 +62,12 @@ def output_folder(run: Path) -> Path:
 
 
 def op_determinism(on: bool) -> None:
-    """Deterministic kernels for this run only (the public API can only turn them
-    on, and a sweep in one process must not inherit one run's setting)."""
-    from tensorflow.python.framework import config as tf_config
-
+    """Deterministic kernels for this run only (a sweep in one process must
+    not inherit one run's setting, so they are turned off again too)."""
     if on:
-        tf_config.enable_op_determinism()
+        tf.config.experimental.enable_op_determinism()
     else:
-        tf_config.disable_op_determinism()
+        keras_internals.disable_op_determinism()
 
 
 def multi_worker_fixes() -> None:
@@ -80,20 +80,15 @@ def multi_worker_fixes() -> None:
     run two local workers, so a Keras upgrade that changes this fails there
     (``pyproject.toml`` pins Keras to the minor version this was written for).
     """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
+    def wrap(original):
+        def reduce_per_replica(values, strategy_, reduction):
+            if reduction in ("auto", "mean") and keras_internals.multi_worker_collective(strategy_):
+                def reduce(v):
+                    if len(v.shape) == 0:
+                        return strategy_.reduce("MEAN", v, axis=None)
+                    return original(v, strategy_, reduction)
+                return tf.nest.map_structure(reduce, values)
+            return original(values, strategy_, reduction)
+        return reduce_per_replica
 
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "engine_fix", False):
-        return
-
-    def reduce_per_replica(values, strategy_, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy_):
-            def reduce(v):
-                if len(v.shape) == 0:
-                    return strategy_.reduce("MEAN", v, axis=None)
-                return original(v, strategy_, reduction)
-            return tf.nest.map_structure(reduce, values)
-        return original(values, strategy_, reduction)
-
-    reduce_per_replica.engine_fix = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
+    keras_internals.wrap_reduce_per_replica(wrap)

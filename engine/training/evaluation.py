@@ -4,7 +4,7 @@ a saved run's model on a split (``engine evaluate``) or on image files
 
 A finished run also keeps its selected model's per-image scores beside
 ``metrics.json``: ``scores-val.csv`` and ``scores-test.csv``, one row per
-image with the columns of ``SCORE_COLUMNS``. With them intervals, paired
+image with the columns of ``runs.SCORE_COLUMNS``. With them intervals, paired
 tests (DeLong on the same test images) and calibration can be computed
 across seeds and settings after the runs are gone (``engine.study.clinical``),
 without scoring any model again.
@@ -12,7 +12,6 @@ without scoring any model again.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,8 @@ from engine.config import TrainConfig, from_json
 from engine.data import images as images_lib, pipeline
 from engine.data.manifest import load_manifest, shard_paths
 from engine.errors import UserError
-from engine.io import atomic_open, read_json
-from engine.training import metrics
+from engine.io import read_json
+from engine.results import metrics, runs
 
 def forward_pass(net: keras.Model):
     """``net``'s inference pass on a batch of images of any dtype, traced
@@ -74,8 +73,6 @@ def eval_batch_size(count: int, train_batch: int) -> int:
 # A run folder's per-image scores of one split, and their columns: the
 # example's position in the split's scoring order, its id, its class label
 # (0/1 as in the records), 1 if it is of the positive class, and P(positive).
-SCORES_FILE = "scores-{}.csv"
-SCORE_COLUMNS = ("index", "id", "label", "positive", "score")
 ID_SOURCE = ("id: the record's image/source_id (the image's path in the source folder); where the records "
              "carry none, the example's index in the split's scoring order (file order, never shuffled)")
 
@@ -107,23 +104,9 @@ def example_ids(folder: Path, split: str, manifest: dict, labels: np.ndarray) ->
 
 
 def save_scores(path: Path, ids: list[str], p_label1: np.ndarray, labels: np.ndarray, positive: int) -> None:
-    """Writes one split's per-image scores (``SCORE_COLUMNS``); scores in full float precision."""
+    """Writes one split's per-image scores as P(positive) (``runs.SCORE_COLUMNS``)."""
     scores, y = metrics.positive_scores(p_label1, labels, positive)
-    with atomic_open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(SCORE_COLUMNS)
-        for i, (example, label, is_positive, score) in enumerate(zip(ids, labels, y, scores)):
-            writer.writerow([i, example, int(label), int(is_positive), repr(float(score))])
-
-
-def read_scores(path: Path) -> dict[str, np.ndarray]:
-    """A ``scores-SPLIT.csv`` as arrays: ``id`` (str), ``label``, ``positive`` (int64), ``score`` (float64)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return {"id": np.array([r["id"] for r in rows], dtype=str),
-            "label": np.array([int(r["label"]) for r in rows], dtype=np.int64),
-            "positive": np.array([int(r["positive"]) for r in rows], dtype=np.int64),
-            "score": np.array([float(r["score"]) for r in rows], dtype=np.float64)}
+    runs.save_scores(path, ids, labels, y, scores)
 
 
 def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dict, positive: int,
@@ -143,8 +126,8 @@ def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dic
         p, y = predict_split(net, ds, forward)
         if scores_to is not None:
             ids, source = example_ids(folder, name, manifest, y)
-            save_scores(scores_to / SCORES_FILE.format(name), ids, p, y, positive)
-            saved[name] = {"file": SCORES_FILE.format(name), "id": source}
+            save_scores(runs.scores_path(scores_to, name), ids, p, y, positive)
+            saved[name] = {"file": runs.scores_path(scores_to, name).name, "id": source}
         return p, y
 
     p_val, y_val = split("val")
@@ -162,7 +145,7 @@ def evaluate_run(cfg: TrainConfig, net: keras.Model, folder: Path, manifest: dic
         out["test"] = metrics.summary(p_test, y_test, positive, threshold, cfg.bootstrap, cfg.seed,
                                       label_map=manifest["label_map"])
     if saved:
-        out["scores"] = {"columns": list(SCORE_COLUMNS), "about": ID_SOURCE, **saved}
+        out["scores"] = {"columns": list(runs.SCORE_COLUMNS), "about": ID_SOURCE, **saved}
     return out
 
 
@@ -182,7 +165,7 @@ class SavedRun:
     @property
     def threshold(self) -> float:
         """The decision threshold on P(positive) the run chose (0.5 before it finished)."""
-        saved = self.folder / "metrics.json"
+        saved = self.folder / runs.METRICS
         if saved.is_file():
             threshold = json.loads(saved.read_text()).get("threshold")
             if threshold:
@@ -194,13 +177,13 @@ def load_run(run: Path) -> SavedRun:
     """A run folder's config, data description and the model its metrics.json
     was scored with (Keras safe mode): ``cfg.select``'s, or before the run
     finished, its best model so far."""
-    path = run / "config.json"
+    path = run / runs.CONFIG
     if not path.is_file():
-        raise UserError(f"{run} is not a run folder (no config.json)")
+        raise UserError(f"{run} is not a run folder (no {runs.CONFIG})")
     cfg = from_json(TrainConfig, read_json(path))
-    data = read_json(run / "data.json")
-    metrics_path = run / "metrics.json"
-    scored = read_json(metrics_path).get("model_file") if metrics_path.is_file() else None
+    data = read_json(run / runs.DATA)
+    result = runs.read_metrics(run)
+    scored = result.get("model_file") if result is not None else None
     for name in (scored, "best.keras", "last.keras"):
         if name and (run / name).is_file():
             net = keras.models.load_model(run / name, safe_mode=True, compile=False)

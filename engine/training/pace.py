@@ -4,7 +4,8 @@ remembered per machine, and the one time estimator that ``engine compare
 
 One cache of measured rates, ``pace.json`` in the engine's cache folder, one
 entry per ``Shape.key()`` (this CPU, TensorFlow version and the shape: stack,
-model, image size, channels, batch, precision, XLA, processes). An entry holds:
+model, image size, channels, batch, precision, XLA, processes), changed under
+a lock beside it (trial processes record at once). An entry holds:
 
 * what a finished training session measured (``record``): its training rate
   (img/s over whole epochs, first step excluded), its evaluation rate, its
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from engine import machine
-from engine.io import atomic_json, cache_dir
+from engine.io import atomic_json, cache_dir, locked
 
 PACE_FILE = "pace.json"
 # Probe results of another version are not reused (see the module docstring).
@@ -51,6 +52,13 @@ PARALLEL_GAIN = 1.25
 # float32, 299 px against 96 px, measured on both CPU kinds): small images
 # use the cores less well than the pixel count promises.
 AREA_EXPONENT = 0.62
+# pace.json's lock is held for one read-change-write of a small file
+# (milliseconds), so it need not wait out the engine's 300 s for a trial's
+# lock: a holder that died on another host (a cache shared over NFS) is taken
+# over once its heartbeat (every sixth of this) is this old, well before a
+# waiter gives up. One that died on this host is taken over at once.
+LOCK_STALE_SECONDS = 30.0
+LOCK_WAIT_SECONDS = 90.0
 
 
 @dataclass(frozen=True)
@@ -101,16 +109,20 @@ def _load() -> dict:
 
 
 def _store(shape: Shape, change) -> None:
-    """Applies ``change(entry)`` to the entry of ``shape`` and writes the file."""
-    data = _load()
-    entry = data.get(shape.key(), {})
-    change(entry)
-    entry["machine"] = [machine.cpu_name(), tf.__version__]
-    entry["shape"] = dataclasses.asdict(shape)
-    data[shape.key()] = entry
+    """Applies ``change(entry)`` to the entry of ``shape`` and writes the file,
+    under the file's lock: the trial processes of ``--parallel N`` record
+    their probes and rates at about the same moments, and without it one's
+    read-change-write would drop the entry another wrote in between."""
     path = cache_dir() / PACE_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_json(path, data)
+    with locked(path.with_name(f".{PACE_FILE}.lock"), LOCK_WAIT_SECONDS, stale=LOCK_STALE_SECONDS,
+                heartbeat=LOCK_STALE_SECONDS / 6):
+        data = _load()
+        entry = data.get(shape.key(), {})
+        change(entry)
+        entry["machine"] = [machine.cpu_name(), tf.__version__]
+        entry["shape"] = dataclasses.asdict(shape)
+        data[shape.key()] = entry
+        atomic_json(path, data)
 
 
 def record(shape: Shape, *, train_img_s: float | None = None, eval_img_s: float | None = None,

@@ -64,6 +64,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from engine.model import all_layers
+
 # Training images the statistics are estimated from (all of them when the
 # split is smaller: the quick preset's 160, the paper's 500). A bound on the
 # cost, one forward pass per image and validation, on large sets; per channel
@@ -99,7 +101,7 @@ def moments_fn(net: keras.Model, layers: list | None = None):
     function for the network its trials share, so each validation does not
     trace it again."""
     layers = batchnorm_layers(net) if layers is None else layers
-    dropouts = [layer for layer in _all_layers(net) if isinstance(layer, keras.layers.Dropout)]
+    dropouts = [layer for layer in all_layers(net) if isinstance(layer, keras.layers.Dropout)]
 
     # One trace for every batch size (unknown batch dimension), as the training step.
     shape = [None, *keras.tree.flatten(net.input)[0].shape[1:]]
@@ -128,15 +130,6 @@ def moments_fn(net: keras.Model, layers: list | None = None):
                 [tf.identity(layer.moving_variance) for layer in layers])
 
     return moments
-
-
-def _all_layers(model: keras.Model) -> list:
-    out = []
-    for layer in model.layers:
-        out.append(layer)
-        if isinstance(layer, keras.Model):
-            out += _all_layers(layer)
-    return out
 
 
 def reestimate(net: keras.Model, batches: Iterable, moments=None) -> dict:

@@ -20,7 +20,6 @@ keys all come back.
 
 from __future__ import annotations
 
-import csv
 import re
 import shutil
 import sys
@@ -37,7 +36,9 @@ from engine.data import images as images_lib, pipeline
 from engine.data.manifest import check_batch_size, load_manifest
 from engine.errors import DamagedState, UserError
 from engine.io import atomic_json, move_aside, read_json, remove_temp_files
-from engine.training import distribute, metrics, pace, precise_bn
+from engine.results import metrics, runs
+from engine.results.runs import STATUS_DIVERGED, STATUS_DONE, read_history
+from engine.training import distribute, pace, precise_bn
 from engine.training.callbacks import EpochPrinter, RunRecorder
 from engine.training.checkpoint import CHECKPOINT, load_checkpoint, read_state, remove_checkpoint, save_model
 from engine.training.classifier import Classifier, augment_placement
@@ -46,7 +47,6 @@ from engine.training.numerics import Numerics, choose
 from engine.training.optim import set_rate
 from engine.training.trainer import Trainer
 
-STATUS_DONE, STATUS_DIVERGED = "done", "diverged"
 
 
 @dataclass
@@ -131,12 +131,12 @@ class Run:
         run = distribute.output_folder(cfg.out)
         run.mkdir(parents=True, exist_ok=True)
         remove_temp_files(run, run / CHECKPOINT)  # of writes a kill interrupted
-        finished = finished_result(run)
+        finished = runs.finished_metrics(run)
         if finished is not None:  # its checkpoint may be gone: nothing to resume, nothing to redo
             return finished
-        dump(cfg, run / "config.json")
+        dump(cfg, run / runs.CONFIG)
         labels = self.manifest["label_map"]
-        atomic_json(run / "data.json", {
+        atomic_json(run / runs.DATA, {
             "records": str(self.records), "label_map": labels,
             "positive_class": next(name for name, label in labels.items() if label == self.positive),
             "image_size": self.manifest["image_size"], "channels": self.manifest["channels"],
@@ -147,7 +147,7 @@ class Run:
         except DamagedState as err:
             if self.on_damage == "raise":
                 raise
-            restart_damaged(run, err, keep=("config.json", "data.json"))
+            restart_damaged(run, err, keep=(runs.CONFIG, runs.DATA))
             start_epoch, history, best = 0, [], None
         # --bn-stats precise: the statistics are estimated again as each
         # validation begins, so the best and last models carry them too.
@@ -209,7 +209,7 @@ class Run:
             net = self.classifier.net
             result.update(evaluate_run(cfg, net, self.records, self.manifest, self.positive, self.eval_batch_size,
                                        scores_to=run, forward=self.trainer.forward(net)))
-        atomic_json(run / "metrics.json", result)
+        runs.write_metrics(run, result)
         if not cfg.keep_checkpoints:  # finished: the ~350 MB that resumed it is no longer needed
             remove_checkpoint(run)
         return result
@@ -220,16 +220,16 @@ class Run:
         and whose checkpoint is gone, its saved model and ``history.csv`` (the
         metrics are then scored anew). Damage raises ``DamagedState``."""
         damaged = None
-        if (run / "metrics.json").is_file():
+        if (run / runs.METRICS).is_file():
             try:
-                read_json(run / "metrics.json")
+                runs.read_metrics(run)
             except DamagedState as err:
                 damaged = err
-                move_aside(run / "metrics.json")
+                move_aside(run / runs.METRICS)
         state = load_checkpoint(run, self.classifier)
         if damaged is None or state[0] > 0:
             return state
-        history = read_history(run / "history.csv")
+        history = read_history(run)
         if len(history) != self.cfg.epochs or not (run / "last.keras").is_file():
             raise DamagedState(damaged.path, f"{damaged.what}; no finished model and history to rebuild it from")
         try:
@@ -452,7 +452,7 @@ def check_resume(run: Path, cfg: TrainConfig, force: bool, on_damage: str = "res
     """Refuses to mix two configs in one run folder (``force`` clears it
     instead, also when its state cannot be read). Paths compare by their
     absolute form, so a run resumes however its folder is spelled."""
-    path = run / "config.json"
+    path = run / runs.CONFIG
     if force:
         clear_run(run)
         return
@@ -463,7 +463,7 @@ def check_resume(run: Path, cfg: TrainConfig, force: bool, on_damage: str = "res
     except DamagedState as err:
         if on_damage == "raise":
             raise
-        restart_damaged(run, err, keep=("data.json",))
+        restart_damaged(run, err, keep=(runs.DATA,))
         return
     # Not ``out``: the folder holding config.json is the run's, however it is
     # spelled or mounted here (another node may see it through another link).
@@ -476,19 +476,19 @@ def check_resume(run: Path, cfg: TrainConfig, force: bool, on_damage: str = "res
 def progress_of(run: Path) -> str:
     """What a run folder holds, as ``--force`` would discard it."""
     try:
-        metrics_path = run / "metrics.json"
-        if metrics_path.is_file() and read_json(metrics_path).get("status") in (STATUS_DONE, STATUS_DIVERGED):
-            return f"a {read_json(metrics_path)['status']} run of {len(read_history(run / 'history.csv'))} epochs"
+        result = runs.read_metrics(run)
+        if result is not None and result.get("status") in runs.FINISHED:
+            return f"a {result['status']} run of {len(read_history(run))} epochs"
         state = read_state(run)
-        epochs = read_json(run / "config.json").get("epochs", "?")
+        epochs = read_json(run / runs.CONFIG).get("epochs", "?")
     except DamagedState:
         return "its damaged state"
     return f"finished epochs: {0 if state is None else state['epoch'] + 1} of {epochs}"
 
 
 # What a run folder holds besides its config: cleared by --force, set aside when damaged.
-STATE = (CHECKPOINT, "tb", "history.csv", "metrics.json", "best.keras", "last.keras", "scores-val.csv",
-         "scores-test.csv")
+STATE = (CHECKPOINT, runs.LOGS, runs.HISTORY, runs.METRICS, *runs.MODELS, runs.scores_path(Path(), "val").name,
+         runs.scores_path(Path(), "test").name, runs.FAILURE)
 
 
 def clear_run(run: Path) -> None:
@@ -507,53 +507,22 @@ def restart_damaged(run: Path, err: DamagedState, keep: tuple[str, ...]) -> None
 def set_aside(run: Path, keep: tuple[str, ...] = ()) -> list[Path]:
     """Renames a damaged run's state (``NAME.damaged``): nothing of it is read
     again or mixed into the new history, and nothing is lost."""
-    return [move_aside(run / name) for name in (*STATE, "config.json", "data.json")
+    return [move_aside(run / name) for name in (*STATE, runs.CONFIG, runs.DATA)
             if name not in keep and (run / name).exists()]
-
-
-def finished_result(run: Path) -> dict | None:
-    """The ``metrics.json`` of a run that finished (done or diverged); None
-    otherwise, or when it is damaged (``Run.restore`` deals with that)."""
-    path = run / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        result = read_json(path)
-    except DamagedState:
-        return None
-    return result if result.get("status") in (STATUS_DONE, STATUS_DIVERGED) else None
-
-
-def read_history(path: Path) -> list[dict]:
-    """A run's ``history.csv`` as rows of numbers (empty cells None), checked:
-    its epochs must count 1, 2, 3, ..."""
-    try:
-        with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        history = [{k: (None if v in ("", "None") else float(v)) for k, v in row.items()} for row in rows]
-        for row in history:
-            row["epoch"] = int(row["epoch"])
-    except FileNotFoundError:
-        raise DamagedState(path, "missing") from None
-    except (ValueError, KeyError, TypeError, csv.Error, UnicodeDecodeError) as err:
-        raise DamagedState(path, f"not a history: {err}") from None
-    if [row["epoch"] for row in history] != list(range(1, len(history) + 1)):
-        raise DamagedState(path, "its epochs do not count 1, 2, 3, ...")
-    return history
 
 
 def saved_run_data(run: Path) -> dict:
     """A trained run folder's ``data.json``, its state files checked first
     (``engine evaluate`` and ``engine predict`` read them)."""
-    if not (run / "config.json").is_file():
-        raise UserError(f"{run} is not a run folder (no config.json)")
+    if not (run / runs.CONFIG).is_file():
+        raise UserError(f"{run} is not a run folder (no {runs.CONFIG})")
     todo = "rerun the run's `engine train` command: it rebuilds what it can and restarts otherwise"
-    for name in ("config.json", "metrics.json"):
+    for name in (runs.CONFIG, runs.METRICS):
         if (run / name).is_file():
             read_json(run / name, todo)
-    data = read_json(run / "data.json", todo)
+    data = read_json(run / runs.DATA, todo)
     if not {"records", "label_map", "image_size", "resize"} <= set(data):
-        raise DamagedState(run / "data.json", "records, label_map, image_size or resize missing", todo)
+        raise DamagedState(run / runs.DATA, "records, label_map, image_size or resize missing", todo)
     return data
 
 

@@ -37,6 +37,13 @@ def trial_model(cfg: TrainConfig, manifest: dict, momentum: float | None) -> Mod
     return replace(cfg.model, channels=manifest["channels"], bn_momentum=momentum)
 
 
+def schedule_key(cfg: TrainConfig, steps: int) -> str | tuple:
+    """What of the learning-rate schedule shapes the traced step: nothing for
+    a constant rate (a variable of the optimizer), else the schedule and the
+    values it is built from (``steps`` an epoch among them)."""
+    return "constant" if constant_schedule(cfg) else (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr, steps)
+
+
 def graph_key(cfg: TrainConfig, model: ModelConfig, steps: int, precision: str, xla: str,
               distribution: tf.distribute.Strategy) -> str:
     """Everything that shapes the traced step; a trial whose key equals the
@@ -50,9 +57,7 @@ def graph_key(cfg: TrainConfig, model: ModelConfig, steps: int, precision: str, 
     the strategy object itself: variables made in one strategy's scope
     belong to it, and the compiled classifier keeps its strategy alive, so
     its ``id`` stays unique while the key is held."""
-    schedule = "constant" if constant_schedule(cfg) else \
-        (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr, steps)
-    return json.dumps([replace(model, weights="-").__dict__, cfg.optimizer, schedule, cfg.augment,
+    return json.dumps([replace(model, weights="-").__dict__, cfg.optimizer, schedule_key(cfg, steps), cfg.augment,
                        augment_placement(cfg.augment_placement), precision, xla, cfg.deterministic,
                        distribute.describe(distribution), id(distribution)], default=str)
 
