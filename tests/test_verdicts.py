@@ -243,3 +243,32 @@ def test_a_margin_stated_before_training_finds_an_equal_pair_equivalent(tmp_path
     assert "batch=15: best within" not in text
     assert json.loads((tmp_path / "sweep.json").read_text())["config"]["margin"] == 0.05
     assert written["ranking"]["leader"] == "batch=5"
+
+
+def test_simultaneous_intervals_against_a_data_chosen_leader_keep_their_level():
+    # 6 equal settings x 5 seeds (a seed effect shared by the settings): the report's intervals of every setting
+    # against the lowest-statistic one, simultaneous over the 15 pairs (Bonferroni), exclude 0 in at most 5 % of
+    # sweeps; unadjusted 95 % intervals against the same data-chosen leader do so far more often.
+    rng = np.random.default_rng(11)
+    sweeps, settings, seeds = 4000, 6, 5
+    values = rng.normal(0, 1, (sweeps, 1, seeds)) + rng.normal(0, 0.5, (sweeps, settings, seeds))
+    tests = stats.family(values)
+    leader = np.argmin(values.mean(axis=-1), axis=-1)
+    rows = np.arange(sweeps)
+    difference, se, df = (x[rows, leader] for x in (tests.difference, tests.se, tests.df))
+    others = np.arange(settings)[None, :] != leader[:, None]
+
+    def excludes_zero(level):
+        half = scipy_stats.t.ppf(1 - level / 2, df) * se
+        return (((difference - half > 0) | (difference + half < 0)) & others).any(axis=-1).mean()
+    simultaneous, unadjusted = excludes_zero(0.05 / 15), excludes_zero(0.05)
+    assert simultaneous <= 0.05 + 3 * monte_carlo_error(0.05), simultaneous
+    assert unadjusted > 0.2, unadjusted
+    # A setting truly worse by 3 SDs of a per-seed difference is excluded from 0 most of the time.
+    planted = values.copy()
+    planted[:, 5] += 3 * 0.5 * np.sqrt(2)
+    tests = stats.family(planted)
+    leader = np.argmin(planted.mean(axis=-1), axis=-1)
+    difference, se, df = (x[rows, leader, 5] for x in (tests.difference, tests.se, tests.df))
+    half = scipy_stats.t.ppf(1 - 0.05 / 30, df) * se
+    assert ((difference - half > 0) & (leader != 5)).mean() > 0.5
