@@ -200,8 +200,10 @@ def variance_lines(rows: list[dict]) -> list[str]:
         runs = run_array(row)
         complete = runs[~np.isnan(runs).any(axis=1)] if runs.size else runs
         if len(complete) < VARIANCE_SPLITS or complete.shape[1] < 2:
-            lines.append(f"- {row['setting']}: not estimated (needs {VARIANCE_SPLITS} splits with 2 or more seeds "
-                         f"each; {len(complete)} complete)")
+            splits, seeds = len(complete), complete.shape[1] if complete.size else 0
+            lines.append(f"- {row['setting']}: not estimated (needs 2 or more seeds in each of at least "
+                         f"{VARIANCE_SPLITS} splits; here {splits} complete split{'s' if splits != 1 else ''} x "
+                         f"{seeds} seed{'s' if seeds != 1 else ''})")
             continue
         split_var, seed_var = stats.variance_components(complete)
         a, n = complete.shape
