@@ -222,7 +222,6 @@ def total_steps(plan: list[Trial], train_images: int) -> int:
 # --- the run ------------------------------------------------------------------
 
 RUNNING_ELSEWHERE = "running elsewhere"
-FINISHED = runs.FINISHED
 
 
 def check_existing(out: Path, sweep: SweepConfig, force: bool) -> dict | None:
@@ -295,8 +294,6 @@ def shared_choices(sweep: SweepConfig, force: bool, splits: dict | None = None) 
         "config": sweep.to_json(), "command": rerun_args(out), "machine": described, "choice": numerics.to_json(),
         "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(), described),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits,
-        # The one model snapshot every run is ranked, tabulated and tested by, declared before any trial trains.
-        "snapshot": {"select": sweep.base.select, "tail": stats.TAIL},
         "trials": [{"index": i, "name": t.name, "setting": t.setting, "lr": t.config.lr,
                     "batch_size": t.config.batch_size, "optimizer": t.config.optimizer, "epochs": t.config.epochs,
                     "split": t.split, "seed": t.config.seed}
@@ -432,8 +429,6 @@ def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bo
     return results
 
 
-# A trial's traceback when it failed with an exception, in its folder.
-FAILURE_FILE = runs.FAILURE
 # Exceptions that are bugs (of the engine or of code it calls), not something
 # that befell one trial: every later trial would fail the same way and no
 # retry cures them, so the sweep stops with the traceback instead of
@@ -457,7 +452,7 @@ def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: in
         if force:
             write_hparams(trial)
         # An earlier attempt's traceback does not describe a finished trial.
-        (trial.config.out / FAILURE_FILE).unlink(missing_ok=True)
+        (trial.config.out / runs.FAILURE).unlink(missing_ok=True)
         return result
     except UserError:
         raise
@@ -477,16 +472,16 @@ def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: in
 
 def keep_traceback(trial: Trial) -> str:
     """Writes the traceback of the exception being handled to the trial's
-    ``FAILURE_FILE``; returns the words of its reason that name the file
+    ``runs.FAILURE``; returns the words of its reason that name the file
     (relative to the sweep folder), or "" when it could not be written."""
     try:
         trial.config.out.mkdir(parents=True, exist_ok=True)
-        atomic_write(trial.config.out / FAILURE_FILE, traceback.format_exc())
+        atomic_write(trial.config.out / runs.FAILURE, traceback.format_exc())
     except OSError:
         # The failure may be this very disk's (full, gone): the trial is still
         # recorded with its one line, and metrics.json's write says the rest.
         return ""
-    return f"; traceback in trials/{trial.name}/{FAILURE_FILE}"
+    return f"; traceback in trials/{trial.name}/{runs.FAILURE}"
 
 
 def check_left(results: list[dict], out: Path) -> None:
