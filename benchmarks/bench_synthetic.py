@@ -33,7 +33,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.data.synthetic import DEFAULT_COUNTS, SOURCES, generate, render  # noqa: E402
+from engine.data.drawing import SOURCES, render  # noqa: E402
+from engine.data.synthetic import DEFAULT_COUNTS, generate  # noqa: E402
 
 
 def bench_generate(size: int, workers: int, repeats: int) -> list[float]:

@@ -41,8 +41,9 @@ def made_up_sweep(out: Path, images: int = 40) -> int:
     (out / "sweep.json").write_text(json.dumps({
         "config": sweep.to_json(), "command": ["resume", str(out)], "choice": {"precision": "float32", "xla": "off"},
         "deviations": [], "machine": {}, "splits": {"count": sweep.splits, "mode": "holdout", "sizes": None,
-                                                    "seed": 0, "ratio": 0.25, "pool": 200, "members": members}}))
-    listed = plan.trials(sweep, every_shard=True)
+                                                    "seed": 0, "ratio": 0.25, "pool": 200, "members": members},
+        "trials": plan.entries(plan.trials(sweep))}))
+    listed = plan.trials(sweep)
     labels = np.arange(images) % 2
     for i, trial in enumerate(listed):
         folder = trial.config.out

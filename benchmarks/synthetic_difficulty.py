@@ -46,7 +46,8 @@ from PIL import Image
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.data.synthetic import CLASSES, FILENAME_PATTERN, SOURCES, generate  # noqa: E402
+from engine.data.drawing import CLASSES, SOURCES  # noqa: E402
+from engine.data.synthetic import FILENAME_PATTERN, generate  # noqa: E402
 
 
 def load_split(root: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

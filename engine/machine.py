@@ -3,8 +3,12 @@ sets, cores, clock, GPUs and free memory. Read-only; every layer may ask."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -77,6 +81,44 @@ def gpus() -> list:
     """The physical GPUs TensorFlow sees."""
     import tensorflow as tf
     return tf.config.list_physical_devices("GPU")
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """The compute capability of each visible GPU ([] without one). From
+    TensorFlow when this process has imported it (what training runs on);
+    otherwise without starting it, from ``nvidia-smi`` (the GPUs
+    CUDA_VISIBLE_DEVICES leaves), so a dry run, an estimate or a report
+    needs no framework: importing TensorFlow takes 10-15 s on a CPU."""
+    if sys.modules.get("tensorflow") is not None:
+        return [tuple(d["compute_capability"] or (0, 0)) for d in gpu_details()]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        listed = subprocess.run([smi, "--query-gpu=index,compute_cap", "--format=csv,noheader"], capture_output=True,
+                                text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = {}
+    for line in listed.splitlines():
+        index, _, cap = (part.strip() for part in line.partition(","))
+        major, _, minor = cap.partition(".")
+        if major.isdigit() and minor.isdigit():
+            found[index] = (int(major), int(minor))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None or not all(v.strip().isdigit() for v in visible.split(",") if v.strip()):
+        return list(found.values())  # unset, or named by UUID: every GPU the driver lists
+    return [found[v.strip()] for v in visible.split(",") if v.strip() in found]
+
+
+def tensorflow_version() -> str:
+    """TensorFlow's version from its installed package, without importing it."""
+    for dist in ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tf-nightly"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def gpu_details() -> list[dict]:

@@ -31,8 +31,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from engine.config import AXES, PRESETS, TRIAL_FIELDS, BenchConfig, RecordsConfig, SweepConfig, TrainConfig
+from engine.config import AXES, TRIAL_FIELDS, BenchConfig, RecordsConfig, SweepConfig, TrainConfig
 from engine.errors import UserError
+from engine.presets import PRESETS
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ def test_steps_and_epochs_per_repeat():
 @pytest.fixture
 def bf16_cpu(monkeypatch):
     monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(machine, "gpu_capabilities", lambda: [])
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
 
 
@@ -68,6 +69,7 @@ def test_auto_expands_to_what_it_could_pick_on_a_bf16_cpu(bf16_cpu):
 
 def test_without_auto_every_setting_competes(monkeypatch):
     monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(machine, "gpu_capabilities", lambda: [])
     monkeypatch.setattr(machine, "cpu_flags", lambda: {"avx2"})
     measured, pool = runner.settings(BenchConfig(precisions=("float32", "mixed_bfloat16"), xlas=("on",)))
     assert measured == pool == [("float32", "on"), ("mixed_bfloat16", "on")]

@@ -42,7 +42,7 @@ def rates(found: stats.OrderTest) -> tuple[float, float]:
 
 
 def row(axis: str, value: float, by_unit: dict, epochs: int = 20) -> dict:
-    """A row as report.summarise makes it."""
+    """A row as collect.summarise makes it."""
     lr, batch = (value, 5) if axis == "lr" else (1e-4, value)
     return {"setting": f"{axis}={value:g}", "lr": lr, "sweep_lr": lr, "batch_size": batch, "epochs": epochs,
             "statistic_by_unit": by_unit}
@@ -121,6 +121,27 @@ def test_best_claim_finds_a_planted_best_at_its_stated_power():
     stated = stats.joint_detectable([se, se], SEEDS - 1, [[1, 0.5], [0.5, 1]])
     agree, _ = rates(stats.order_test(statistics(rng, [0, stated, stated]), stats.best_pairs([0], 3)))
     assert agree >= stats.POWER - 3 * monte_carlo_error(stats.POWER), (stated, agree)  # observed 0.81
+
+
+def test_batch_5_best_by_order_keeps_its_level():
+    """Batch 8, 16 and 32 equal (none of the paper's sizes, so "batch 5 best" is
+    checked on batch 8 by order), over 5 splits whose differences correlate by
+    r / (1 + r), r = 1 (the quick preset's hold-outs): agree and disagree each at
+    most 5 % (+ 2 Monte Carlo SEs) of 2,000 sweeps through ``paper.best_claim``,
+    whose verdicts are the core's on batch 8 as the claimed setting."""
+    rng, sweeps, ratio, splits = np.random.default_rng(18), 2000, 1.0, 5
+    rho = ratio / (1 + ratio)
+    values = math.sqrt(rho) * rng.normal(size=(sweeps, 3, 1)) + math.sqrt(1 - rho) * rng.normal(size=(sweeps, 3,
+                                                                                                       splits))
+    cfg = options.sweep_config({"axis": "batch", "preset": "quick", "repeats": splits}, {}, None, Path("/x"))
+    sizes = (8, 16, 32)
+    assert paper.named(rows_of("batch", sizes, values[0]), "batch", (5,)).here == (8,)
+    words = [paper.best_claim(cfg, rows_of("batch", sizes, v), "batch", (5,), ratio)["verdict"] for v in values]
+    core = stats.order_test(values, stats.best_pairs([0], 3), ratio=ratio).verdict
+    assert words == [{stats.AGREE: "agree", stats.DISAGREE: "disagree"}.get(int(c), "cannot tell") for c in core]
+    bound = stats.ALPHA + 2 * monte_carlo_error(stats.ALPHA, sweeps)
+    agree, disagree = words.count("agree") / sweeps, words.count("disagree") / sweeps
+    assert agree <= bound and disagree <= bound, (agree, disagree)  # observed 0.0095, 0.044
 
 
 # --- "larger batch, larger loss" --------------------------------------------------

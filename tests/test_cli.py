@@ -67,13 +67,20 @@ def test_a_cpu_terminal_shows_no_tensorflow_start_up_lines(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ENGINE_VERBOSE")}
     log_line = re.compile(r"^[IWE][0-9]{4} ", re.MULTILINE)
     args = [sys.executable, "-m", "engine.cli", "compare", "--dry-run", "--epochs", "1", "--out", str(tmp_path / "c")]
-    quiet = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
-    assert quiet.returncode == 0 and "6 trials" in quiet.stdout and not log_line.search(quiet.stderr), quiet.stderr
+    planned = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert planned.returncode == 0 and "6 trials" in planned.stdout and not log_line.search(planned.stderr)
     bad = subprocess.run(args + ["--axis", "nope"], capture_output=True, text=True, env=env, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "error: --axis must be one of lr, batch, grid, optimizer, not 'nope'"], bad.stderr
-    verbose = subprocess.run([*args[:3], "--verbose", *args[3:]], capture_output=True, text=True, env=env,
-                             timeout=300)
+    # Writing records starts TensorFlow (the dry run above does not): its
+    # start-up lines show only with --verbose.
+    src = class_folder(tmp_path / "src", {"covid": 2, "normal": 2})
+    build = [sys.executable, "-m", "engine.cli", "build-records", str(src), str(tmp_path / "r"), "--workers", "0",
+             "--image-size", "32", "--split", "0.5,0.25,0.25"]
+    quiet = subprocess.run(build, capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0 and not log_line.search(quiet.stderr), quiet.stderr
+    verbose = subprocess.run([*build[:3], "--verbose", *build[3:], "--overwrite"], capture_output=True, text=True,
+                             env=env, timeout=300)
     assert verbose.returncode == 0 and log_line.search(verbose.stderr), verbose.stderr
 
 

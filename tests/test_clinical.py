@@ -4,6 +4,7 @@ calibration.png. Trial folders are written by hand (metrics.json plus score file
 format), so no model is trained."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 
 from engine.study.clinical import (ENSEMBLE_VALIDATION, RUNS_MEDIAN, clinical_table, plot_calibration,
                                    report_lines)
+from engine.results import runs
 from engine.results.runs import read_scores
 from engine.training.evaluation import save_scores
 from engine.results.metrics import (DELONG_TEST_FALLBACK, auc_score_interval, brier_score, delong_test,
@@ -30,7 +32,9 @@ def trial(folder, test_p, val_p=None, threshold=None, status="done", order=None,
     val_p = test_p if val_p is None else val_p
     for split, p in (("test", test_p), ("val", val_p)):
         ids = [IDS[i].replace("test/", "test/" if split == "test" else val_prefix) for i in order]
-        save_scores(folder / f"scores-{split}.csv", ids, np.asarray(p, np.float32)[order], LABELS[order], 1)
+        # Positive label 1: "positive" is the label and the score P(positive) is p, saved as float32 as runs do.
+        runs.save_scores(runs.scores_path(folder, split), ids, LABELS[order], LABELS[order],
+                         np.asarray(p, np.float32)[order])
     result = {"status": status,
               "threshold": threshold or {"value": 0.5, "chosen_on": "fixed"},
               "scores": {"columns": ["index", "id", "label", "positive", "score"],
@@ -206,6 +210,10 @@ def test_table_refuses_runs_that_disagree_on_labels(tmp_path):
         clinical_table({"A": [good, bad]}, "A")
 
 
+def legend_texts(figure) -> list[str]:
+    return [text.get_text() for text in figure.legends[0].get_texts()]
+
+
 def test_calibration_png(tmp_path):
     settings = {"lr=1e-3": [trial(tmp_path / "a1", [0.9, 0.6, 0.5, 0.2, 0.3, 0.6]),
                             trial(tmp_path / "a2", [0.7, 0.8, 0.7, 0.4, 0.1, 0.7])],
@@ -215,9 +223,53 @@ def test_calibration_png(tmp_path):
     figure = plot_calibration(settings, {"lr=1e-3"}, path)
     with Image.open(path) as image:
         width, height = image.size
-    # One paper column (3.5 in at 300 dpi), two panels stacked, one legend for both.
+    # One paper column (3.5 in at 300 dpi): the test panel, the legend under it.
     assert 900 <= width <= 1100 and height > width
-    assert len(figure.axes) == 2 and len(figure.legends) == 1
+    assert len(figure.axes) == 1 and figure.axes[0].get_title() == "test" and len(figure.legends) == 1
+    # Each drawn setting names what its ECE is of; the setting that never ran is not drawn.
+    labels = legend_texts(figure)
+    assert len(labels) == 3 and labels[-1] == "perfect calibration"
+    assert labels[0].startswith("lr=1e-3 (best): ECE ") and labels[0].endswith(" (ensemble of 2 models)")
+    assert labels[1].startswith("lr=1e-4: ECE ") and labels[1].endswith(" (single model)")
+    assert "ensemble" in figure.legends[0].get_title().get_text()
     # No run with scores: nothing is drawn and nothing written.
     assert plot_calibration({"x": [tmp_path / "never-ran"]}, {"x"}, tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_calibration_png_shows_the_tables_ensemble_ece(tmp_path):
+    # Three runs: the ensemble's average puts two positives and a negative at 0.65 and one positive and
+    # two negatives at 0.35, nearly calibrated (ECE 1/60); one run scores every image 0.25 higher, one
+    # 0.25 lower (ECE 0.25 each). The ensemble's ECE (0.017) is far below the runs' mean ECE (0.17), so
+    # a legend giving the runs' mean fails.
+    run_p = [[0.9, 0.9, 0.6, 0.6, 0.6, 0.9], [0.4, 0.4, 0.1, 0.1, 0.1, 0.4], [0.65, 0.65, 0.35, 0.35, 0.35, 0.65]]
+    settings = {"A": [trial(tmp_path / f"a{k}", p) for k, p in enumerate(run_p)]}
+    table = clinical_table(settings, "A")
+    row = table["rows"][0]
+    saved = np.float32(run_p).astype(float)  # the scores as the runs saved them
+    ensemble = expected_calibration_error(LABELS, saved.mean(axis=0))
+    runs_mean = np.mean([expected_calibration_error(LABELS, s) for s in saved])
+    assert row["ece"] == pytest.approx(ensemble, rel=1e-12)
+    assert row["per_run"]["metrics"]["ece"]["mean"] == pytest.approx(runs_mean, rel=1e-12)
+    assert ensemble == pytest.approx(1 / 60, abs=1e-6) and runs_mean == pytest.approx(31 / 180, abs=1e-6)
+
+    # The ECE the report's calibration table prints for A (to the decimals its interval supports).
+    lines = report_lines(table)
+    header = next(line for line in lines if "ensemble ECE (95 %)" in line)
+    cells = [c.strip() for c in lines[lines.index(header) + 2].split("|")[1:-1]]
+    assert cells[0] == "A"
+    table_ece = cells[header.split("|")[1:-1].index(" ensemble ECE (95 %) ")].split(" ")[0]
+
+    figure = plot_calibration(settings, set(), tmp_path / "calibration.png")
+    label = legend_texts(figure)[0]
+    assert label == f"A: ECE {table_ece} (ensemble of 3 models)"
+    # The same number, and not the runs' mean, whatever the rounding.
+    shown = float(re.search(r"ECE (\S+) ", label).group(1))
+    places = len(table_ece.split(".")[1])
+    assert shown == pytest.approx(round(ensemble, places), abs=1e-12)
+    assert abs(shown - runs_mean) > 10 ** -places
+    # The curve is the ensemble's: its averaged scores in the ECE's bins, 0.3-0.4 and 0.6-0.7.
+    x, y = figure.axes[0].get_lines()[1].get_data()
+    assert np.allclose(x, [0.35, 0.65], atol=1e-6) and np.allclose(y, [1 / 3, 2 / 3])
+    # The single-models table names its ECE column as the runs' mean.
+    assert any("| Brier | ECE (runs' mean) |" in line for line in lines)

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 
 import factories
-from engine import cli, config, training
+from engine import cli, serialise, training
 from engine.config import ModelConfig, RecordsConfig, TrainConfig
 from engine.data import records as records_lib
 from engine.errors import DamagedState, UserError, exit_status, one_line
-from engine.study import launch, lrfind, sweep as sweep_lib
-from engine.training import callbacks, checkpoint
+from engine.study import estimate, launch, lrfind, plan as plan_lib, sweep as sweep_lib
+from engine.training import callbacks, checkpoint, disk as disk_lib
 from engine.training import run as run_lib
 
 
@@ -84,11 +84,11 @@ def test_paths_compare_by_absolute_form_and_same_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "base").mkdir(parents=True)
     os.symlink(tmp_path / "runs", tmp_path / "link")
-    stored = config.to_json(TrainConfig(out=Path("runs/base"), records=Path("./rec/../rec")))
+    stored = serialise.to_json(TrainConfig(out=Path("runs/base"), records=Path("./rec/../rec")))
     assert stored["out"] == str(tmp_path / "runs" / "base")  # written absolute
     for out in (tmp_path / "runs" / "base", Path("runs/./base"), tmp_path / "link" / "base"):
-        assert config.differences(stored, TrainConfig(out=out, records=tmp_path / "rec")) == []
-    assert config.differences(stored, TrainConfig(out=Path("runs/other"), records=Path("rec"))) == ["out"]
+        assert serialise.differences(stored, TrainConfig(out=out, records=tmp_path / "rec")) == []
+    assert serialise.differences(stored, TrainConfig(out=Path("runs/other"), records=Path("rec"))) == ["out"]
 
 
 def test_run_resumes_with_out_spelled_absolute_and_refusal_says_what_force_discards(records, tmp_path,
@@ -427,10 +427,11 @@ def test_finished_run_keeps_models_not_its_checkpoint(records, tmp_path, trainer
 
 
 def test_dry_run_states_the_disk(records, tmp_path, trainer):
-    plan = sweep_lib.plan_summary(sweep_lib_config(records, tmp_path / "cmp", select="best"))  # last and best kept
+    cfg = sweep_lib_config(records, tmp_path / "cmp", select="best")  # last and best kept
+    plan = estimate.plan_summary(cfg, plan_lib.trials(cfg), estimate.split_counts(cfg))
     disk = plan["disk"]
     net = training.prepare(tiny(records, None), trainer=trainer, quiet=True).classifier.net
     weights_mb = net.count_params() * 4 / 2 ** 20
-    assert disk["trial_mb"] == round(2 * weights_mb + checkpoint.LOGS_MB)
-    assert disk["total_mb"] == round(2 * (2 * weights_mb + checkpoint.LOGS_MB))
+    assert disk["trial_mb"] == round(2 * weights_mb + disk_lib.LOGS_MB)
+    assert disk["total_mb"] == round(2 * (2 * weights_mb + disk_lib.LOGS_MB))
     assert disk["text"].startswith("about ") and "2 trials x" in disk["text"]

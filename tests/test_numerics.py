@@ -4,6 +4,7 @@ BatchNorm momentum as a number."""
 
 import json
 import math
+import sys
 from dataclasses import replace
 
 import pytest
@@ -29,7 +30,7 @@ def test_explicit_settings_are_kept():
 @pytest.fixture
 def cpu(monkeypatch):
     """A CPU of the given flags, no GPU, no AMX override."""
-    monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(machine, "gpu_capabilities", lambda: [])
     monkeypatch.delenv("ENGINE_ALLOW_AMX_BF16", raising=False)
 
     def flags(*names):
@@ -203,3 +204,30 @@ def test_backbone_bn_momentum_table_is_keras_own():
             net = getattr(keras.applications, name)(include_top=False, weights=None, input_shape=(32, 32, 3))
             assert {layer.momentum for layer in net.layers
                     if isinstance(layer, keras.layers.BatchNormalization)} == {momentum}, name
+
+
+def test_gpu_rules_take_the_first_gpus_capability(monkeypatch):
+    monkeypatch.setattr(machine, "gpu_capabilities", lambda: [(8, 6), (7, 0)])
+    precision, xla = numerics.resolve("auto", "auto")
+    assert (precision.value, xla.value) == ("mixed_bfloat16", "on")
+    monkeypatch.setattr(machine, "gpu_capabilities", lambda: [(7, 5)])
+    assert numerics.resolve("auto", "off")[0].value == "mixed_float16"
+    monkeypatch.setattr(machine, "gpu_capabilities", lambda: [(6, 1)])
+    assert numerics.resolve("auto", "off")[0].value == "float32"
+
+
+def test_gpu_capabilities_without_starting_tensorflow(monkeypatch, tmp_path):
+    """A dry run finds the GPUs from nvidia-smi, as CUDA_VISIBLE_DEVICES leaves them."""
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '0, 8.6'\necho '1, 7.5'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert machine.gpu_capabilities() == [(8, 6), (7, 5)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert machine.gpu_capabilities() == [(7, 5)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert machine.gpu_capabilities() == []
+    fake.unlink()
+    assert machine.gpu_capabilities() == []

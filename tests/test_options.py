@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import config, options
-from engine.config import MODEL_MIN_SIDE, PRESETS, BenchConfig, SweepConfig, TrainConfig
+from engine import config, options, serialise
+from engine.config import MODEL_MIN_SIDE, BenchConfig, SweepConfig, TrainConfig
 from engine.errors import UserError
+from engine.presets import PRESETS
 
 
 def leaf_paths(config, prefix=()) -> set[str]:
@@ -143,13 +144,13 @@ def test_a_sweep_holds_each_trial_setting_once():
     assert (sweep.base.lr, sweep.base.seed) == (TrainConfig().lr, TrainConfig().seed)
     stored = sweep.to_json()
     assert not set(config.TRIAL_FIELDS) & set(stored["base"])
-    assert config.from_json(SweepConfig, stored) == sweep
+    assert serialise.from_json(SweepConfig, stored) == sweep
     # A sweep.json written when the base held copies of the first setting resumes.
     stored["base"].update(lr=1e-3, batch_size=16, optimizer="adam", seed=7)
-    assert config.differences(stored, sweep) == []
-    assert config.from_json(SweepConfig, stored).to_json() == sweep.to_json()
+    assert serialise.differences(stored, sweep) == []
+    assert serialise.from_json(SweepConfig, stored).to_json() == sweep.to_json()
     stored["base"]["epochs"] = 99  # a base field the trials do not set still counts
-    assert config.differences(stored, sweep) == ["base.epochs"]
+    assert serialise.differences(stored, sweep) == ["base.epochs"]
 
 
 def test_a_config_stored_with_the_retired_data_seed_still_loads_and_resumes(tmp_path):
@@ -157,12 +158,12 @@ def test_a_config_stored_with_the_retired_data_seed_still_loads_and_resumes(tmp_
     stored = cfg.to_json()
     assert "seed" not in stored["data"]  # the run's seed keys the pipeline: one field
     stored["data"]["seed"] = 3  # as a run folder from before holds it
-    assert config.differences(stored, cfg) == []
-    assert config.from_json(TrainConfig, stored) == cfg
+    assert serialise.differences(stored, cfg) == []
+    assert serialise.from_json(TrainConfig, stored) == cfg
     stored["data"]["buffer"] = 1  # an unknown field is still an error
-    assert config.differences(stored, cfg) == ["data.buffer"]
+    assert serialise.differences(stored, cfg) == ["data.buffer"]
     with pytest.raises(UserError, match="unknown PipelineConfig fields: buffer"):
-        config.from_json(TrainConfig, stored)
+        serialise.from_json(TrainConfig, stored)
 
 
 @pytest.mark.parametrize("values,message", [

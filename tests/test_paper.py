@@ -199,15 +199,18 @@ def test_batch_claims_survive_lr_scaling():
 
 
 def test_absent_setting_and_single_batch():
-    quick = options.sweep_config({"axis": "batch"}, {}, None, Path("/x"))  # batch 8, 16, 32 at lr 1e-3
-    rows = [row(f"batch={b}", 1e-3, b, v) for b, v in ((8, [0.3, 0.31]), (16, [0.2, 0.22]), (32, [0.4, 0.38]))]
-    claims = claims_of(quick, rows)
-    assert claims["batch 5 best"] == {"claim": "batch 5 best", "verdict": "cannot tell", "runs_label": "",
-                                      "evidence": "setting absent: the sweep has no batch 5"}
+    # Some of the paper's batch sizes (10, 15) but not 5: no order mapping, batch 5 is absent.
+    cfg = sweep("batch", batch_sizes=(10, 15, 20))
+    rows = [row(f"batch={b}", 1e-4, b, v) for b, v in ((10, [0.3, 0.31]), (15, [0.2, 0.22]), (20, [0.4, 0.38]))]
+    claims = claims_of(cfg, rows)
+    assert claims["batch 5 best"] == {"claim": "batch 5 best", "shown": "batch 5 best", "verdict": "cannot tell",
+                                      "runs_label": "", "evidence": "setting absent: the sweep has no batch 5",
+                                      "reason": "the sweep has no batch 5", "remedy": "--batch-sizes 5,10,15"}
     assert claims["batch 5: loss below 0.2"]["verdict"] == "cannot tell"
     single = claims_of(sweep("batch", batch_sizes=(5,)), [row("batch=5", 1e-4, 5, [0.3, 0.31])])
     assert single["larger batch, larger loss"]["evidence"] == "nothing to compare with: a single batch size"
     assert single["batch 5 best"]["verdict"] == "cannot tell"
+    assert single["batch 5 best"]["reason"] == "a single batch size: nothing to compare with"
 
 
 def test_deviations_of_the_paper_preset():
@@ -227,3 +230,157 @@ def test_deviations_of_the_paper_preset():
         assert what in found, what
     assert "model scored" not in found  # the quick preset scores the last epoch's model, as the paper
     assert found["BatchNorm momentum"]["here"] == "0.9" and found["weights"]["here"] == "none (trained from scratch)"
+
+
+# --- batch claims by order, and why a claim cannot tell ------------------------------
+
+CALM = [0.15, 0.12, 0.1, 0.1, 0.09, 0.08]  # loss mostly below 0.2, no spike
+SPIKY = [0.3, 0.29, 0.28, 1.0, 0.27, 0.26]  # a rise of 0.72 over a median change of 0.01: a spike
+
+
+def five_splits(*sizes):
+    """The quick preset's batch axis with 5 splits of the pool (``--repeats 5``)."""
+    return options.sweep_config({"axis": "batch", "preset": "quick", "repeats": 5, "batch_sizes": sizes}, {}, None,
+                                Path("/x"))
+
+
+def split_claims(cfg, rows, histories=None, ratio=1.0):
+    """Claims over split replicates (corrected resampled t, r = 1: the quick preset's hold-outs)."""
+    return {c["claim"]: c for c in paper.check(cfg, rows, histories or {}, ratio, one_split=False)}
+
+
+def test_batch_claims_by_order_find_a_planted_best():
+    """A sweep of batch 8, 16, 32 (none of the paper's) checks "batch 5 best" on
+    its smallest batch size, and says so; the claim keeps the paper's words."""
+    cfg = five_splits(8, 16, 32)
+    rows = [row(f"batch={b}", 1e-3, b, [m + 0.01 * k % 0.03 for k in range(5)])
+            for b, m in ((8, 0.1), (16, 0.3), (32, 0.5))]
+    histories = {"batch=8": [history(CALM, CALM)] * 5, "batch=16": [history(SPIKY, SPIKY)] * 5,
+                 "batch=32": [history(SPIKY, SPIKY)] * 5}
+    claims = split_claims(cfg, rows, histories)
+    assert set(claims) == {"batch 5: loss below 0.2", "batch 10 and 15: loss spikes", "batch 5 best",
+                           "larger batch, larger loss"} <= set(paper.ERROR_RATES)
+    best = claims["batch 5 best"]
+    assert best["verdict"] == "agree" and best["remedy"] == ""
+    assert best["shown"] == "smallest batch (8) best — the paper's batch 5, checked by order"
+    assert best["reason"].startswith("batch 8 lower than batch 16 and 32, each one-sided p")
+    spikes = claims["batch 10 and 15: loss spikes"]
+    assert spikes["shown"].startswith("2nd and 3rd smallest batches (16, 32): loss spikes — the paper's batch 10 "
+                                      "and 15, checked by order")
+    assert spikes["verdict"] == "agree" and spikes["reason"] == "batch 16 shows it in 5 of 5, batch 32 in 5 of 5 runs"
+    low = claims["batch 5: loss below 0.2"]
+    assert low["verdict"] == "agree" and low["shown"].startswith("smallest batch (8): loss below 0.2")
+    trend = claims["larger batch, larger loss"]
+    assert trend["verdict"] == "agree" and trend["shown"] == trend["claim"]
+    assert all(len(c["reason"]) <= 110 for c in claims.values())
+
+
+def test_batch_claims_by_order_never_agree_when_the_smallest_is_worst():
+    cfg = five_splits(8, 16, 32)
+    worst = [row(f"batch={b}", 1e-3, b, [m + 0.01 * k % 0.03 for k in range(5)])
+             for b, m in ((8, 0.5), (16, 0.3), (32, 0.1))]
+    claims = split_claims(cfg, worst)
+    assert claims["batch 5 best"]["verdict"] == claims["larger batch, larger loss"]["verdict"] == "disagree"
+    assert claims["batch 5 best"]["reason"].endswith(" lower than batch 8, one-sided Holm p < 0.001")
+    assert claims["batch 5 best"]["remedy"] == ""
+    # Batch 8 worse by 2 SDs of a split's statistic, in 300 noisy sweeps: never agree.
+    rng = np.random.default_rng(3)
+    verdicts = {paper.best_claim(cfg, [row(f"batch={b}", 1e-3, b, m + rng.normal(size=5))
+                                       for b, m in ((8, 2.0), (16, 0.0), (32, 0.0))], "batch", (5,), 1.0)["verdict"]
+                for _ in range(300)}
+    assert "agree" not in verdicts and "disagree" in verdicts, verdicts
+
+
+def test_the_paper_batch_sizes_are_not_mapped():
+    cfg = sweep("batch")
+    rows = [row(f"batch={b}", 1e-4, b, [0.1 * b, 0.1 * b + 0.02, 0.1 * b + 0.01]) for b in (5, 10, 15)]
+    claims = claims_of(cfg, rows)
+    assert all(c["shown"] == c["claim"] for c in claims.values())
+    assert claims["batch 5 best"]["reason"].startswith("batch 5 lower than batch 10 and 15")
+
+
+def test_two_batch_sizes_map_what_they_can():
+    """Batch 8 and 16: the paper's 5 and 10 map to them, its 15 is absent."""
+    cfg = five_splits(8, 16)
+    rows = [row(f"batch={b}", 1e-3, b, [m + 0.01 * k % 0.03 for k in range(5)]) for b, m in ((8, 0.1), (16, 0.3))]
+    claims = split_claims(cfg, rows, {"batch=8": [history(CALM, CALM)] * 5, "batch=16": [history(SPIKY, SPIKY)] * 5})
+    best = claims["batch 5 best"]
+    assert best["verdict"] == "agree"
+    assert best["shown"] == "smallest batch (8) best — the paper's batch 5, checked by order"
+    assert best["reason"].startswith("batch 8 lower than batch 16, one-sided p")  # one pair: no "each"
+    spikes = claims["batch 10 and 15: loss spikes"]
+    assert spikes["shown"] == "2nd smallest batch (16): loss spikes — the paper's batch 10 and 15, checked by order"
+    assert spikes["verdict"] == "agree"
+    assert spikes["reason"] == "batch 16 shows it in 5 of 5 runs; the sweep has no 3rd smallest batch size (the " \
+                               "paper's batch 15)"
+    assert "setting absent: no 3rd smallest batch size (the paper's batch 15), by order" in spikes["evidence"]
+    # One batch size: the paper's 10 and 15 have no rank to map to.
+    one = claims_of(five_splits(8), [row("batch=8", 1e-3, 8, [0.1, 0.2])])
+    assert one["batch 10 and 15: loss spikes"]["reason"] == "the sweep has no 2nd or 3rd smallest batch size (the " \
+                                                            "paper's batch 10 and 15)"
+    assert one["batch 10 and 15: loss spikes"]["remedy"] == "--batch-sizes 5,10,15"
+
+
+def test_every_claim_of_the_quick_batch_sweep_says_why():
+    """The quick preset's batch axis (8, 16, 32; 3 epochs; 2 splits x 1 seed,
+    r = 1): every claim has a verdict, or cannot tell with the design's reason
+    and the options that would decide it."""
+    from engine.study import overlap, stats
+
+    cfg = options.sweep_config({"axis": "batch", "preset": "quick"}, {}, None, Path("/x"))
+    assert (cfg.batch_sizes, cfg.base.epochs, cfg.splits, cfg.repeats) == ((8, 16, 32), 3, 2, 1)
+    ratio = overlap.correction_ratio("holdout", 2, 160, 40, 200)
+    rng = np.random.default_rng(4)
+    for k in range(30):
+        rows = [row(f"batch={b}", 1e-3, b, list(0.4 + 0.05 * rng.normal(size=2) + 0.02 * k % 0.1))
+                for b in (8, 16, 32)]
+        histories = {f"batch={b}": [history(list(0.1 + 0.3 * rng.random(3)), list(0.1 + 0.3 * rng.random(3)))
+                                    for _ in range(2)] for b in (8, 16, 32)}
+        claims = split_claims(cfg, rows, histories, ratio)
+        assert len(claims) == 4
+        for c in claims.values():
+            assert c["reason"] and len(c["reason"]) <= 110, c
+            assert c["verdict"] != "cannot tell" or c["remedy"], c
+            assert "setting absent" not in c["evidence"], c
+        spikes = claims["batch 10 and 15: loss spikes"]
+        assert spikes["verdict"] == "cannot tell" and spikes["remedy"] == "--epochs 5"
+        assert spikes["reason"] == "the spike rule needs 5 epochs; the runs have 3"
+        for name in ("batch 5 best", "larger batch, larger loss"):
+            assert claims[name]["verdict"] != "cannot tell" or claims[name]["remedy"] == "--repeats 5", claims[name]
+    # The degrees of freedom and the detectable difference, by hand: two pairs sharing batch 8 correlate by
+    # 1/2, each with se sqrt(1/J + r) SDs of a per-split difference, on J - 1 df.
+    rows = [row(f"batch={b}", 1e-3, b, v) for b, v in ((8, [0.30, 0.36]), (16, [0.33, 0.35]), (32, [0.40, 0.37]))]
+    best = split_claims(cfg, rows, ratio=ratio)["batch 5 best"]
+    two, five = (paper.sds_text(stats.joint_detectable([(1 / j + ratio) ** 0.5] * 2, j - 1, [[1, 0.5], [0.5, 1]]))
+                 for j in (2, 5))
+    assert best["reason"] == f"2 splits leave 1 degree of freedom: 80 % power only for differences ≥ {two} SDs " \
+                             f"(5 splits: {five})"
+    assert (best["verdict"], best["remedy"]) == ("cannot tell", "--repeats 5")
+    # One run per setting: nothing to test against.
+    once = split_claims(cfg, [row(f"batch={b}", 1e-3, b, [0.3]) for b in (8, 16, 32)], ratio=ratio)["batch 5 best"]
+    assert (once["reason"], once["remedy"]) == ("one run per setting: no spread to test a difference against",
+                                                "--repeats 5")
+
+
+def test_an_lr_sweep_without_the_paper_rates_says_which_and_how():
+    cfg = options.sweep_config({"axis": "lr", "preset": "quick"}, {}, None, Path("/x"))  # lr 1e-2, 1e-3, 1e-4
+    rows = [row(f"lr={v:g}", v, 16, [0.3, 0.31]) for v in (1e-2, 1e-3, 1e-4)]
+    good = history([0.1] * 3, [0.1] * 3, [0.99] * 3)
+    claims = claims_of(cfg, rows, {"lr=0.0001": [good, good]})
+    assert all(c["shown"] == c["claim"] for c in claims.values())  # lr claims are never mapped
+    slow = claims["lr 1e-6 and 1e-7: acceptable, loss mostly 0.2-0.3"]
+    assert (slow["verdict"], slow["reason"], slow["remedy"]) == (
+        "cannot tell", "the sweep has no lr 1e-6, 1e-7", "--lrs 1e-2,1e-3,1e-4,1e-5,1e-6,1e-7")
+    near_one = claims["lr 1e-4 and 1e-5: accuracy near 1, loss mostly below 0.2"]
+    assert near_one["verdict"] == "agree"
+    assert near_one["reason"] == "lr 1e-4 shows it in 2 of 2 runs; the sweep has no lr 1e-5"
+    other = options.sweep_config({"axis": "lr", "preset": "quick", "lrs": (1e-2, 1e-3, 3e-4)}, {}, None, Path("/x"))
+    best = claims_of(other, [row(f"lr={v:g}", v, 16, [0.3, 0.31]) for v in (1e-2, 1e-3, 3e-4)])["lr 1e-4 and 1e-5 best"]
+    assert (best["reason"], best["remedy"]) == ("the sweep has no lr 1e-4, 1e-5", "--lrs 1e-2,1e-3,1e-4,1e-5,1e-6,1e-7")
+
+
+def test_numbers_in_a_reason_carry_two_digits():
+    assert [paper.p_text(p) for p in (0.00042, 0.0123, 0.2)] == ["p < 0.001", "p 0.012", "p 0.2"]
+    assert paper.p_text(0.0456, bound=True) == "p ≤ 0.046"
+    assert [paper.sds_text(x) for x in (12.31, 3.849, 123.4, 0.456)] == ["12", "3.8", "120", "0.46"]
+    assert [paper.compact(v) for v in (1e-2, 1e-4, 3e-4, 1e-7, 0.5)] == ["1e-2", "1e-4", "3e-4", "1e-7", "0.5"]

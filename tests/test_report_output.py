@@ -18,7 +18,7 @@ from PIL import Image
 
 from engine import options
 from figures import check_reads_at_a_glance
-from engine.study import clinical, plots, report, sweep
+from engine.study import clinical, collect, numbers, plan as plan_lib, plots, report
 from engine.training.evaluation import save_scores
 
 LABELS = np.array([1, 1, 1, 0, 0, 0])
@@ -63,7 +63,7 @@ def fake_sweep(out: Path, runs, scores=None, **config) -> options.SweepConfig:
     (out / "sweep.json").write_text(json.dumps({"config": cfg.to_json(), "command": ["compare", "--out", str(out)],
                                                 "choice": {"precision": "float32", "xla": "off"},
                                                 "deviations": [], "machine": {}}))
-    for trial in sweep.trials(cfg, every_shard=True):
+    for trial in plan_lib.trials(cfg):
         write_run(trial.config.out, runs(trial.setting, trial.config.seed),
                   scores(trial.setting, trial.config.seed) if scores else None)
     return cfg
@@ -72,12 +72,12 @@ def fake_sweep(out: Path, runs, scores=None, **config) -> options.SweepConfig:
 # --- numbers ------------------------------------------------------------------
 
 def test_rounded_removes_float_noise():
-    assert report.rounded(0.6499999999999999) == 0.65
-    assert json.dumps(report.rounded({"a": [0.1 + 0.2, (np.float32(0.7),)], "n": np.int64(3), "b": True})) == \
+    assert collect.rounded(0.6499999999999999) == 0.65
+    assert json.dumps(collect.rounded({"a": [0.1 + 0.2, (np.float32(0.7),)], "n": np.int64(3), "b": True})) == \
         '{"a": [0.3, [0.7]], "n": 3, "b": true}'
-    assert report.rounded(123456789.0) == 123457000.0 and report.rounded(1.23456789e-9) == 1.23457e-9
-    assert report.rounded(float("nan")) != report.rounded(float("nan"))  # stays NaN
-    assert report.rounded("0.6499999999999999") == "0.6499999999999999"  # text is not a number
+    assert collect.rounded(123456789.0) == 123457000.0 and collect.rounded(1.23456789e-9) == 1.23457e-9
+    assert collect.rounded(float("nan")) != collect.rounded(float("nan"))  # stays NaN
+    assert collect.rounded("0.6499999999999999") == "0.6499999999999999"  # text is not a number
 
 
 def test_summary_files_carry_no_float_noise(tmp_path):
@@ -87,18 +87,18 @@ def test_summary_files_carry_no_float_noise(tmp_path):
     for name in ("summary.csv", "summary.json"):
         numbers = re.findall(r"\d+\.\d+", (tmp_path / name).read_text())
         digits = {n: len(n.replace(".", "").lstrip("0")) for n in numbers}
-        assert numbers and max(digits.values()) <= report.SIGNIFICANT, (name, max(digits, key=digits.get))
+        assert numbers and max(digits.values()) <= collect.SIGNIFICANT, (name, max(digits, key=digits.get))
     row = json.loads((tmp_path / "summary.json").read_text())["rows"][0]
     assert row["val_loss"] == 0.605556  # the mean of the 2 runs' last 3 epochs, to 6 digits
 
 
 def test_table_numbers_carry_what_their_spread_allows():
-    assert report.pm(0.69312, 0.0123, 3) == "0.693 ± 0.012"
-    assert report.pm(0.69312, 0.00012, 3) == "0.6931 ± 0.0001"  # at most 4 decimals
-    assert report.pm(0.69312, 0.31, 3) == "0.69 ± 0.31"
-    assert report.pm(0.69312, 0.0, 1) == "0.693"  # one run: no SD to show
-    assert report.pm(76.4, 3.2, 3, 0, 0) == "76 ± 3"
-    assert [report.significant(v) for v in (1654.2, 16.54, 0.16542, 0)] == ["1654", "16.5", "0.165", "0"]
+    assert numbers.pm(0.69312, 0.0123, 3) == "0.693 ± 0.012"
+    assert numbers.pm(0.69312, 0.00012, 3) == "0.6931 ± 0.0001"  # at most 4 decimals
+    assert numbers.pm(0.69312, 0.31, 3) == "0.69 ± 0.31"
+    assert numbers.pm(0.69312, 0.0, 1) == "0.693"  # one run: no SD to show
+    assert numbers.pm(76.4, 3.2, 3, 0, 0) == "76 ± 3"
+    assert [numbers.significant(v) for v in (1654.2, 16.54, 0.16542, 0)] == ["1654", "16.5", "0.165", "0"]
 
 
 def test_best_epoch_is_a_whole_epoch(tmp_path):
@@ -110,7 +110,7 @@ def test_best_epoch_is_a_whole_epoch(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "2.5" not in text
     assert re.search(r"\| 0\.300 ± 0\.000 \| 2, 3 \|", text)
-    assert report.epochs_text([3, 2, 4, 4, 5, 6, 1]) == "4 (median; 1-6)"
+    assert numbers.epochs_text([3, 2, 4, 4, 5, 6, 1]) == "4 (median; 1-6)"
 
 
 def test_compile_time_is_a_column_of_its_own(tmp_path):
@@ -133,9 +133,9 @@ def test_compile_time_is_a_column_of_its_own(tmp_path):
     resumed = {"history": epoch_rows([0.7, 0.5], first_step=10.5, seconds=25.0),
                "config": type("Config", (), {"batch_size": 5})}
     resumed["history"][1]["first_step_seconds"] = 20.5  # the resumed session's first epoch
-    assert report.run_seconds(resumed) == pytest.approx((50.0 - 30.0, 30.0))
+    assert collect.run_seconds(resumed) == pytest.approx((50.0 - 30.0, 30.0))
     old = {"history": [{"epoch": 1, "seconds": 12.0}], "config": None}
-    assert report.run_seconds(old) == (12.0, None)
+    assert collect.run_seconds(old) == (12.0, None)
 
 
 def test_plus_minus_is_defined_where_first_used(tmp_path):
@@ -169,8 +169,8 @@ def test_chance_line_when_no_setting_learned(tmp_path):
     # An undefined val AUC cannot say "everywhere"; no finished run says nothing either.
     rows = [{"setting": "a", "repeats_done": 2, "val_auc": 0.5},
             {"setting": "b", "repeats_done": 2, "val_auc": None}]
-    assert not report.chance(rows)["no_setting_learned"]
-    assert not report.chance([{"setting": "a", "repeats_done": 0, "val_auc": None}])["no_setting_learned"]
+    assert not collect.chance(rows)["no_setting_learned"]
+    assert not collect.chance([{"setting": "a", "repeats_done": 0, "val_auc": None}])["no_setting_learned"]
 
 
 # --- figures ------------------------------------------------------------------

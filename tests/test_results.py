@@ -78,3 +78,21 @@ def test_engine_report_runs_with_tensorflow_unimportable(tmp_path):
     assert "6 trials: 6 finished." in done.stdout
     assert (tmp_path / "report.md").read_text().startswith("# batch study (quick preset)")
     assert json.loads((tmp_path / "summary.json").read_text())["rows"]
+
+
+def test_engine_compare_dry_run_runs_with_tensorflow_unimportable(tmp_path):
+    """The plan, its estimate and its disk without starting a framework; nothing is written."""
+    import factories
+
+    records = factories.synthetic_records(tmp_path, {"train": 24, "val": 12, "test": 12}, 48, image_size=32)
+    code = ("import sys; sys.modules['tensorflow'] = None; sys.modules['keras'] = None; "
+            "from engine.cli import main; sys.argv = ['engine', *sys.argv[1:]]; main()")
+    args = ["compare", str(records), "--out", str(tmp_path / "sweep"), "--axis", "batch", "--batch-sizes", "4,8",
+            "--repeats", "2", "--model", "InceptionV3", "--image-size", "75", "--dry-run", "--json"]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = json.loads(done.stdout)
+    assert plan["count"] == 4 and [t["batch_size"] for t in plan["trials"]] == [4, 4, 8, 8]
+    assert {t["split"] for t in plan["trials"]} == {1, 2} and plan["seconds"] > 0
+    assert plan["disk"]["trial_mb"] > 80  # InceptionV3's weights, counted without building it
+    assert not (tmp_path / "sweep").exists()

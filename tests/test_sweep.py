@@ -14,7 +14,7 @@ import factories
 from engine import options
 from engine.config import SweepConfig
 from engine.errors import UserError
-from engine.study import report, sweep
+from engine.study import collect, estimate, plan as plan_lib, ranking as ranking_lib, report, sweep
 
 
 def resolve(axis, preset, records_dir, out, **values):
@@ -35,26 +35,27 @@ def tiny_sweep(records_dir, out, **kwargs):
 
 
 def test_trial_list_paper_preset():
-    lr = sweep.trials(resolve("lr", "paper", None, Path("/x")))
+    lr = plan_lib.trials(resolve("lr", "paper", None, Path("/x")))
     assert [t.setting for t in lr] == [f"lr={v:g}" for v in (1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7)]
     assert {t.config.batch_size for t in lr} == {5} and {t.config.epochs for t in lr} == {20}
-    batch = sweep.trials(resolve("batch", "paper", None, Path("/x")))
+    batch = plan_lib.trials(resolve("batch", "paper", None, Path("/x")))
     assert [(t.config.batch_size, t.config.lr) for t in batch] == [(5, 1e-4), (10, 1e-4), (15, 1e-4)]
     assert batch[0].config.model.weights == "imagenet" and batch[0].config.model.image_size == 299
 
 
 def test_budget_steps_and_lr_scaling():
-    plan = sweep.trials(resolve("batch", "paper", None, Path("/x"), budget="steps", lr_scaling="linear"))
+    plan = plan_lib.trials(resolve("batch", "paper", None, Path("/x"), budget="steps", lr_scaling="linear"))
     assert [(t.config.batch_size, t.config.epochs) for t in plan] == [(5, 20), (10, 40), (15, 60)]
     assert [t.config.lr for t in plan] == pytest.approx([1e-4, 2e-4, 3e-4])
-    sqrt = sweep.trials(resolve("batch", "paper", None, Path("/x"), lr_scaling="sqrt"))
+    sqrt = plan_lib.trials(resolve("batch", "paper", None, Path("/x"), lr_scaling="sqrt"))
     assert sqrt[2].config.lr == pytest.approx(1e-4 * 3 ** 0.5)
 
 
 def test_shards_cover_every_trial_once():
-    full = [t.name for t in sweep.trials(resolve("grid", "paper", None, Path("/x"), repeats=2))]
-    parts = [t.name for i in range(4) for t in sweep.trials(resolve("grid", "paper", None, Path("/x"),
-                                                                          repeats=2, shard=(i, 4)))]
+    full = [t.name for t in plan_lib.trials(resolve("grid", "paper", None, Path("/x"), repeats=2))]
+    everything = plan_lib.trials(resolve("grid", "paper", None, Path("/x"), repeats=2))
+    parts = [t.name for i in range(4)
+             for t in plan_lib.select(everything, resolve("grid", "paper", None, Path("/x"), repeats=2, shard=(i, 4)))]
     assert sorted(parts) == sorted(full) and len(full) == 6 * 3 * 2
 
 
@@ -79,7 +80,7 @@ def test_ranking_on_hand_made_rows():
     rows = [row("a", {0: 0.19, 1: 0.21, 2: 0.20}), row("b", {0: 0.50, 1: 0.51, 2: 0.52}),
             row("c", {0: 0.05, 1: 0.45, 2: 0.25}), row("d", {}, "2 of 2 diverged"),
             row("e", {9: 0.3}, "1 of 2 failed (MemoryError)")]
-    ranking = report.rank(rows)
+    ranking = ranking_lib.rank(rows)
     # a beats b, nothing beats c (too spread) or e (one run): a set of three, no single best.
     assert ranking["best"] is None and ranking["best_set"] == ["a", "c", "e"] and ranking["leader"] == "a"
     verdicts = {c["setting"]: c for c in ranking["comparisons"]}
@@ -91,7 +92,7 @@ def test_ranking_on_hand_made_rows():
     assert verdicts["c"]["p_holm"] >= max(verdicts["c"]["p"], 3 * verdicts["b"]["p"])
     assert "- d: 2 of 2 diverged: not ranked (no finished run)." in ranking["text"]
     assert "[1 of 2 failed (MemoryError)]" in ranking["text"] and "simultaneous 95 % interval" in ranking["text"]
-    empty = report.rank([row("x", {}, "1 of 1 diverged")])
+    empty = ranking_lib.rank([row("x", {}, "1 of 1 diverged")])
     assert empty["best"] is None and "x: 1 of 1 diverged: not ranked" in empty["text"]
 
 
@@ -106,12 +107,12 @@ def test_non_finite_val_loss_counts_as_the_worst_run():
     for runs in data["settings"].values():
         for r in runs:
             r["config"] = TrainConfig(lr=0.1 if r in data["settings"]["lr=0.1"] else 0.01, select="last")
-    rows = report.summarise(data)
+    rows = collect.summarise(data)
     # Both runs of lr=0.1 diverged (one with a non-finite val loss): each counts as the sweep's worst, 0.5.
     assert rows[0]["statistic_by_unit"] == {0: 0.5, 1: 0.5} and rows[0]["repeats_done"] == 0
     assert rows[0]["flags"] == "1 of 2 diverged, 1 of 2 ended with a non-finite val loss"
     assert rows[1]["statistic"] == pytest.approx((0.5 + 0.475) / 2)
-    ranking = report.rank(rows)
+    ranking = ranking_lib.rank(rows)
     assert ranking["leader"] == "lr=0.01" and "[1 of 2 diverged" in ranking["text"]
 
 
@@ -182,7 +183,7 @@ def test_a_programming_error_stops_the_sweep_with_its_traceback_kept(tiny_record
         return cfg.no_such_field  # a bug: every trial would fail the same way
     monkeypatch.setattr(training, "train", broken)
     cfg = tiny_sweep(tiny_records, tmp_path / "cmp")
-    first = sweep.trials(cfg)[0]
+    first = plan_lib.trials(cfg)[0]
     started = []
     with pytest.raises(AttributeError, match="no_such_field"):
         sweep.run(cfg, on_event=lambda kind, trial, info: started.append(trial.name) if kind == "start" else None)
@@ -236,7 +237,7 @@ def test_dashboard_on_a_terminal():
 
     assert sparkline([1.0, 0.5, 0.0]) == "█▄▁"
     console = Console(file=StringIO(), force_terminal=True, width=160, record=True)
-    trial = sweep.trials(resolve("lr", "quick", None, Path("/x")))[0]
+    trial = plan_lib.trials(resolve("lr", "quick", None, Path("/x")))[0]
     with Dashboard(total_steps=10, console=console) as dash:
         dash("queued", trial, {})
         dash("start", trial, {})
@@ -343,9 +344,9 @@ def test_trial_processes_start_after_sweep_json_and_are_told_only_folder_shard_a
     assert stored["command"] == ["resume", folder] and len(stored["trials"]) == 2
     assert outcome["results"] == [] and outcome["report"] is not None
     # What a trial process reads: the sweep as the parent resolved it, its shard chosen by the process.
-    loaded, numerics = sweep.load(Path(folder))
+    loaded, numerics, stored_plan = sweep.load(Path(folder))
     assert sweep.changed_fields(stored, loaded) == [] and numerics.precision.value == "float32"
-    assert [t.name for t in sweep.trials(replace(loaded, shard=(1, 2)))] == ["lr0.01_seed0"]
+    assert [t.name for t in plan_lib.select(stored_plan, replace(loaded, shard=(1, 2)))] == ["lr0.01_seed0"]
     # --force on a changed sweep: sweep.json written anew first, and the processes told to start over.
     started.clear()
     compare.run(tiny_sweep(tiny_records, out, lrs=(1e-3,)), parallel="2", force=True, quiet=True)
@@ -421,7 +422,7 @@ def test_child_events_reach_the_parent_dashboard_with_batches_summed():
 
     from engine.study.dashboard import Dashboard
     from engine.study.worker import EventWriter, read_event
-    from engine.study.sweep import trials
+    from engine.study.plan import trials
 
     plan = trials(resolve("lr", "quick", None, Path("out"), lrs=(1e-3, 1e-2), epochs=2))
     stream = io.StringIO()
@@ -451,7 +452,7 @@ def test_parallel_auto_follows_measured_rates_and_memory(monkeypatch, tmp_path):
 
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path))  # no rates other tests recorded
 
-    monkeypatch.setattr(machine, "gpus", lambda: [])
+    monkeypatch.setattr(machine, "gpu_capabilities", lambda: [])
     monkeypatch.setattr(machine, "cpu_cores", lambda: 2)
     monkeypatch.setattr(machine, "available_memory_mb", lambda: 20000.0)
     shape = pace.Shape("InceptionV3", 77, 1, 5, "float32", "off")
@@ -472,13 +473,13 @@ def test_parallel_auto_follows_measured_rates_and_memory(monkeypatch, tmp_path):
     assert launch.auto_parallel(6, shape)[0] == 1
     assert launch.auto_parallel(1, shape)[0] == 1  # one trial: nothing to share
     with pytest.raises(UserError, match="--parallel must be"):
-        launch.parallel_count("two", None)
+        launch.parallel_count("two", None, [])
     # A runner of one shard or one trial is one process: auto says so, a count is refused.
-    assert launch.parallel_count("auto", SweepConfig(shard=(0, 4)))[0] == 1
-    assert launch.parallel_count("auto", SweepConfig(trial="3"))[0] == 1
-    assert launch.parallel_count("1", SweepConfig(shard=(0, 4)))[0] == 1
+    assert launch.parallel_count("auto", SweepConfig(shard=(0, 4)), [])[0] == 1
+    assert launch.parallel_count("auto", SweepConfig(trial="3"), [])[0] == 1
+    assert launch.parallel_count("1", SweepConfig(shard=(0, 4)), [])[0] == 1
     with pytest.raises(UserError, match="leave out --shard"):
-        launch.parallel_count("2", SweepConfig(shard=(1, 4)))
+        launch.parallel_count("2", SweepConfig(shard=(1, 4)), [])
 
 
 def test_estimate_deals_trials_to_processes_and_compiles_once_per_process(monkeypatch, tmp_path):
@@ -486,7 +487,7 @@ def test_estimate_deals_trials_to_processes_and_compiles_once_per_process(monkey
     from engine.training import pace
 
     monkeypatch.setenv("ENGINE_CACHE_DIR", str(tmp_path))
-    plan = sweep.trials(resolve("batch", "quick", None, Path("out")))  # batch 8, 16, 32 x seeds 0, 1
+    plan = plan_lib.trials(resolve("batch", "quick", None, Path("out")))  # batch 8, 16, 32 x seeds 0, 1
     counts = {"train": 160, "val": 40, "test": 40, "channels": 1, "built": True}
 
     def shape(trial, processes):
@@ -504,10 +505,10 @@ def test_estimate_deals_trials_to_processes_and_compiles_once_per_process(monkey
         return pace.run_seconds(shape(trial, processes), epochs=3, train_images=160, val_images=40,
                                 test_images=40, compile_first=compiles)
 
-    alone, _ = sweep.estimate_seconds(SweepConfig(), plan, counts)
+    alone, _ = estimate.estimate_seconds(SweepConfig(), plan, counts)
     # One compile in all; the process' start-up once.
-    assert alone == pytest.approx(sweep.START_UP_SECONDS + sum(run(t, 1, i == 0) for i, t in enumerate(plan)))
-    two, basis = sweep.estimate_seconds(SweepConfig(), plan, counts, processes=2)
+    assert alone == pytest.approx(estimate.START_UP_SECONDS + sum(run(t, 1, i == 0) for i, t in enumerate(plan)))
+    two, basis = estimate.estimate_seconds(SweepConfig(), plan, counts, processes=2)
     lanes = [sum(run(t, 2, i == 0) for i, t in enumerate(plan[lane::2])) for lane in (0, 1)]
-    assert two == pytest.approx(sweep.START_UP_SECONDS + max(lanes)) and basis.startswith("measured here")
-    assert sweep.step_key(plan[0].config) == sweep.step_key(plan[-1].config)  # one step for every batch size
+    assert two == pytest.approx(estimate.START_UP_SECONDS + max(lanes)) and basis.startswith("measured here")
+    assert estimate.step_key(plan[0].config) == estimate.step_key(plan[-1].config)  # one step for every batch size

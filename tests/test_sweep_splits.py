@@ -14,7 +14,7 @@ import factories
 from engine import options
 from engine.data import synthetic
 from engine.errors import UserError
-from engine.study import compare, report, sweep
+from engine.study import compare, plan as plan_lib, report, sweep
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +33,12 @@ def split_sweep(records, out, **values):
 
 def test_splits_multiply_the_trials_and_one_split_keeps_the_names(pool, tmp_path):
     cfg = split_sweep(pool, tmp_path / "s", repeats=2)
-    listed = sweep.trials(cfg)
+    listed = plan_lib.trials(cfg)
     assert len(listed) == 2 * 3 * 2
     assert [t.name for t in listed[:4]] == ["lr0.001_split1_seed0", "lr0.001_split1_seed1", "lr0.001_split2_seed0",
                                             "lr0.001_split2_seed1"]
     assert listed[2].config.records == tmp_path / "s" / "splits" / "split2" and listed[2].config.subset is None
-    one = sweep.trials(split_sweep(pool, tmp_path / "s", splits=1))
+    one = plan_lib.trials(split_sweep(pool, tmp_path / "s", splits=1))
     assert [t.name for t in one] == ["lr0.001_seed0", "lr0.01_seed0"] and one[0].config.records == pool
     # --dry-run --json: the job array grows with the splits; nothing is written.
     plan = compare.plan(cfg, "1")

@@ -1,4 +1,4 @@
-"""Tests of the synthetic chest X-ray generator (engine.data.synthetic)."""
+"""Tests of the synthetic chest X-ray generator (engine.data.drawing and engine.data.synthetic)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from engine.errors import UserError
-from engine.data.synthetic import CLASSES, FILENAME_PATTERN, SOURCES, SPLITS, generate, render
+from engine.data.drawing import CLASSES, SOURCES, render
+from engine.data.synthetic import FILENAME_PATTERN, SPLITS, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = re.compile(FILENAME_PATTERN + r"_view-(?P<view>[1-9][0-9]*)\.png")

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 import pytest
 
 from engine import options
-from engine.study import paper, report, stats, sweep
+from engine.study import estimate, paper, plan as plan_lib, ranking as ranking_lib, report, stats
 
 SWEEPS = 10_000
 
@@ -63,7 +63,7 @@ def test_the_report_ranks_with_the_simulated_analysis():
              "flags": "", "final_val_loss": None} for i, v in enumerate(np.array([[0.1, 0.12, 0.11],
                                                                                    [0.3, 0.33, 0.31],
                                                                                    [0.12, 0.09, 0.13]]))]
-    ranking = report.rank(rows)
+    ranking = ranking_lib.rank(rows)
     tests = stats.family(paper.unit_matrix(rows))
     assert ranking["best_set"] == ["s0", "s2"] == [r["setting"] for r, best in zip(rows, tests.best_set) if best]
     assert ranking["best"] is None and "**" not in ranking["text"]  # no bold winner for a set of two
@@ -115,7 +115,7 @@ def sweep_folder(out: Path, values: dict, **config) -> options.SweepConfig:
     (out / "sweep.json").write_text(json.dumps({"config": cfg.to_json(), "command": ["compare", "--out", str(out)],
                                                 "choice": {"precision": "float32", "xla": "off"},
                                                 "deviations": [], "machine": {}}))
-    for trial in sweep.trials(cfg, every_shard=True):
+    for trial in plan_lib.trials(cfg):
         given = values(trial.setting, trial.config.seed)
         if isinstance(given, tuple):
             status, detail = given
@@ -183,17 +183,18 @@ def test_a_setting_whose_runs_all_failed_is_not_ranked(tmp_path):
 
 def test_dry_run_says_what_the_design_can_detect():
     one = options.sweep_config({"axis": "batch", "repeats": 1}, {}, None, Path("/x"))
-    assert sweep.repeats_summary(one)["text"].startswith("one run per setting (--repeats 1): no comparative verdict")
+    assert estimate.repeats_summary(one)["text"].startswith("one run per setting (--repeats 1): no comparative verdict")
     # --repeats 3 without --splits: 3 hold-outs of a 160/40 pool of 200, one seed each, the corrected t (r = 1).
     counts = {"train": 160, "val": 40, "pool": 200}
-    three = sweep.repeats_summary(options.sweep_config({"axis": "batch", "repeats": 3}, {}, None, Path("/x")), counts)
+    three = estimate.repeats_summary(options.sweep_config({"axis": "batch", "repeats": 3}, {}, None, Path("/x")),
+                                     counts)
     assert three["ratio"] == pytest.approx(1.0) and three["warning"] is None
     assert three["detectable_sds"] == pytest.approx(stats.detectable_in_sds(3, 3, ratio=1.0), abs=0.05)
     assert three["text"].startswith("3 splits x 1 seed: each of the 3 comparisons between settings (corrected "
                                     "resampled t over the splits, r = 1) detects with 80 % power only differences "
                                     "of at least 11.3 SDs of a per-split difference; 5 splits would detect 5.6")
     # --splits 1: 3 seeds on one validation set, 80 % power at 0.05 / 3 with 3 seeds.
-    seeds = sweep.repeats_summary(options.sweep_config({"axis": "batch", "repeats": 3, "splits": 1}, {}, None,
+    seeds = estimate.repeats_summary(options.sweep_config({"axis": "batch", "repeats": 3, "splits": 1}, {}, None,
                                                        Path("/x")))
     assert seeds["detectable_sds"] == pytest.approx(stats.detectable_in_sds(3, 3), abs=0.05)
     assert "detects with 80 % power differences of at least 5.7 SDs of a per-seed difference, on this validation " \
@@ -218,9 +219,9 @@ def test_batchnorm_line_gives_each_settings_residual_share():
 
 def test_a_damaged_trial_file_is_a_failed_trial_not_a_traceback(tmp_path):
     cfg = sweep_folder(tmp_path, lambda setting, seed: [0.3, 0.2, 0.2])
-    trial = next(t for t in sweep.trials(cfg, every_shard=True) if t.setting == "batch=10")
+    trial = next(t for t in plan_lib.trials(cfg) if t.setting == "batch=10")
     (trial.config.out / "metrics.json").write_text('{"status": "do')  # cut short
-    other = next(t for t in sweep.trials(cfg, every_shard=True) if t.setting == "batch=15")
+    other = next(t for t in plan_lib.trials(cfg) if t.setting == "batch=15")
     (other.config.out / "history.csv").write_text("epoch,val_loss\n1,zz\n")
     written = report.write(tmp_path)
     rows = {r["setting"]: r for r in written["rows"]}

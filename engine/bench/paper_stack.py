@@ -5,6 +5,7 @@ tf_keras InceptionV3 (``pip install -e '.[paper]'``)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import shutil
 import time
@@ -127,7 +128,6 @@ def paper_trial(images: Path, out: Path, *, model: str, size: int, batch: int, l
 
 def paper_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], None]) -> list[Measure]:
     import tf_keras
-    from tf_keras.utils import OrderedEnqueuer
 
     size = cfg.image_size
     modes = set(cfg.modes)
@@ -141,51 +141,64 @@ def paper_measures(cfg: BenchConfig, images: Path, on_note: Callable[[str], None
         flow = paper_flow(images, size, batch)
         if "input" in modes:
             steps = steps_for(cfg.input_images // 8, batch)
-
-            def prepare_input(flow=flow, steps=steps):
-                def timed():
-                    for _ in range(steps):
-                        x, _ = next(flow)
-                    float(x[:, 0, 0, 0].sum())
-                return timed
-            measures.append(Measure("input", batch, PAPER, "-", "-", steps * batch, prepare_input))
+            measures.append(Measure("input", batch, PAPER, "-", "-", steps * batch,
+                                    functools.partial(timed_input, flow, steps)))
         steps = steps_for(cfg.step_images, batch)
         if "step" in modes:
             px = rng.uniform(0, 255, (batch, size, size, 3)).astype(np.float32)
             py = (np.arange(batch) % 2).astype(np.float32)
-
-            def prepare_step(px=px, py=py, steps=steps):
-                def timed():
-                    for _ in range(steps):
-                        loss = model.train_on_batch(px, py)[0]
-                    float(loss)
-                return timed
-            measures.append(Measure("step", batch, PAPER, "float32", "off", steps * batch, prepare_step))
+            measures.append(Measure("step", batch, PAPER, "float32", "off", steps * batch,
+                                    functools.partial(timed_step, model, px, py, steps)))
         if "e2e" in modes:
-            def prepare_e2e(flow=flow, steps=steps):
-                # What the paper's fit() runs: tf_keras' OrderedEnqueuer with
-                # fit's defaults (one worker thread, a queue of 10 batches)
-                # producing ImageDataGenerator batches in the background,
-                # overlapped with the steps. fit() itself is not called per
-                # repeat: a short fit() measured ending on a ~5.2 s boundary
-                # (its enqueuer polls with a 5 s timeout), 4.7 s of steps
-                # taking 5.2 s, a stall a real run pays per fit, not per few steps.
-                enqueuer = OrderedEnqueuer(flow, use_multiprocessing=False, shuffle=False)
-                enqueuer.start(workers=1, max_queue_size=10)
-                batches = enqueuer.get()
-
-                def timed():
-                    try:
-                        for _ in range(steps):
-                            loss = model.train_on_batch(*next(batches))[0]
-                        float(loss)
-                    except BaseException:
-                        enqueuer.stop()
-                        raise
-                    return enqueuer.stop  # after the clock: joining its thread is not a step
-                return timed
-            measures.append(Measure("e2e", batch, PAPER, "float32", "off", steps * batch, prepare_e2e))
+            measures.append(Measure("e2e", batch, PAPER, "float32", "off", steps * batch,
+                                    functools.partial(timed_e2e, model, flow, steps)))
     return measures
+
+
+def timed_input(flow, steps: int) -> Callable[[], None]:
+    """The input row's timed function: ``steps`` batches drawn from ``flow``."""
+    def timed():
+        for _ in range(steps):
+            x, _ = next(flow)
+        float(x[:, 0, 0, 0].sum())
+    return timed
+
+
+def timed_step(model, px: np.ndarray, py: np.ndarray, steps: int) -> Callable[[], None]:
+    """The step row's timed function: ``steps`` training steps of ``model`` on one batch."""
+    def timed():
+        for _ in range(steps):
+            loss = model.train_on_batch(px, py)[0]
+        float(loss)
+    return timed
+
+
+def timed_e2e(model, flow, steps: int) -> Callable[[], Callable[[], None]]:
+    """The e2e row's timed function: ``steps`` training steps of ``model`` on
+    ``flow``'s batches, made in the background as the paper's fit() makes them."""
+    from tf_keras.utils import OrderedEnqueuer
+
+    # What the paper's fit() runs: tf_keras' OrderedEnqueuer with
+    # fit's defaults (one worker thread, a queue of 10 batches)
+    # producing ImageDataGenerator batches in the background,
+    # overlapped with the steps. fit() itself is not called per
+    # repeat: a short fit() measured ending on a ~5.2 s boundary
+    # (its enqueuer polls with a 5 s timeout), 4.7 s of steps
+    # taking 5.2 s, a stall a real run pays per fit, not per few steps.
+    enqueuer = OrderedEnqueuer(flow, use_multiprocessing=False, shuffle=False)
+    enqueuer.start(workers=1, max_queue_size=10)
+    batches = enqueuer.get()
+
+    def timed():
+        try:
+            for _ in range(steps):
+                loss = model.train_on_batch(*next(batches))[0]
+            float(loss)
+        except BaseException:
+            enqueuer.stop()
+            raise
+        return enqueuer.stop  # after the clock: joining its thread is not a step
+    return timed
 
 
 def export_class_folder(folder: Path, manifest: dict, out: Path, limit: int = 500, split: str = "train") -> Path:

@@ -42,10 +42,11 @@ from pathlib import Path
 from engine import machine, training
 from engine.bench import paper_stack
 from engine.bench.protocol import ENGINE, PAPER  # the two stacks' one name each
-from engine.config import PAPER_LRS, BenchConfig, ModelConfig, SweepConfig, TrainConfig
+from engine.config import BenchConfig, ModelConfig, SweepConfig, TrainConfig
 from engine.data.manifest import load_manifest
 from engine.errors import UserError
 from engine.io import atomic_json, atomic_write
+from engine.presets import PAPER_LRS
 from engine.progress import progress
 
 # The full study the projection is for: the paper's two axes.
@@ -100,11 +101,11 @@ def estimate_seconds(cfg: BenchConfig, train: int, val: int, channels: int = 1) 
         seconds += training.run_seconds(shape(cfg, batch, PAPER, 3, precision, xla), epochs=cfg.epochs,
                                         train_images=train, val_images=val)
     if cfg.parallel > 1:  # the engine's sweeps again, each as engine compare --parallel N estimates itself
-        from engine.study import sweep as sweep_lib
+        from engine.study import estimate, plan as plan_lib
 
         counts = {"train": train, "val": val, "channels": channels, "built": True}
         for sweep in (s for s in sweeps(cfg, None, precision, xla) if s is not None):
-            seconds += sweep_lib.estimate_seconds(sweep, sweep_lib.trials(sweep), counts, cfg.parallel)[0]
+            seconds += estimate.estimate_seconds(sweep, plan_lib.trials(sweep), counts, cfg.parallel)[0]
     return seconds
 
 
@@ -189,11 +190,10 @@ def engine_trial(sweep: SweepConfig, lr: float, batch: int, on_epoch: Callable[[
     """One engine trial through ``engine compare``'s path on ``trainer`` (the
     one every engine trial of the bench shares, as a sweep's runner does),
     timed, then its reference rates."""
-    from engine.study import sweep as sweep_lib
-    from engine.study.report import read_history
+    from engine.study import plan as plan_lib, sweep as sweep_lib
+    from engine.study.collect import read_history
 
-    trial = next(t for t in sweep_lib.trials(sweep, every_shard=True)
-                 if t.config.lr == lr and t.config.batch_size == batch)
+    trial = next(t for t in plan_lib.trials(sweep) if t.config.lr == lr and t.config.batch_size == batch)
     events = lambda kind, *_: on_epoch() if kind == "epoch" else None  # noqa: E731
     start = time.perf_counter()
     result = sweep_lib.run(replace(sweep, trial=trial.name), on_event=events, trainer=trainer)[0]

@@ -261,17 +261,7 @@ def warp_bilinear_nearest(images: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
     matrices = tf.cast(matrices, tf.float32)
     dims = tf.shape(images)
     batch, height, width, channels = dims[0], dims[1], dims[2], dims[3]
-
-    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32),
-                             tf.range(width, dtype=tf.float32), indexing="ij")
-    rows = tf.reshape(rows, [1, -1])
-    cols = tf.reshape(cols, [1, -1])
-    # float32 coordinates: around 300 px their rounding step is ~3e-5 px,
-    # far below what changes an 8-bit pixel, so float64 would buy nothing.
-    src_r = matrices[:, 0, 0:1] * rows + matrices[:, 0, 1:2] * cols + matrices[:, 0, 2:3]
-    src_c = matrices[:, 1, 0:1] * rows + matrices[:, 1, 1:2] * cols + matrices[:, 1, 2:3]
-    src_r = tf.clip_by_value(src_r, 0.0, tf.cast(height - 1, tf.float32))
-    src_c = tf.clip_by_value(src_c, 0.0, tf.cast(width - 1, tf.float32))
+    src_r, src_c = _source_coordinates(matrices, height, width)
 
     r0f = tf.floor(src_r)
     c0f = tf.floor(src_c)
@@ -301,6 +291,21 @@ def warp_bilinear_nearest(images: tf.Tensor, matrices: tf.Tensor) -> tf.Tensor:
     bottom = bottom + wc * (pixels(r1, c1) - bottom)
     out = top + wr * (bottom - top)
     return tf.reshape(out, dims)
+
+
+def _source_coordinates(matrices: tf.Tensor, height: tf.Tensor, width: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The input (row, col) each output pixel samples, [B, H*W] each, clamped to the image."""
+    rows, cols = tf.meshgrid(tf.range(height, dtype=tf.float32),
+                             tf.range(width, dtype=tf.float32), indexing="ij")
+    rows = tf.reshape(rows, [1, -1])
+    cols = tf.reshape(cols, [1, -1])
+    # float32 coordinates: around 300 px their rounding step is ~3e-5 px,
+    # far below what changes an 8-bit pixel, so float64 would buy nothing.
+    src_r = matrices[:, 0, 0:1] * rows + matrices[:, 0, 1:2] * cols + matrices[:, 0, 2:3]
+    src_c = matrices[:, 1, 0:1] * rows + matrices[:, 1, 1:2] * cols + matrices[:, 1, 2:3]
+    src_r = tf.clip_by_value(src_r, 0.0, tf.cast(height - 1, tf.float32))
+    src_c = tf.clip_by_value(src_c, 0.0, tf.cast(width - 1, tf.float32))
+    return src_r, src_c
 
 
 def paper_augment(images: tf.Tensor, seed: int, epoch: int | tf.Tensor,
@@ -445,32 +450,46 @@ def make_augment_fn(policy: str, *, jit_compile: bool | None = None,
         raise ValueError(f"unknown augmentation policy {policy!r}; "
                          f"choose one of: {', '.join(AUGMENT_POLICIES)}")
     height, width = _image_dims(image_size)
-
     if policy == "none":
-        def cast_only(images: tf.Tensor, epoch: int | tf.Tensor = 0,
-                      step: int | tf.Tensor = 0) -> tf.Tensor:
-            images = tf.convert_to_tensor(images)
-            _check_shape(images, height, width, channels)
-            return tf.cast(images, tf.float32)
-        return cast_only
-
+        return _cast_only_fn(height, width, channels)
     if policy == "paper":
-        if jit_compile is None:
-            jit_compile = default_jit_for_augment(_current_device_type())
+        return _paper_fn(seed, config, jit_compile, height, width, channels)
+    return _keras_cv_fn(policy, seed, value_range, height, width, channels)
 
-        # reduce_retracing: a smaller last batch must not retrace the graph
-        # (XLA still compiles once per concrete shape, which is unavoidable).
-        @tf.function(jit_compile=jit_compile, reduce_retracing=True)
-        def compiled(images: tf.Tensor, epoch: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
-            return paper_augment(images, seed, epoch, step, config)
 
-        def paper(images: tf.Tensor, epoch: int | tf.Tensor, step: int | tf.Tensor) -> tf.Tensor:
-            images = tf.convert_to_tensor(images)
-            _check_shape(images, height, width, channels)
-            # Tensors, not Python ints, so each new step reuses the trace.
-            return compiled(images, tf.cast(epoch, tf.int32), tf.cast(step, tf.int32))
-        return paper
+def _cast_only_fn(height: int, width: int, channels: int) -> AugmentFn:
+    """The "none" policy: the batch's shape checked, its images cast to float32."""
+    def cast_only(images: tf.Tensor, epoch: int | tf.Tensor = 0,
+                  step: int | tf.Tensor = 0) -> tf.Tensor:
+        images = tf.convert_to_tensor(images)
+        _check_shape(images, height, width, channels)
+        return tf.cast(images, tf.float32)
+    return cast_only
 
+
+def _paper_fn(seed: int, config: PaperAugment, jit_compile: bool | None, height: int, width: int,
+              channels: int) -> AugmentFn:
+    """The "paper" policy (see ``make_augment_fn``)."""
+    if jit_compile is None:
+        jit_compile = default_jit_for_augment(_current_device_type())
+
+    # reduce_retracing: a smaller last batch must not retrace the graph
+    # (XLA still compiles once per concrete shape, which is unavoidable).
+    @tf.function(jit_compile=jit_compile, reduce_retracing=True)
+    def compiled(images: tf.Tensor, epoch: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+        return paper_augment(images, seed, epoch, step, config)
+
+    def paper(images: tf.Tensor, epoch: int | tf.Tensor, step: int | tf.Tensor) -> tf.Tensor:
+        images = tf.convert_to_tensor(images)
+        _check_shape(images, height, width, channels)
+        # Tensors, not Python ints, so each new step reuses the trace.
+        return compiled(images, tf.cast(epoch, tf.int32), tf.cast(step, tf.int32))
+    return paper
+
+
+def _keras_cv_fn(policy: str, seed: int, value_range: tuple[float, float], height: int, width: int,
+                 channels: int) -> AugmentFn:
+    """A third-party policy (see ``make_augment_fn``): its keras-cv layer in a plain ``tf.function``."""
     layer = _keras_cv_layer(policy, seed, value_range)
     tile_to_rgb = policy == "randaugment" and channels == 1
 

@@ -15,7 +15,7 @@ from engine.data.manifest import MANIFEST
 from engine.io import FolderLock, cache_dir
 
 # Bump when the generator's output changes, so stale caches are not reused
-# (2: denser opacities, engine.data.synthetic._sample_disease).
+# (2: denser opacities, engine.data.drawing._sample_disease).
 SYNTHETIC_VERSION = 2
 
 

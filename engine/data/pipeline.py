@@ -13,6 +13,7 @@ uninterrupted run would, and every trial of a sweep sees the same order.
 
 from __future__ import annotations
 
+import functools
 import secrets
 from pathlib import Path
 
@@ -86,52 +87,81 @@ def dataset(folder: Path, split: str, batch_size: int, *, training: bool,
     # Evaluation keeps file order whatever the seed: per-image scores are
     # matched to the records' ids by that order, and compared across runs.
     deterministic = seed is not None or not training
-    cached = split_bytes(manifest, split) <= config.cache_mb * 2 ** 20
-    if cached:
+    cached = None
+    if split_bytes(manifest, split) <= config.cache_mb * 2 ** 20:
         # Decoded once, on the first pass; every later epoch reads memory.
-        base = read_examples(files, manifest, deterministic).cache()
+        cached = read_examples(files, manifest, deterministic).cache()
     if not training:
-        ds = base if cached else read_examples(files, manifest, deterministic)
-        ds = ds.batch(batch_size, drop_remainder=False)
-        # Interleaving hides the size; stating it lets Keras end an evaluation
-        # pass cleanly, and a shard that lost records fails loudly.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
+        examples = cached if cached is not None else read_examples(files, manifest, deterministic)
+        ds = evaluation_batches(examples, count, batch_size)
     else:
-        def one_epoch(epoch: int) -> tf.data.Dataset:
-            # Python-int seeds per epoch (tf.data rejects tensor seeds once a
-            # global seed is set); without a seed each epoch draws fresh ones.
-            order = epoch_seed(seed, epoch) if deterministic else None
-            if cached:
-                ds = base.shuffle(count, seed=order, reshuffle_each_iteration=False)
-            else:
-                ds = read_examples(files, manifest, deterministic, file_seed=order)
-                ds = ds.shuffle(config.shuffle_buffer, seed=None if order is None else order + 1,
-                                reshuffle_each_iteration=False)
-            # Only whole batches (the remainder is dropped before batching,
-            # so the batches' spec keeps an unknown batch dimension), and
-            # batching inside each epoch: a batch never mixes two epochs.
-            ds = ds.take(count // batch_size * batch_size)
-            if augment_fn is None:
-                return ds.batch(batch_size)
-            # Augment in chunks of at least AUGMENT_CHUNK images whatever the
-            # training batch: one call per chunk amortises the per-call cost,
-            # which dominates at the paper's batch of 5 (measured: 1,500 img/s
-            # per batch of 5 against 6,000+ per chunk of 64 on 2 cores). The
-            # key of an image is (seed, epoch, chunk index).
-            key = run_epoch_key(augment_key, epoch)
-            chunks = ds.batch(max(batch_size, AUGMENT_CHUNK)).enumerate().map(
-                lambda step, batch: (augment_fn(batch[0], key, tf.cast(step, tf.int32)), batch[1]),
-                num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-            return chunks.rebatch(batch_size)
+        shuffled = functools.partial(epoch_examples, cached, files, manifest, config.shuffle_buffer, count,
+                                     deterministic)
+        ds = training_batches(shuffled, count, batch_size, seed, start_epoch, end_epoch, augment_fn, deterministic)
+    return delivered(ds, config, training, deterministic)
 
-        # Without a seed, augmentations are as fresh as the order.
-        augment_key = seed if seed is not None else secrets.randbits(31)
-        ds = one_epoch(start_epoch)
-        for epoch in range(start_epoch + 1, end_epoch or start_epoch + 1):
-            ds = ds.concatenate(one_epoch(epoch))
-        # Keras looks one batch past the last step; repeating keeps that look
-        # from ending the iterator (the extra batch is never trained on).
-        ds = ds.repeat()
+
+def evaluation_batches(examples: tf.data.Dataset, count: int, batch_size: int) -> tf.data.Dataset:
+    """One pass over ``examples`` in batches, the last one smaller, their number stated."""
+    ds = examples.batch(batch_size, drop_remainder=False)
+    # Interleaving hides the size; stating it lets Keras end an evaluation
+    # pass cleanly, and a shard that lost records fails loudly.
+    return ds.apply(tf.data.experimental.assert_cardinality(-(-count // batch_size)))
+
+
+def epoch_examples(cached: tf.data.Dataset | None, files: list[str], manifest: dict, shuffle_buffer: int,
+                   count: int, deterministic: bool, order: int | None) -> tf.data.Dataset:
+    """One epoch's examples shuffled by ``order`` (None: a fresh order each
+    time): the ``cached`` split's, or else read again from the shards."""
+    if cached is not None:
+        return cached.shuffle(count, seed=order, reshuffle_each_iteration=False)
+    ds = read_examples(files, manifest, deterministic, file_seed=order)
+    return ds.shuffle(shuffle_buffer, seed=None if order is None else order + 1, reshuffle_each_iteration=False)
+
+
+def training_batches(shuffled, count: int, batch_size: int, seed: int | None, start_epoch: int,
+                     end_epoch: int | None, augment_fn, deterministic: bool) -> tf.data.Dataset:
+    """Epochs ``start_epoch`` to ``end_epoch`` of whole batches laid end to
+    end, repeated; ``shuffled(order)`` gives one epoch's examples."""
+    def one_epoch(epoch: int) -> tf.data.Dataset:
+        # Python-int seeds per epoch (tf.data rejects tensor seeds once a
+        # global seed is set); without a seed each epoch draws fresh ones.
+        order = epoch_seed(seed, epoch) if deterministic else None
+        # Only whole batches (the remainder is dropped before batching,
+        # so the batches' spec keeps an unknown batch dimension), and
+        # batching inside each epoch: a batch never mixes two epochs.
+        ds = shuffled(order).take(count // batch_size * batch_size)
+        if augment_fn is None:
+            return ds.batch(batch_size)
+        return augmented_batches(ds, batch_size, augment_fn, run_epoch_key(augment_key, epoch), deterministic)
+
+    # Without a seed, augmentations are as fresh as the order.
+    augment_key = seed if seed is not None else secrets.randbits(31)
+    ds = one_epoch(start_epoch)
+    for epoch in range(start_epoch + 1, end_epoch or start_epoch + 1):
+        ds = ds.concatenate(one_epoch(epoch))
+    # Keras looks one batch past the last step; repeating keeps that look
+    # from ending the iterator (the extra batch is never trained on).
+    return ds.repeat()
+
+
+def augmented_batches(ds: tf.data.Dataset, batch_size: int, augment_fn, key: tf.Tensor,
+                      deterministic: bool) -> tf.data.Dataset:
+    """One epoch's examples augmented inside tf.data under its ``key``, in training batches."""
+    # Augment in chunks of at least AUGMENT_CHUNK images whatever the
+    # training batch: one call per chunk amortises the per-call cost,
+    # which dominates at the paper's batch of 5 (measured: 1,500 img/s
+    # per batch of 5 against 6,000+ per chunk of 64 on 2 cores). The
+    # key of an image is (seed, epoch, chunk index).
+    chunks = ds.batch(max(batch_size, AUGMENT_CHUNK)).enumerate().map(
+        lambda step, batch: (augment_fn(batch[0], key, tf.cast(step, tf.int32)), batch[1]),
+        num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+    return chunks.rebatch(batch_size)
+
+
+def delivered(ds: tf.data.Dataset, config: PipelineConfig, training: bool, deterministic: bool) -> tf.data.Dataset:
+    """``ds`` as the pipeline hands it over: through the tf.data service if
+    one is set, with the pipeline's options, prefetched."""
     if config.data_service:
         ds = ds.apply(tf.data.experimental.service.distribute(
             # Evaluation must see every example once: distributed_epoch splits one

@@ -302,18 +302,8 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
     Structural problems raise UserError before any file is decoded; unreadable
     files are skipped and listed in ``rejects.csv`` with their reason.
     """
-    cfg = with_recipe(cfg).validate()
-    if cfg.src is None or cfg.out is None:
-        raise UserError("build-records needs SRC and OUT")
-    if not DATASET_NAME.fullmatch(cfg.name):
-        raise UserError(f"--name must be a letter followed by letters, digits or _ (TFDS reads the records "
-                        f"by it), not {cfg.name!r}")
-    out = cfg.out.resolve()
-    cfg = replace(cfg, src=cfg.src.resolve(), out=out)
-    if out.exists() and not cfg.overwrite:
-        raise UserError(f"{out} exists; use --overwrite to replace it or choose another OUT")
-    if not out.parent.is_dir():
-        raise UserError(f"the parent folder of OUT, {out.parent}, does not exist")
+    cfg = checked_config(cfg)
+    out = cfg.out
     layout, root, found = scan(cfg.src, cfg.layout, cfg.list_files, cfg.patient_pattern,
                                cfg.source_pattern)
     links = [c for c in found if c.skipped]  # folder links not followed: listed in rejects.csv
@@ -340,23 +330,7 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
         if not accepted:
             raise UserError(f"none of the {len(rejected)} files could be read as an image "
                             f"(first: {rejected[0][0].rel}: {rejected[0][1]})")
-        duplicates = exact_duplicates(accepted)
-        if duplicates and cfg.dedupe:
-            drop = {c.rel: g[0].rel for g in duplicates for c in g[1:] if c.split != g[0].split}
-            rejected += [(c, f"duplicate of {drop[c.rel]}") for c, _ in accepted if c.rel in drop]
-            accepted = [(c, r) for c, r in accepted if c.rel not in drop]
-            notes.append(f"dropped {len(drop)} copies of files already in an earlier split")
-        elif duplicates and not cfg.allow_duplicates:
-            listing = out.parent / f"{out.name}.duplicates.txt"
-            atomic_write(listing, "".join(" = ".join(f"{c.split}:{c.rel}" for c in g) + "\n"
-                                       for g in duplicates))
-            # One line of bounded length: the first few, the whole list in the file.
-            first = duplicates[0]
-            example = " = ".join(c.rel[-80:] for c in first[:3]) + (f" and {len(first) - 3} more copies"
-                                                                   if len(first) > 3 else "")
-            raise UserError(f"{len(duplicates)} identical files are in more than one split "
-                            f"(e.g. {example}; all in {listing}); use --dedupe to drop the later "
-                            f"copies or --allow-duplicates to keep them")
+        accepted, rejected, duplicates = settle_duplicates(cfg, accepted, rejected, notes)
         near_count, near_pairs = near_duplicates(accepted, cfg.near_duplicate_bits)
         if near_count:
             notes.append(f"{near_count} near-duplicate pairs across splits (perceptual hashes within "
@@ -372,15 +346,66 @@ def build(cfg: RecordsConfig, quiet: bool = False) -> dict:
         (tmp / "spool.bin").unlink()
         manifest = make_manifest(cfg, layout, root, labels, channels, accepted, rejected, shards,
                                  shard_of, duplicates, near_count, near_pairs, notes, seconds)
-        write_rejects(tmp / REJECTS, rejected)
-        write_tfds_metadata(tmp, manifest)
-        atomic_json(tmp / MANIFEST, manifest)
+        write_beside_shards(tmp, manifest, rejected)
         publish(tmp, out)
         return manifest
     except BaseException:
         spool.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def checked_config(cfg: RecordsConfig) -> RecordsConfig:
+    """``cfg`` with its recipe applied, validated and its paths made absolute;
+    a build that cannot be done (no SRC or OUT, a bad name, an OUT in the way
+    or without a parent folder) raises UserError before anything is read."""
+    cfg = with_recipe(cfg).validate()
+    if cfg.src is None or cfg.out is None:
+        raise UserError("build-records needs SRC and OUT")
+    if not DATASET_NAME.fullmatch(cfg.name):
+        raise UserError(f"--name must be a letter followed by letters, digits or _ (TFDS reads the records "
+                        f"by it), not {cfg.name!r}")
+    out = cfg.out.resolve()
+    cfg = replace(cfg, src=cfg.src.resolve(), out=out)
+    if out.exists() and not cfg.overwrite:
+        raise UserError(f"{out} exists; use --overwrite to replace it or choose another OUT")
+    if not out.parent.is_dir():
+        raise UserError(f"the parent folder of OUT, {out.parent}, does not exist")
+    return cfg
+
+
+def settle_duplicates(cfg: RecordsConfig, accepted: list[tuple[Candidate, images.Processed]],
+                      rejected: list[tuple[Candidate, str]], notes: list[str]) -> tuple[list, list, list]:
+    """Identical files in more than one split: ``--dedupe`` drops the later
+    copies into ``rejected`` (with a line in ``notes``), ``--allow-duplicates``
+    keeps them, and otherwise they are listed beside OUT and refused.
+    Returns the accepted and rejected files, and the groups of identical ones."""
+    duplicates = exact_duplicates(accepted)
+    if duplicates and cfg.dedupe:
+        drop = {c.rel: g[0].rel for g in duplicates for c in g[1:] if c.split != g[0].split}
+        rejected += [(c, f"duplicate of {drop[c.rel]}") for c, _ in accepted if c.rel in drop]
+        accepted = [(c, r) for c, r in accepted if c.rel not in drop]
+        notes.append(f"dropped {len(drop)} copies of files already in an earlier split")
+    elif duplicates and not cfg.allow_duplicates:
+        out = cfg.out
+        listing = out.parent / f"{out.name}.duplicates.txt"
+        atomic_write(listing, "".join(" = ".join(f"{c.split}:{c.rel}" for c in g) + "\n"
+                                   for g in duplicates))
+        # One line of bounded length: the first few, the whole list in the file.
+        first = duplicates[0]
+        example = " = ".join(c.rel[-80:] for c in first[:3]) + (f" and {len(first) - 3} more copies"
+                                                               if len(first) > 3 else "")
+        raise UserError(f"{len(duplicates)} identical files are in more than one split "
+                        f"(e.g. {example}; all in {listing}); use --dedupe to drop the later "
+                        f"copies or --allow-duplicates to keep them")
+    return accepted, rejected, duplicates
+
+
+def write_beside_shards(folder: Path, manifest: dict, rejected: Iterable[tuple[Candidate, str]]) -> None:
+    """The files beside a build's shards: ``rejects.csv``, TFDS's metadata and the manifest."""
+    write_rejects(folder / REJECTS, rejected)
+    write_tfds_metadata(folder, manifest)
+    atomic_json(folder / MANIFEST, manifest)
 
 
 def build_mb(cfg: RecordsConfig, images: int) -> float:

@@ -170,6 +170,19 @@ def draw(manifest: dict, count: int, mode: str = "holdout", sizes: tuple[int, in
     Raises:
         UserError: (one line) when the splits cannot be drawn.
     """
+    _check_request(count, mode, sizes)
+    pool = _pool(manifest)
+    patients = {c: len(pool.lines.get(c, ())) for c in pool.classes}
+    if mode == "kfold":
+        members = _kfold_members(pool, patients, count, mode, seed)
+    else:
+        members = _holdout_members(pool, patients, count, mode, sizes, seed)
+    _check_members(members, pool, count, mode)
+    return members
+
+
+def _check_request(count, mode: str, sizes) -> None:
+    """Refuses a count, mode or sizes ``draw`` cannot take, before the pool is read."""
     if isinstance(count, bool) or not isinstance(count, int) or count < 2:
         raise UserError(f"split replicates need at least 2 splits, not {count}; "
                         f"--splits 1 trains on the records' own split")
@@ -178,31 +191,39 @@ def draw(manifest: dict, count: int, mode: str = "holdout", sizes: tuple[int, in
     if mode == "kfold" and sizes is not None:
         raise UserError("--split-sizes cannot be given with kfold: K folds set the sizes (val is 1/K of the "
                         "pool); leave them out, or use holdout for fixed sizes")
-    pool = _pool(manifest)
+
+
+def _kfold_members(pool: _Pool, patients: dict, count: int, mode: str, seed: int) -> list[Membership]:
+    """The ``count`` splits of kfold: split k's val is fold k, its train the other folds."""
+    short = [c for c in pool.classes if patients[c] < count]
+    if short:
+        raise UserError(f"class {short[0]} has {patients[short[0]]} patients (or images without one) in the "
+                        f"pool of train and val, fewer than the {count} folds; ask for at most "
+                        f"--splits {patients[short[0]]} or use --split-mode holdout")
+    folds = _kfold(pool, count, seed)
+    return [_membership(pool, k, [i for j, fold in enumerate(folds) if j != k - 1 for i in fold],
+                        folds[k - 1], mode, seed) for k in range(1, count + 1)]
+
+
+def _holdout_members(pool: _Pool, patients: dict, count: int, mode: str, sizes, seed: int) -> list[Membership]:
+    """The ``count`` splits of holdout, at ``sizes`` or else the records' own val size."""
+    short = [c for c in pool.classes if patients[c] < 2]
+    if short:
+        raise UserError(f"class {short[0]} has {patients[short[0]]} patient(s) (or images without one) in the "
+                        f"pool of train and val; a hold-out split needs at least 2, one on each side")
     total = len(pool.class_of)
-    patients = {c: len(pool.lines.get(c, ())) for c in pool.classes}
-    if mode == "kfold":
-        short = [c for c in pool.classes if patients[c] < count]
-        if short:
-            raise UserError(f"class {short[0]} has {patients[short[0]]} patients (or images without one) in the "
-                            f"pool of train and val, fewer than the {count} folds; ask for at most "
-                            f"--splits {patients[short[0]]} or use --split-mode holdout")
-        folds = _kfold(pool, count, seed)
-        members = [_membership(pool, k, [i for j, fold in enumerate(folds) if j != k - 1 for i in fold],
-                               folds[k - 1], mode, seed) for k in range(1, count + 1)]
+    if sizes is None:
+        if pool.own_val == 0:
+            raise UserError("the records have no val split, so a hold-out split has no size to follow; "
+                            "give --split-sizes TRAIN,VAL or use --split-mode kfold")
+        train, val = total - pool.own_val, pool.own_val
     else:
-        short = [c for c in pool.classes if patients[c] < 2]
-        if short:
-            raise UserError(f"class {short[0]} has {patients[short[0]]} patient(s) (or images without one) in the "
-                            f"pool of train and val; a hold-out split needs at least 2, one on each side")
-        if sizes is None:
-            if pool.own_val == 0:
-                raise UserError("the records have no val split, so a hold-out split has no size to follow; "
-                                "give --split-sizes TRAIN,VAL or use --split-mode kfold")
-            train, val = total - pool.own_val, pool.own_val
-        else:
-            train, val = _check_sizes(sizes, total)
-        members = [_holdout(pool, k, train, val, sizes is None, mode, seed) for k in range(1, count + 1)]
+        train, val = _check_sizes(sizes, total)
+    return [_holdout(pool, k, train, val, sizes is None, mode, seed) for k in range(1, count + 1)]
+
+
+def _check_members(members: list[Membership], pool: _Pool, count: int, mode: str) -> None:
+    """Refuses splits with a class missing from their train or val."""
     for m in members:
         for part in POOL:
             empty = [c for c in pool.classes if not m.per_class[part][c]]
@@ -210,7 +231,6 @@ def draw(manifest: dict, count: int, mode: str = "holdout", sizes: tuple[int, in
                 fix = "ask for fewer splits" if mode == "kfold" else "give larger split sizes"
                 raise UserError(f"split {m.index} of {count} has no {empty[0]} images in its {part}: the pool's "
                                 f"{empty[0]} patients are too few or too large for it; {fix}")
-    return members
 
 
 def _check_sizes(sizes, total: int) -> tuple[int, int]:

@@ -12,9 +12,9 @@ used.
   slope and intercept, the paired DeLong difference in test AUC of
   ``reference`` against it, and the spread of each single run's test metrics.
 * ``report_lines(table)``: that table as the report's "Test metrics" section.
-* ``plot_calibration(settings, best, path)``: ``calibration.png``, a
-  reliability diagram of validation and test, the mean over seeds per bin,
-  in the colours, sizes and fonts of ``engine.study.plots``.
+* ``plot_calibration(settings, best, path)``: ``calibration.png``, the
+  ensembles' reliability diagram on test, in the colours, sizes and fonts of
+  ``engine.study.plots``; its legend gives the table's ensemble ECE.
 
 **Two views of a setting.** The *ensemble* averages each image's score over
 the setting's finished runs and evaluates that one score per image:
@@ -35,9 +35,12 @@ another's training set) the ensemble has no validation set of its own, and
 its threshold is the median of its runs' thresholds, each chosen on held-out
 images of its own model.
 
-The calibration diagram averages the seeds' per-bin values rather than their
-scores, since averaging scores would smooth away the single runs'
-miscalibration.
+**One ECE per view.** The calibration table and ``calibration.png`` show
+the ensemble's ECE (``expected_calibration_error`` of the averaged scores,
+10 equal-width bins), named "ensemble" in both and rounded alike; the
+diagram bins those same scores. Averaging smooths the single runs'
+miscalibration: their own ECEs, mean ± SD over the runs, are in the
+single-models table under a name that says so.
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ from engine.study import plots
 from engine.study.numbers import decimals, fmt
 from engine.errors import DamagedState
 from engine.results import runs as run_files
-from engine.results.metrics import (binary_metrics, brier_score, calibration_bins, delong_test,
-                                    expected_calibration_error, scores_summary, youden_threshold)
+from engine.results.metrics import (CALIBRATION_BINS, binary_metrics, brier_score, calibration_bins, delong_test,
+                                    ece_interval, expected_calibration_error, scores_summary, youden_threshold)
 
 POOLING = ("the ensemble of the setting's finished runs: each image's score averaged over the runs (aligned by "
            "image id) and scored once, so the intervals rest on the test images as the sample; not a model anyone "
@@ -118,7 +121,7 @@ def clinical_table(settings: Mapping[str, Sequence[Path]], reference: str, split
         row = {"setting": name, "runs": found["runs"] if found else 0,
                "seeds": found["trials"] if found else [], "auc_difference": None}
         if found:
-            row.update(ensemble=f"ensemble of {found['runs']} models" if found["runs"] > 1 else "single model",
+            row.update(ensemble=_model(found["runs"]),
                        threshold_rule=found["threshold_rule"],
                        **scores_summary(found["positive"], found["score"], found["threshold"], seed=0,
                                         level=level))
@@ -168,8 +171,8 @@ def report_lines(table: dict | None) -> list[str]:
     lines += [f"† {method}." for method in dict.fromkeys(notes)]
 
     lines += ["", f"**Single models.** Per setting: {table['per_run']}.",
-              "", "| setting | runs | thresholds | test acc | test sens | test spec | test AUC | Brier | ECE |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "", "| setting | runs | thresholds | test acc | test sens | test spec | test AUC | Brier | "
+              "ECE (runs' mean) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in table["rows"]:
         if not row["runs"]:
             lines.append(f"| {row['setting']} | 0 | - | - | - | - | - | - | - |")
@@ -177,9 +180,11 @@ def report_lines(table: dict | None) -> list[str]:
         spread = row["per_run"]
         lines.append(f"| {row['setting']} | {spread['runs']} | {_thresholds_cell(spread['thresholds'])} | "
                      + " | ".join(_spread_cell(spread["metrics"][m]) for m in PER_RUN_METRICS) + " |")
+    lines += ["", "ECE (runs' mean): each run's own ECE, mean ± SD over the runs; not the ensemble ECE of the "
+                  "calibration table below and `calibration.png`."]
 
     lines += ["", "**Calibration of the ensembles.**", "",
-              f"| setting | Brier | ECE ({level}) | ECE if calibrated | calibration slope ({level}) | "
+              f"| setting | Brier | ensemble ECE ({level}) | ECE if calibrated | calibration slope ({level}) | "
               f"calibration intercept ({level}) |", "|---|---|---|---|---|---|"]
     reasons = []
     for row in table["rows"]:
@@ -193,7 +198,8 @@ def report_lines(table: dict | None) -> list[str]:
                      f"{_fitted_cell(fitted, 'intercept', row['setting'], reasons)} |")
     methods = next(row["calibration"] for row in scored)
     lines += ["", "- Brier: mean squared error of P(positive).",
-              "- ECE: expected calibration error over 10 equal-width bins of P(positive); its interval: "
+              f"- Ensemble ECE: expected calibration error of the ensemble's P(positive) over {CALIBRATION_BINS} "
+              "equal-width bins, to the decimals its interval supports; its interval: "
               f"{methods['ece_interval']}. ECE if calibrated: {methods['ece_calibrated']}. A finite set shows "
               "an ECE above 0 even when every P(positive) is right, so an ECE is evidence of miscalibration "
               "only as far as it exceeds this.",
@@ -201,37 +207,39 @@ def report_lines(table: dict | None) -> list[str]:
               "too extreme, above 1 too timid; an intercept below 0 means scores too high on average, above 0 "
               "too low."]
     lines += [f"- {text}" for text in dict.fromkeys(reasons)]
-    return lines + ["", "`calibration.png` shows the runs' reliability diagrams (per bin, the mean over each "
-                        "setting's runs).", ""]
+    return lines + ["", "`calibration.png` shows each setting's ensemble on test: its averaged P(positive) in the "
+                        "same bins, and in the legend this ensemble ECE.", ""]
 
 
 def plot_calibration(settings: Mapping[str, Sequence[Path]], best: Collection[str], path: Path,
-                     bins: int = 10):
-    """``calibration.png``: reliability diagrams of validation (top) and test (bottom).
+                     level: float = 0.95):
+    """``calibration.png``: the reliability diagram of each setting's ensemble on test.
 
-    For each setting the observed share of positives against the mean
-    P(positive) in ``bins`` equal-width bins, each the mean over the
-    setting's finished runs that have images in that bin; the dotted gray
-    diagonal is perfect calibration. Each setting has its colour of
-    ``plots.setting_styles`` (by its place in ``settings``, as in
-    ``compare.png``); the ``best`` settings are thicker, with round markers.
-    One legend under both panels gives each setting's expected calibration
-    error on validation and test (mean over its runs). Sized for one paper
-    column (``plots.COLUMN`` inches at ``plots.DPI``).
+    The ensemble is the test table's (``clinical_table``): each image's
+    P(positive) averaged over the setting's finished runs. Its curve is the
+    observed share of positives against the mean P(positive) in the
+    ``CALIBRATION_BINS`` equal-width bins of ``expected_calibration_error``
+    (empty bins left out); the dotted gray diagonal is perfect calibration.
+    Each setting has its colour of ``plots.setting_styles`` (by its place in
+    ``settings``, as in ``compare.png``); the ``best`` settings are thicker,
+    with round markers. One legend under the panel gives each setting's
+    ensemble ECE, as the table writes it (to the decimals its ``level``
+    interval supports), and what the ensemble is: "ECE 0.12 (ensemble of 3
+    models)". Sized for one paper column (``plots.COLUMN`` inches at
+    ``plots.DPI``).
 
     Args:
         settings: Setting name to its trial folders, in sweep order.
         best: The settings to draw thicker (the set of best settings), if any.
         path: Where to write the PNG.
-        bins: Number of equal-width bins of P(positive).
+        level: Coverage of the ECE interval that sets its decimals (the table's).
 
     Returns:
         The figure (saved and closed) when it was written; None, writing
-        nothing, when no run has saved scores.
+        nothing, when no run has saved test scores.
     """
-    curves = {split: {name: _reliability(trials, split, bins) for name, trials in settings.items()}
-              for split in ("val", "test")}
-    drawn = [name for name in settings if curves["val"][name] or curves["test"][name]]
+    curves = {name: _reliability(trials, "test", level) for name, trials in settings.items()}
+    drawn = [name for name in settings if curves[name]]
     if not drawn:
         return None
     with plots.figure_style():
@@ -239,27 +247,24 @@ def plot_calibration(settings: Mapping[str, Sequence[Path]], best: Collection[st
 
         styles = plots.setting_styles(list(settings), best)
         perfect = dict(color="0.55", linewidth=0.8, linestyle=":")
-        # One legend under both panels, so no curve is hidden behind it.
-        fig, axes = plt.subplots(2, 1, figsize=(plots.COLUMN, 5.6 + 0.15 * len(drawn)), layout="constrained")
-        for ax, (split, by_setting) in zip(axes, curves.items()):
-            ax.plot([0, 1], [0, 1], **perfect)
-            for name in drawn:
-                if by_setting[name]:
-                    ax.plot(by_setting[name]["mean_score"], by_setting[name]["positive_rate"], **styles[name])
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.set_aspect("equal")
-            ax.set_xlabel("mean predicted P(positive)")
-            ax.set_ylabel("observed share of positives")
-            ax.set_title("validation" if split == "val" else "test")
+        # The legend under the panel, so no curve is hidden behind it.
+        fig, ax = plt.subplots(figsize=(plots.COLUMN, 4.0 + 0.15 * len(drawn)), layout="constrained")
+        ax.plot([0, 1], [0, 1], **perfect)
+        for name in drawn:
+            ax.plot(curves[name]["mean_score"], curves[name]["positive_rate"], **styles[name])
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel("mean predicted P(positive)")
+        ax.set_ylabel("observed share of positives")
+        ax.set_title("test")
         handles = [plt.Line2D([], [], **styles[name]) for name in drawn]
-        labels = [f"{name}{' (best)' if name in best else ''}: ECE " + ", ".join(
-            f"{split} {curves[split][name]['ece']:.3f}" for split in ("val", "test") if curves[split][name])
-            for name in drawn]
+        labels = [f"{name}{' (best)' if name in best else ''}: ECE {curves[name]['ece_text']} "
+                  f"({curves[name]['model']})" for name in drawn]
         handles.append(plt.Line2D([], [], **perfect))
         labels.append("perfect calibration")
         fig.legend(handles, labels, loc="outside lower center", frameon=False,
-                   title=f"mean over each setting's runs, {bins} equal-width bins")
+                   title=f"each setting's ensemble, {CALIBRATION_BINS} equal-width bins")
         save_figure(fig, path, dpi=plots.DPI)
     return fig
 
@@ -309,7 +314,7 @@ def _pooled_setting(trials: Sequence[Path], split: str) -> dict | None:
     runs = _finished_runs(trials, split)
     if not runs:
         return None
-    ids, positive, scores = _aligned([scores for _, _, scores in runs])
+    ids, positive, score = _ensemble(runs)
     rules = {(r.get("threshold") or {}).get("chosen_on", "fixed") for _, r, _ in runs}
     if rules == {"val"}:
         validation = [_own_scores(folder, "val") for folder, _, _ in runs]
@@ -328,11 +333,23 @@ def _pooled_setting(trials: Sequence[Path], split: str) -> dict | None:
         threshold, rule = values.pop(), FIXED
         own = [threshold] * len(runs)
     per_run = [_run_metrics(scores["positive"], scores["score"], at) for (_, _, scores), at in zip(runs, own)]
-    return {"id": ids, "positive": positive, "score": scores.mean(axis=0), "threshold": threshold,
+    return {"id": ids, "positive": positive, "score": score, "threshold": threshold,
             "threshold_rule": rule, "runs": len(runs), "trials": [folder.name for folder, _, _ in runs],
             "per_run": {"runs": len(runs), "thresholds": own,
                         "threshold_rule": "fixed" if rule == FIXED else "Youden's J on the run's own validation scores",
                         "metrics": {name: _spread([m[name] for m in per_run]) for name in PER_RUN_METRICS}}}
+
+
+def _ensemble(runs: list[tuple[Path, dict, dict]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, positive indicators, the ensemble's scores: each image's mean over ``runs``) over the images
+    every run scored."""
+    ids, positive, scores = _aligned([scores for _, _, scores in runs])
+    return ids, positive, scores.mean(axis=0)
+
+
+def _model(runs: int) -> str:
+    """What a setting's ensemble is, in the table and the calibration legend."""
+    return f"ensemble of {runs} models" if runs > 1 else "single model"
 
 
 def _own_scores(folder: Path, split: str) -> dict | None:
@@ -369,26 +386,21 @@ def _paired_difference(reference: dict, other: dict, level: float) -> dict | Non
             "method": found["method"]}
 
 
-def _reliability(trials: Sequence[Path], split: str, bins: int) -> dict | None:
-    """Per bin the mean over runs of the mean score and the share of positives,
-    over the bins where some run has images, and the runs' mean ECE; None without scores."""
+def _reliability(trials: Sequence[Path], split: str, level: float) -> dict | None:
+    """The reliability curve of a setting's ensemble on ``split`` (its averaged scores in the ECE's bins,
+    the bins with images) and its ECE as the table writes it; None without scores."""
     runs = _finished_runs(trials, split)
     if not runs:
         return None
-    means, rates, eces = [], [], []
-    for _, _, scores in runs:
-        binned = calibration_bins(scores["positive"], scores["score"], bins)
-        count = binned["count"]
-        means.append(binned["mean_score"])
-        rates.append(binned["positive_rate"])
-        used = count > 0
-        eces.append(float(np.sum(count[used] * np.abs(binned["positive_rate"][used] - binned["mean_score"][used]))
-                          / count.sum()))
-    means, rates = np.array(means), np.array(rates)
-    filled = ~np.all(np.isnan(means), axis=0)
-    # Empty bins are nan for a run: the mean is over the runs with images in the bin.
-    return {"mean_score": np.nanmean(means[:, filled], axis=0), "positive_rate": np.nanmean(rates[:, filled], axis=0),
-            "ece": float(np.mean(eces)), "runs": len(runs)}
+    _, positive, score = _ensemble(runs)
+    if not positive.size:
+        return None
+    binned = calibration_bins(positive, score, CALIBRATION_BINS)
+    filled = binned["count"] > 0
+    interval = ece_interval(positive, score, seed=0, level=level)
+    return {"mean_score": binned["mean_score"][filled], "positive_rate": binned["positive_rate"][filled],
+            "ece_text": _ece_text(expected_calibration_error(positive, score), interval),
+            "model": _model(len(runs)), "runs": len(runs)}
 
 
 def _none_if_nan(value: float) -> float | None:
@@ -397,13 +409,24 @@ def _none_if_nan(value: float) -> float | None:
 
 # --- the report's cells ----------------------------------------------------------
 
+def _places(interval) -> int:
+    """Decimals of a proportion with this ``(low, high)`` interval: as many as its half width carries, 2 or 3."""
+    low, high = interval if interval else (None, None)
+    return decimals(None if low is None or high is None else (high - low) / 2, 3, 3, 2)
+
+
 def _interval_cell(value: float | None, interval) -> str:
     """"value (low-high)", as many decimals as the half width carries (2 or 3 for a proportion)."""
     if value is None:
         return "-"
     low, high = interval if interval else (None, None)
-    places = decimals(None if low is None or high is None else (high - low) / 2, 3, 3, 2)
-    return f"{value:.{places}f} ({fmt(low, places)}-{fmt(high, places)})"
+    places = _places(interval)
+    return f"{fmt(value, places)} ({fmt(low, places)}-{fmt(high, places)})"
+
+
+def _ece_text(value: float | None, interval) -> str:
+    """An ECE as the calibration table writes it, without its interval (``calibration.png``'s legend)."""
+    return "-" if value is None or np.isnan(value) else fmt(value, _places(interval))
 
 
 def _difference_cell(row: dict, reference: str, notes: list[str]) -> str:

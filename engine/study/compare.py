@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.config import SweepConfig
-from engine.study import launch, report, show, sweep as sweep_lib
+from engine.study import estimate, launch, plan as plan_lib, report, show, sweep as sweep_lib
 from engine.study.dashboard import Dashboard
 
 
@@ -39,17 +39,19 @@ def resume(folder: Path, *, trial: str = "", force: bool = False, quiet: bool = 
     """``engine resume``: the sweep stored in ``folder`` run again from its
     sweep.json (every unfinished trial, or the one ``trial``; ``force``
     starts that trial over), then reported as ``engine compare`` does."""
-    sweep, _ = sweep_lib.load(folder)
+    sweep, _, _ = sweep_lib.load(folder)
     finish(run(replace(sweep, trial=trial), parallel="1", force=force, quiet=quiet))
 
 
 def plan(sweep: SweepConfig, parallel: str = "auto") -> dict:
-    """What ``--dry-run`` shows (``sweep.plan_summary``), with the trial
+    """What ``--dry-run`` shows (``estimate.plan_summary``), with the trial
     processes ``parallel`` becomes. Builds nothing: the embedded set's
-    counts are its defaults until it is built."""
-    counts = sweep_lib.split_counts(sweep)
-    processes, why = launch.parallel_count(parallel, sweep, counts["channels"])
-    return sweep_lib.plan_summary(sweep, processes, why, counts)
+    counts are its defaults until it is built. The plan is generated here
+    once, and shown; the sweep's ``begin`` stores its own."""
+    counts = estimate.split_counts(sweep)
+    everything = plan_lib.trials(sweep)
+    processes, why = launch.parallel_count(parallel, sweep, everything, counts["channels"])
+    return estimate.plan_summary(sweep, everything, counts, processes, why)
 
 
 def run(sweep: SweepConfig, *, parallel: str = "auto", force: bool = False, quiet: bool = False,
@@ -59,19 +61,22 @@ def run(sweep: SweepConfig, *, parallel: str = "auto", force: bool = False, quie
     unless this runner runs one ``--trial``. Returns the trials' results and
     the report (None: not written), or None when a job array's task has no
     trial (its index is past the last)."""
-    if (sweep := launch.resolve_trial(sweep)) is None:
-        return None
     sweep = sweep_lib.with_records(sweep, quiet, size_given)
-    counts = sweep_lib.split_counts(sweep)  # every batch size checked before anything trains
-    count, why = launch.parallel_count(parallel, sweep, counts["channels"])
+    # The plan is built once, here (sweep.json stores it); everything below
+    # receives it, and trial processes read it from sweep.json.
+    begun = sweep_lib.begin(sweep, force)
+    if (sweep := launch.resolve_trial(sweep, begun.plan)) is None:
+        return None
+    count, why = launch.parallel_count(parallel, sweep, begun.plan, begun.counts["channels"])
     if count > 1 and not quiet:
         show.line(f"{count} trial processes ({why})")
-    listed = sweep_lib.trials(sweep)
-    with Dashboard(sweep_lib.total_steps(listed, counts["train"]), quiet=quiet) as dashboard:
+    listed = plan_lib.select(begun.plan, sweep)
+    with Dashboard(estimate.total_steps(listed, begun.counts["train"]), quiet=quiet) as dashboard:
         if count > 1:
-            results = in_processes(sweep, count, force, quiet, dashboard)
+            results = in_processes(sweep, begun, count, quiet, dashboard)
         else:
-            results = sweep_lib.run(sweep, force=force, on_event=dashboard)
+            results = sweep_lib.run_trials(sweep, begun.numerics, begun.plan, restart=begun.restart,
+                                           on_event=dashboard)
     written = None if sweep.trial else report.write(sweep.base.out)
     # A runner of the whole sweep answers for all of it; one of a shard or a
     # job array's task only for its share (other runners hold the rest).
@@ -79,13 +84,13 @@ def run(sweep: SweepConfig, *, parallel: str = "auto", force: bool = False, quie
     return {"folder": sweep.base.out, "results": results, "report": written, "whole": whole}
 
 
-def in_processes(sweep: SweepConfig, count: int, force: bool, quiet: bool, dashboard: Dashboard) -> list[dict]:
-    """The sweep's trials in ``count`` trial processes: sweep.json is
+def in_processes(sweep: SweepConfig, begun: sweep_lib.Begun, count: int, quiet: bool,
+                 dashboard: Dashboard) -> list[dict]:
+    """The begun sweep's trials in ``count`` trial processes: sweep.json was
     written here first (a damaged or changed sweep is one line here, not
     one per process), then each process reads it. Returns the results the
     processes reported."""
-    _, restart = sweep_lib.begin(sweep, force)
-    listed = sweep_lib.trials(sweep)
+    listed = plan_lib.select(begun.plan, sweep)
     results = []
 
     def on_event(kind, trial, info):
@@ -94,7 +99,7 @@ def in_processes(sweep: SweepConfig, count: int, force: bool, quiet: bool, dashb
             results.append(info)
     for trial in listed:
         dashboard("queued", trial, {})
-    launch.run_parallel(count, sweep.base.out, restart=restart, quiet=quiet, plan=listed, on_event=on_event,
+    launch.run_parallel(count, sweep.base.out, restart=begun.restart, quiet=quiet, plan=listed, on_event=on_event,
                         show=lambda text: dashboard.console.print(text, highlight=False, soft_wrap=True))
     return results
 

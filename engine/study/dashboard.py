@@ -77,7 +77,7 @@ def value(row: dict, key: str) -> float | None:
 
 def planned_steps_per_epoch(trial) -> int | None:
     """Steps an epoch of ``trial`` trains, as the sweep's total counts them
-    (``sweep.total_steps``): its records' training images // its batch size;
+    (``estimate.total_steps``): its records' training images // its batch size;
     None when its records cannot be read."""
     from engine.data.manifest import load_manifest
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from engine import machine, training
 from engine.data.manifest import load_manifest
 from engine.errors import RuntimeFailure, UserError
-from engine.study import sweep as sweep_lib
 from engine.study.worker import first_trial, read_event
 
 # A trial process' line for failed trials (``sweep.check_failed``): the parent reports them itself.
@@ -52,12 +51,13 @@ def array_index(environ=os.environ) -> int:
                     "(a Kubernetes Indexed Job), and neither is set; give --trial INDEX or NAME instead")
 
 
-def resolve_trial(sweep):
-    """The sweep with ``--trial auto`` turned into this task's index; None when
-    the index is past the last trial (an array sized larger than the sweep)."""
+def resolve_trial(sweep, plan: list):
+    """The sweep with ``--trial auto`` turned into this task's index of the
+    sweep's ``plan``; None when the index is past the last trial (an array
+    sized larger than the sweep)."""
     if sweep.trial != "auto":
         return sweep
-    index, count = array_index(), len(sweep_lib.trials(sweep, every_shard=True))
+    index, count = array_index(), len(plan)
     if index >= count:
         print(f"array index {index}: the sweep has {count} trials (0-{count - 1}); nothing to run here", flush=True)
         return None
@@ -136,7 +136,7 @@ def auto_parallel(trials: int, shape=None) -> tuple[int, str]:
     process on the 2-core AVX2 CPU; one thread did 0.58x of two at 299 px:
     benchmarks/RESULTS.md).
     """
-    gpus = len(machine.gpus())
+    gpus = len(machine.gpu_capabilities())
     if gpus:
         return max(1, min(gpus, trials)), f"one process per GPU ({gpus})"
     cores = machine.cpu_cores()
@@ -160,17 +160,17 @@ def auto_parallel(trials: int, shape=None) -> tuple[int, str]:
     return best, f"measured img/s per process: {table}"
 
 
-def parallel_count(setting: str, sweep, channels: int | None = None) -> tuple[int, str]:
+def parallel_count(setting: str, sweep, plan: list, channels: int | None = None) -> tuple[int, str]:
     """``--parallel`` resolved: a count as given, or ``auto`` (see ``auto_parallel``)
-    for the sweep's trials at its first trial's shape; and why. A runner of
-    one shard or one trial (``--shard``, ``--trial``) is one process.
-    ``channels``: the records' (read from their manifest when not given)."""
+    for the sweep's trials (``plan``: all of them) at its first trial's
+    shape; and why. A runner of one shard or one trial (``--shard``,
+    ``--trial``) is one process. ``channels``: the records' (read from their
+    manifest when not given)."""
     count = check_parallel(setting, sweep)
     if count is not None:
         return count, "set"
     if sweep.trial or sweep.shard[1] > 1:
         return 1, "one shard or trial of the sweep"
-    plan = sweep_lib.trials(sweep)
     if not plan:
         return 1, "no trials"
     cfg = plan[0].config
@@ -212,7 +212,7 @@ def run_parallel(count: int, folder: Path, *, restart: bool = False, quiet: bool
     marked ``starting`` as the process starts. The report is the caller's to
     write once all have finished.
     """
-    gpus = len(machine.gpus())
+    gpus = len(machine.gpu_capabilities())
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     inherited = os.environ.get("CUDA_VISIBLE_DEVICES")
     by_name = {trial.name: trial for trial in plan}

@@ -14,16 +14,25 @@ disagrees when some pair is significantly the other way round (one-sided,
 Holm-adjusted). Each verdict is then wrong at most 5 % of the time
 (``ERROR_RATES``); ``NULL_ANY_CLAIM`` is the simulated chance that some claim
 of a report's table says agree or disagree when nothing differs.
+
+A batch sweep with none of the paper's batch sizes (the quick preset's 8, 16,
+32) checks the batch claims by order: the paper's i-th smallest batch size
+stands for the sweep's i-th smallest (``named``), and the claim as shown
+says so (``shown``). Every claim also carries the one line that decides it
+(``reason``) and, where the design stands in the way of a verdict, the
+options that would decide it (``remedy``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from engine.config import SweepConfig
+from engine.presets import PAPER_BATCHES, PAPER_LRS
 from engine.study import stats
 
 PAPER = {
@@ -51,6 +60,25 @@ SPIKE_EPOCHS = 5
 # an accuracy near 1 or high.
 ERRATIC = ("loss spikes", "loss spikes to ~0.8-1.0")
 POWER_TEXT = f"{stats.POWER * 100:g} %"
+# A comparison over fewer seeds or splits a setting than this is blocked by
+# the design when it cannot tell: the remedy asks for this many
+# (``--repeats``; the quick preset's 2 splits leave the corrected t 1 degree
+# of freedom).
+REMEDY_UNITS = 5
+
+
+def compact(value: float) -> str:
+    """A learning rate as the paper writes it: 1e-4, not 0.0001 or 1e-04."""
+    if value >= 0.1:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+MORE_EPOCHS = f"--epochs {SPIKE_EPOCHS}"
+MORE_REPEATS = f"--repeats {REMEDY_UNITS}"
+PAPER_OPTIONS = {"lr": "--lrs " + ",".join(compact(v) for v in PAPER_LRS),
+                 "batch": "--batch-sizes " + ",".join(f"{b:g}" for b in PAPER_BATCHES)}
 RULES = [
     f"mostly = in at least {MOSTLY:.0%} of the epochs",
     "the loss = the training and the validation loss",
@@ -84,7 +112,15 @@ RULES = [
     "with seeds on one validation set (no split replicates) a comparative verdict reads \"agree on this validation "
     "set\" or \"disagree on this validation set\": the seeds share its images, and another split may order the "
     "settings otherwise",
-    "cannot tell = neither, with the reason (not distinguishable, too few runs, setting absent)",
+    f"checked by order: a batch sweep with none of the paper's batch sizes "
+    f"{', '.join(f'{b:g}' for b in PAPER_BATCHES)} checks the batch claims on its own by rank (the paper's i-th "
+    f"smallest as the sweep's i-th smallest; a rank it lacks is absent) and says so; with some of them, those only; "
+    f"the lr claims are never mapped",
+    f"cannot tell = neither, with its reason and what would decide it (nothing where the design blocks nothing): "
+    f"a spike claim on fewer than {SPIKE_EPOCHS} epochs: {MORE_EPOCHS}; a comparison over fewer than "
+    f"{REMEDY_UNITS} seeds or splits a setting: {MORE_REPEATS}; a setting absent: {PAPER_OPTIONS['lr']} or "
+    f"{PAPER_OPTIONS['batch']}",
+    "SDs (in a reason) = standard deviations of a per-seed, or per-split, difference between two settings",
 ]
 DEFINITIONS = "; ".join(RULES)
 
@@ -217,14 +253,42 @@ def run_shows(history: list[dict] | None, properties: tuple[str, ...]) -> Shown:
     return Shown(held, "; ".join(f.numbers for f in found))
 
 
+@dataclass(frozen=True)
+class Tally:
+    """How many of a setting's ``runs`` show a claim (``yes``), do not (``no``) or
+    cannot tell (``unknown``: a spike on too few epochs, the curves of the
+    fewest being ``epochs`` long), and the numbers per run."""
+
+    yes: int
+    no: int
+    unknown: int
+    runs: int
+    epochs: int
+    numbers: str
+
+    @property
+    def held(self) -> bool | None:
+        """More than half of the runs show it; not, when more than half do not."""
+        return True if 2 * self.yes > self.runs else False if 2 * self.no > self.runs else None
+
+    @property
+    def text(self) -> str:
+        return f"{self.yes} of {self.runs} run{'s' if self.runs != 1 else ''} show all ({self.numbers})"
+
+
+def tally(runs: list[list[dict] | None], properties: tuple[str, ...]) -> Tally:
+    found = [run_shows(h, properties) for h in runs]
+    unsure = [h for h, f in zip(runs, found) if f.held is None and h is not None]
+    epochs = min((len(series(h, key)) for h in unsure for key in LOSSES), default=0)
+    return Tally(sum(f.held is True for f in found), sum(f.held is False for f in found), len(unsure), len(runs),
+                 epochs, "; ".join(f"run {i + 1}: {f.numbers}" for i, f in enumerate(found)))
+
+
 def setting_shows(runs: list[list[dict] | None], properties: tuple[str, ...]) -> tuple[bool | None, str]:
     """Whether a setting shows the claim (more than half of its runs show all its
     properties; not, when more than half do not), and the numbers per run."""
-    found = [run_shows(h, properties) for h in runs]
-    yes, no = sum(f.held is True for f in found), sum(f.held is False for f in found)
-    held = True if 2 * yes > len(runs) else False if 2 * no > len(runs) else None
-    numbers = "; ".join(f"run {i + 1}: {f.numbers}" for i, f in enumerate(found))
-    return held, f"{yes} of {len(runs)} run{'s' if len(runs) != 1 else ''} show all ({numbers})"
+    found = tally(runs, properties)
+    return found.held, found.text
 
 
 # --- the claims -------------------------------------------------------------
@@ -309,7 +373,17 @@ def label(axis: str, value: float) -> str:
 
 def check(sweep: SweepConfig, rows: list[dict], histories: dict[str, list[list[dict] | None]],
           ratio: float = 0.0, *, one_split: bool = True) -> list[dict]:
-    """The paper's claims along the axes this sweep runs: ``{claim, evidence, verdict, runs_label}``.
+    """The paper's claims along the axes this sweep runs:
+    ``{claim, shown, evidence, verdict, runs_label, reason, remedy}``.
+
+    ``claim`` is the paper's words (``ERROR_RATES`` is keyed by them);
+    ``shown`` the claim as checked: the paper's words, or, where a batch sweep
+    has none of the paper's batch sizes, the claim on the sweep's own sizes by
+    order (``named``). ``evidence`` holds every number; ``reason`` the one
+    line that decides the verdict (for cannot tell, what in the design or the
+    data keeps it undecided); ``remedy`` the options that would decide a
+    cannot tell, "" where the design blocks nothing (the data just do not
+    separate the settings) or the verdict is given.
 
     Args:
         sweep: the sweep.
@@ -331,44 +405,217 @@ def check(sweep: SweepConfig, rows: list[dict], histories: dict[str, list[list[d
     for text, axis, values, properties in DESCRIPTIVE:
         members = family(sweep, rows, axis)
         if members:
-            out.append(descriptive(members, axis, values, properties, histories) | {"claim": text})
+            found = descriptive(members, axis, values, properties, histories)
+            out.append({"claim": text, "shown": named(members, axis, values).shown(text), **found})
     for text, axis, values in COMPARATIVE:
         members = family(sweep, rows, axis)
         if members:
-            out.append(best_claim(sweep, members, axis, values, ratio, one_split=one_set) | {"claim": text})
+            found = best_claim(sweep, members, axis, values, ratio, one_split=one_set)
+            out.append({"claim": text, "shown": named(members, axis, values).shown(text), **found})
     members = family(sweep, rows, "batch")
     if members:
-        out.append(trend_claim(sweep, members, ratio, one_split=one_set) | {"claim": TREND})
+        out.append({"claim": TREND, "shown": TREND, **trend_claim(sweep, members, ratio, one_split=one_set)})
     return out
 
 
-def absent(members: list[dict], axis: str, values: tuple) -> str:
-    missing = [label(axis, v) for v in values if not pick(members, axis, v)]
-    return f"setting absent: the sweep has no {', '.join(missing)}" if missing else ""
+# --- the settings a claim names -------------------------------------------------
 
+ORDINALS = ("smallest", "2nd smallest", "3rd smallest")
+
+
+def ranks_text(ranks: list[int]) -> str:
+    """"smallest", "2nd and 3rd smallest": the sweep's batch sizes of these ranks (0: the smallest)."""
+    return " and ".join(ORDINALS[k] for k in ranks).replace(" smallest and ", " and ")
+
+
+def value_text(axis: str, value: float) -> str:
+    return compact(value) if axis == "lr" else f"{value:g}"
+
+
+def short(axis: str, value: float) -> str:
+    """A setting in a reason: "lr 1e-4", "batch 8"."""
+    return f"{axis} {value_text(axis, value)}"
+
+
+def listed(axis: str, values) -> str:
+    """Settings of one axis in a reason: "batch 16 and 32", "lr 1e-2, 1e-3 and 1e-6"."""
+    words = [value_text(axis, v) for v in values]
+    return f"{axis} " + (" and ".join(words) if len(words) < 3 else ", ".join(words[:-1]) + " and " + words[-1])
+
+
+@dataclass(frozen=True)
+class Named:
+    """The settings a claim names: the paper's ``values`` and, in the same
+    order, the sweep's value each is checked at (None: absent). ``by_order``:
+    the sweep's batch family has none of the paper's batch sizes, so the
+    paper's i-th smallest stands for the sweep's i-th smallest."""
+
+    axis: str
+    values: tuple
+    here: tuple
+    by_order: bool
+
+    @property
+    def present(self) -> list[float]:
+        return [h for h in self.here if h is not None]
+
+    @property
+    def gone(self) -> list[float]:
+        """The paper's values the sweep has nothing for."""
+        return [v for v, h in zip(self.values, self.here) if h is None]
+
+    def lacks(self) -> str:
+        """What the sweep lacks, for a reason ("" when nothing)."""
+        if not self.gone:
+            return ""
+        if not self.by_order:
+            return f"the sweep has no {self.axis} " + ", ".join(value_text(self.axis, v) for v in self.gone)
+        ranks = [PAPER_BATCHES.index(v) for v in self.gone]
+        return (f"the sweep has no {ranks_text(ranks).replace(' and ', ' or ')} batch size (the paper's "
+                f"{listed('batch', self.gone)})")
+
+    def absent(self) -> str:
+        """What the sweep lacks, for the evidence ("" when nothing)."""
+        if not self.gone:
+            return ""
+        if not self.by_order:
+            return f"setting absent: the sweep has no {', '.join(label(self.axis, v) for v in self.gone)}"
+        return f"setting absent: {self.lacks().removeprefix('the sweep has ')}, by order"
+
+    def shown(self, text: str) -> str:
+        """The claim as checked: the paper's words, or its batch sizes replaced by
+        the sweep's of the same rank, saying so."""
+        if not self.by_order or not self.present:
+            return text
+        subject = listed("batch", self.values)
+        ranks = [PAPER_BATCHES.index(v) for v, h in zip(self.values, self.here) if h is not None]
+        plural = "es" if len(self.present) > 1 else ""
+        sizes = ", ".join(f"{h:g}" for h in self.present)
+        return (f"{ranks_text(ranks)} batch{plural} ({sizes}){text.removeprefix(subject)} — the paper's {subject}, "
+                f"checked by order")
+
+
+def named(members: list[dict], axis: str, values: tuple) -> Named:
+    """The settings of ``members`` a claim naming ``values`` is checked at: the
+    same values, except on the batch axis of a sweep with none of the paper's
+    batch sizes, where they map by rank (the paper's i-th smallest to the
+    sweep's i-th smallest; a rank the sweep lacks is absent). The lr claims
+    are not mapped: what they say is about a rate's size (1e-2 erratic, 1e-6
+    slow), not about its rank among the sweep's."""
+    values = tuple(values)
+    here = tuple(v if pick(members, axis, v) else None for v in values)
+    if axis != "batch" or any(pick(members, axis, b) for b in PAPER_BATCHES):
+        return Named(axis, values, here, False)
+    sizes = sorted({r["batch_size"] for r in members})
+    ranks = [PAPER_BATCHES.index(v) for v in values]
+    return Named(axis, values, tuple(sizes[k] if k < len(sizes) else None for k in ranks), True)
+
+
+# --- the words of a reason ---------------------------------------------------------
+
+def p_text(p: float, bound: bool = False) -> str:
+    """A p-value to 2 significant digits ("p < 0.001" below that); ``bound``: the largest of several."""
+    return "p < 0.001" if p < 0.001 else f"p {'≤ ' if bound else ''}{p:.2g}"
+
+
+def sds_text(value: float) -> str:
+    """A multiple of an SD to 2 significant digits: 12, 3.8, 120."""
+    return f"{float(f'{value:.2g}'):g}"
+
+
+@functools.lru_cache(maxsize=64)
+def design_detectable(units: int, ratio: float, pairs: tuple[tuple[int, int], ...]) -> float:
+    """The difference, common to every pair and in SDs of a per-unit
+    difference, that an order claim's intersection-union test finds with
+    ``stats.POWER`` over ``units`` seeds or splits a setting (``ratio``: the
+    corrected resampled t), the settings independent with equal variance: the
+    differences of two pairs that share a setting then correlate by +-1/2."""
+    se = [math.sqrt(1 / units + ratio)] * len(pairs)
+    corr = [[((j == m) - (j == k) - (i == m) + (i == k)) / 2 for k, m in pairs] for i, j in pairs]
+    return stats.joint_detectable(se, units - 1, corr)
+
+
+def remedy_ratio(ratio: float, split_mode: str) -> float:
+    """The correction ``REMEDY_UNITS`` splits would take: the same for hold-outs
+    (``overlap.correction_ratio`` does not depend on their number), another for
+    K folds; 0 for seeds."""
+    if ratio == 0 or split_mode != "kfold":
+        return ratio
+    from engine.study import overlap
+
+    return overlap.correction_ratio("kfold", REMEDY_UNITS, None, None, None)
+
+
+def power_reason(matrix: np.ndarray, pairs, ratio: float, split_mode: str) -> tuple[str, str]:
+    """Why an order claim cannot tell, and what would decide it: with fewer than
+    ``REMEDY_UNITS`` units the degrees of freedom (and what ``REMEDY_UNITS``
+    would detect instead), else only the data."""
+    units = int(np.min(np.sum(~np.isnan(matrix), axis=1)))
+    now = sds_text(design_detectable(units, ratio, tuple(pairs)))
+    if units >= REMEDY_UNITS:
+        return f"not distinguishable: {POWER_TEXT} power only for differences ≥ {now} SDs", ""
+    unit, df = unit_word(ratio), units - 1
+    then = sds_text(design_detectable(REMEDY_UNITS, remedy_ratio(ratio, split_mode), tuple(pairs)))
+    return (f"{units} {unit}s leave {df} degree{'s' if df != 1 else ''} of freedom: {POWER_TEXT} power only for "
+            f"differences ≥ {now} SDs ({REMEDY_UNITS} {unit}s: {then})", MORE_REPEATS)
+
+
+def units_reason(members: list[dict], axis: str, ratio: float) -> tuple[str, str]:
+    """Why a comparison lacks 2 units in some setting, and what would decide it."""
+    counts = [len(r["statistic_by_unit"]) for r in members]
+    if max(counts) < 2:
+        return "one run per setting: no spread to test a difference against", MORE_REPEATS
+    fewest = members[counts.index(min(counts))]
+    unit = unit_word(ratio)
+    return (f"too few finished runs: {short(axis, value_of(fewest, axis))} has {min(counts)} {unit}"
+            f"{'s' if min(counts) != 1 else ''}, a test needs 2", MORE_REPEATS if max(counts) < REMEDY_UNITS else "")
+
+
+def single_reason(axis: str) -> str:
+    return f"a single {'batch size' if axis == 'batch' else 'lr'}: nothing to compare with"
+
+
+# --- checking the claims ------------------------------------------------------------
 
 def descriptive(members: list[dict], axis: str, values: tuple, properties: tuple[str, ...],
                 histories: dict[str, list[list[dict] | None]]) -> dict:
-    """A descriptive claim on the settings of ``values`` the sweep has."""
-    present = [pick(members, axis, v) for v in values if pick(members, axis, v)]
-    evidence, results, single = [], [], False
-    for row in present:
-        runs = histories.get(row["setting"], [])
+    """A descriptive claim on the settings of ``values`` the sweep has (by order, ``named``)."""
+    names = named(members, axis, values)
+    evidence, found = [], []
+    for value in names.present:
+        runs = histories.get(pick(members, axis, value)["setting"], [])
         if runs:
-            held, numbers = setting_shows(runs, properties)
-            results.append(held)
-            single |= len(runs) == 1
-            evidence.append(f"{label(axis, value_of(row, axis))}: {numbers}")
-    if absent(members, axis, values):
-        evidence.append(absent(members, axis, values))
-    if not results:
-        evidence = (["no finished run"] if present else []) + evidence
-        return {"evidence": "; ".join(evidence), "verdict": "cannot tell", "runs_label": ""}
-    verdict = "disagree" if False in results else "cannot tell" if None in results else "agree"
-    if verdict == "cannot tell":
+            counted = tally(runs, properties)
+            found.append((short(axis, value), counted))
+            evidence.append(f"{label(axis, value)}: {counted.text}")
+    evidence.append(names.absent())
+
+    def result(verdict: str, reason: str, remedy: str = "", runs_label: str = "") -> dict:
+        return {"evidence": "; ".join(e for e in evidence if e), "verdict": verdict, "runs_label": runs_label,
+                "reason": reason, "remedy": remedy}
+
+    if not found:
+        if names.present:
+            evidence.insert(0, "no finished run")
+            return result("cannot tell", f"no finished run of {listed(axis, names.present)}")
+        return result("cannot tell", names.lacks(), PAPER_OPTIONS[axis])
+    held = [t.held for _, t in found]
+    if False in held:
+        name, t = next((n, t) for n, t in found if t.held is False)
+        return result("disagree", f"{name} shows it in {t.yes} of {t.runs} run{'s' if t.runs != 1 else ''}",
+                      runs_label="1 run" if any(t.runs == 1 for _, t in found) else "")
+    if None in held:
         evidence.append("cannot tell: runs split evenly or too few epochs")
-    return {"evidence": "; ".join(evidence), "verdict": verdict,
-            "runs_label": "1 run" if single and verdict != "cannot tell" else ""}
+        name, t = next((n, t) for n, t in found if t.held is None)
+        if t.unknown:
+            return result("cannot tell", f"the spike rule needs {SPIKE_EPOCHS} epochs; the runs have {t.epochs}",
+                          MORE_EPOCHS)
+        return result("cannot tell", f"runs split evenly: {name} shows it in {t.yes} of {t.runs} runs",
+                      MORE_REPEATS if t.runs < REMEDY_UNITS else "")
+    shows = ", ".join(f"{n} in {t.yes} of {t.runs}" for n, t in found).replace(" in ", " shows it in ", 1)
+    lacks = names.lacks()
+    return result("agree", f"{shows} run{'s' if found[-1][1].runs != 1 else ''}" + (f"; {lacks}" if lacks else ""),
+                  runs_label="1 run" if any(t.runs == 1 for _, t in found) else "")
 
 
 def unit_matrix(members: list[dict]) -> np.ndarray:
@@ -409,7 +656,7 @@ def verdict_word(code: int, one_set: bool) -> str:
 
 
 def ordered(members: list[dict], axis: str, pairs: list[tuple[int, int]], against: list[tuple[int, int]],
-            ratio: float, power_of: str) -> tuple[int, list[str]]:
+            ratio: float, power_of: str) -> tuple[stats.OrderTest, list[str]]:
     """``stats.order_test`` of ``pairs`` (each second setting worse than the first)
     on the members' statistics, and its evidence: each pair's difference and
     one-sided p, the strongest reverse order among ``against`` (Holm), and the
@@ -441,32 +688,58 @@ def ordered(members: list[dict], axis: str, pairs: list[tuple[int, int]], agains
                                                                         f"all {len(pairs)} one-sided tests")
         lines.append(f"agree needs {tests} at {ALPHA_TEXT}{' (intersection-union)' if len(pairs) > 1 else ''}: "
                      f"{POWER_TEXT} power when {power_of} {step:.4f}")
-    return int(found.verdict), lines
+    return found, lines
+
+
+def order_reason(found: stats.OrderTest, members: list[dict], axis: str, agreed: str) -> str:
+    """The statistic that decides an order claim: for agree ``agreed`` and the
+    largest one-sided p of its pairs; for disagree the strongest reverse pair
+    and its Holm p."""
+    if int(found.verdict) == stats.AGREE:
+        many = len(found.pairs) > 1
+        return f"{agreed}, {'each ' if many else ''}one-sided {p_text(float(np.max(found.p_above)), many)}"
+    m = int(np.nanargmin(found.p_below_holm))
+    i, j = found.against[m]
+    return (f"{short(axis, value_of(members[j], axis))} lower than {short(axis, value_of(members[i], axis))}, "
+            f"one-sided Holm {p_text(float(found.p_below_holm[m]))}")
 
 
 def best_claim(sweep: SweepConfig, members: list[dict], axis: str, values: tuple, ratio: float = 0.0, *,
                one_split: bool = True) -> dict:
-    """"``values`` best" along ``axis``: every other setting significantly worse
-    than each claimed one (``stats.order_test`` of ``stats.best_pairs``)."""
-    claimed = [i for i, r in enumerate(members) if any(math.isclose(value_of(r, axis), v) for v in values)]
+    """"``values`` best" along ``axis`` (by order, ``named``): every other setting
+    significantly worse than each claimed one (``stats.order_test`` of
+    ``stats.best_pairs``)."""
+    names = named(members, axis, values)
+    claimed = [i for i, r in enumerate(members) if any(math.isclose(value_of(r, axis), v) for v in names.present)]
     extra = runs_given(sweep, members, axis)
 
-    def result(verdict: str, *evidence: str) -> dict:
-        return {"verdict": verdict, "evidence": "; ".join(e for e in (*evidence, extra) if e), "runs_label": ""}
+    def result(verdict: str, reason: str, remedy: str, *evidence: str) -> dict:
+        return {"verdict": verdict, "evidence": "; ".join(e for e in (*evidence, extra) if e), "runs_label": "",
+                "reason": reason, "remedy": remedy}
 
     if not claimed:
-        return result("cannot tell", absent(members, axis, values))
+        return result("cannot tell", names.lacks(), PAPER_OPTIONS[axis], names.absent())
     if len(members) < 2:
-        return result("cannot tell", f"nothing to compare with: a single {'batch size' if axis == 'batch' else 'lr'}")
+        return result("cannot tell", single_reason(axis), PAPER_OPTIONS[axis],
+                      f"nothing to compare with: a single {'batch size' if axis == 'batch' else 'lr'}")
     if any(len(r["statistic_by_unit"]) < 2 for r in members):
-        return result("cannot tell", too_few(members, axis, ratio), absent(members, axis, values))
+        return result("cannot tell", *units_reason(members, axis, ratio), too_few(members, axis, ratio),
+                      names.absent())
     if len(claimed) == len(members):
-        return result("cannot tell", "nothing to compare with: the sweep has only the claimed settings")
+        return result("cannot tell", "only the claimed settings: nothing to compare with", PAPER_OPTIONS[axis],
+                      "nothing to compare with: the sweep has only the claimed settings")
     pairs = stats.best_pairs(claimed, len(members))
-    code, lines = ordered(members, axis, pairs, pairs, ratio, "every other setting is worse by")
-    reason = ["not distinguishable: not every other setting is significantly worse, and none significantly "
-              "better"] if code == stats.CANNOT_TELL else []
-    return result(verdict_word(code, one_split and ratio == 0), *reason, *lines, absent(members, axis, values))
+    found, lines = ordered(members, axis, pairs, pairs, ratio, "every other setting is worse by")
+    code = int(found.verdict)
+    if code == stats.CANNOT_TELL:
+        reason, remedy = power_reason(unit_matrix(members), pairs, ratio, sweep.split_mode)
+    else:
+        others = [value_of(r, axis) for i, r in enumerate(members) if i not in claimed]
+        reason, remedy = order_reason(found, members, axis, f"{listed(axis, names.present)} lower than "
+                                                            f"{listed(axis, others)}"), ""
+    why = ["not distinguishable: not every other setting is significantly worse, and none significantly "
+           "better"] if code == stats.CANNOT_TELL else []
+    return result(verdict_word(code, one_split and ratio == 0), reason, remedy, *why, *lines, names.absent())
 
 
 def trend_claim(sweep: SweepConfig, members: list[dict], ratio: float = 0.0, *, one_split: bool = True) -> dict:
@@ -475,17 +748,25 @@ def trend_claim(sweep: SweepConfig, members: list[dict], ratio: float = 0.0, *, 
     members = sorted(members, key=lambda r: r["batch_size"])
     extra = runs_given(sweep, members, "batch")
 
-    def result(verdict: str, *evidence: str) -> dict:
-        return {"verdict": verdict, "evidence": "; ".join(e for e in (*evidence, extra) if e), "runs_label": ""}
+    def result(verdict: str, reason: str, remedy: str, *evidence: str) -> dict:
+        return {"verdict": verdict, "evidence": "; ".join(e for e in (*evidence, extra) if e), "runs_label": "",
+                "reason": reason, "remedy": remedy}
 
     if len(members) < 2:
-        return result("cannot tell", "nothing to compare with: a single batch size")
+        return result("cannot tell", single_reason("batch"), PAPER_OPTIONS["batch"],
+                      "nothing to compare with: a single batch size")
     if any(len(r["statistic_by_unit"]) < 2 for r in members):
-        return result("cannot tell", too_few(members, "batch", ratio))
+        return result("cannot tell", *units_reason(members, "batch", ratio), too_few(members, "batch", ratio))
     steps, reverse = stats.rise_pairs(len(members))
-    code, lines = ordered(members, "batch", steps, reverse, ratio, "each batch size is worse than the one before by")
+    found, lines = ordered(members, "batch", steps, reverse, ratio, "each batch size is worse than the one before by")
+    code = int(found.verdict)
     means = "means " + ", ".join(f"batch {r['batch_size']}: {np.mean(list(r['statistic_by_unit'].values())):.4f}"
                                  for r in members)
-    reason = ["not distinguishable: not every step significantly up, and no larger batch significantly "
-              "better"] if code == stats.CANNOT_TELL else []
-    return result(verdict_word(code, one_split and ratio == 0), *reason, *lines, means)
+    if code == stats.CANNOT_TELL:
+        reason, remedy = power_reason(unit_matrix(members), steps, ratio, sweep.split_mode)
+    else:
+        sizes = " < ".join(f"{r['batch_size']:g}" for r in members)
+        reason, remedy = order_reason(found, members, "batch", f"higher at every larger batch ({sizes})"), ""
+    why = ["not distinguishable: not every step significantly up, and no larger batch significantly "
+           "better"] if code == stats.CANNOT_TELL else []
+    return result(verdict_word(code, one_split and ratio == 0), reason, remedy, *why, *lines, means)

@@ -16,6 +16,8 @@ records that changed under a sweep are refused, not silently resampled.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +26,11 @@ from engine.config import SweepConfig
 from engine.data import resample
 from engine.data.manifest import check_batch_size, load_manifest
 from engine.errors import UserError
-
-FOLDER = "splits"
-
+from engine.study import plan
 
 def folder(out: Path, index: int) -> Path:
     """The records folder of split ``index`` (1..K) of the sweep in ``out``."""
-    return Path(out) / FOLDER / f"split{index}"
+    return plan.split_records(out, index)
 
 
 def draw(sweep: SweepConfig, manifest: dict | None = None) -> list[resample.Membership]:
@@ -50,22 +50,31 @@ def entry(sweep: SweepConfig, members: list[resample.Membership], pool: int | No
     return {"count": sweep.splits, "mode": sweep.split_mode,
             "sizes": list(sweep.split_sizes) if sweep.split_sizes else None, "seed": sweep.split_seed,
             "ratio": resample.val_train_ratio(members), "pool": pool,
-            "members": [m.to_json() | {"folder": f"{FOLDER}/split{m.index}",
-                                       "members_file": f"{FOLDER}/split{m.index}/members.json"}
+            "members": [m.to_json() | {"folder": f"{plan.SPLITS_FOLDER}/split{m.index}",
+                                       "members_file": f"{plan.SPLITS_FOLDER}/split{m.index}/members.json"}
                         for m in members]}
 
 
 def prepare(sweep: SweepConfig, stored: dict | None) -> dict | None:
-    """Draws the sweep's splits, checks them against the ``stored`` sweep.json
-    (records that changed since the sweep began are refused), checks every
-    batch size against every split's train images, and writes each split's
-    records folder (once: a folder already holding the same members is
-    kept). Returns the sweep.json entry; None with ``--splits 1``."""
+    """The sweep.json entry of the sweep's splits (None with ``--splits 1``).
+
+    Drawn once, by the runner that begins the sweep: it checks every batch
+    size against every split's train images and writes each split's records
+    folder. A later runner (``stored``: the sweep.json it adopts) whose
+    records are the ones the splits were drawn from (``records_digest``)
+    keeps the stored entry without drawing again, and only writes a split
+    folder that is missing; records that changed since are refused."""
     if sweep.splits < 2:
         return None
     manifest = load_manifest(sweep.base.records)
-    members = draw(sweep, manifest)
     before = (stored or {}).get("splits")
+    if before and before.get("records_sha256") == records_digest(manifest):
+        # (resample.write renames a split's folder in whole: its members file means it is complete)
+        missing = [m for m in before["members"] if not (folder(sweep.base.out, m["index"]) /
+                                                        resample.MEMBERS).is_file()]
+        if not missing:
+            return before
+    members = draw(sweep, manifest)
     if before:
         then = [m.get("sha256") for m in before.get("members", [])]
         if then != [m.digest for m in members]:
@@ -76,7 +85,14 @@ def prepare(sweep: SweepConfig, stored: dict | None) -> dict | None:
         check_batch_size(max(sweep.batch_sizes), {"splits": {"train": {"count": len(m.train)}}})
     for m in members:
         resample.write(sweep.base.records, manifest, m, folder(sweep.base.out, m.index))
-    return entry(sweep, members, pool_size(manifest))
+    return entry(sweep, members, pool_size(manifest)) | {"records_sha256": records_digest(manifest)}
+
+
+def records_digest(manifest: dict) -> str:
+    """sha256 of the records' examples (ids, splits, classes, groups): the
+    input every split is drawn from, with the sweep's split options."""
+    text = json.dumps(manifest.get("examples", []), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def pool_size(manifest: dict) -> int:
@@ -112,14 +128,14 @@ def design_warning(splits: dict | None) -> str | None:
     return overlap.validated(*design(splits))
 
 
-def drawn_counts(members: list[resample.Membership], counts: dict) -> dict:
-    """``counts`` with the train and val images of the drawn splits (their
-    mean: whole patients move, so they differ by a few) and the pool they
-    were drawn from."""
-    if not members:
+def drawn_counts(sizes: list[tuple[int, int]], counts: dict) -> dict:
+    """``counts`` with the train and val images of the drawn splits (``sizes``:
+    each split's train and val counts; their mean, as whole patients move,
+    so they differ by a few) and the pool they were drawn from."""
+    if not sizes:
         return counts
-    return counts | {"train": round(np.mean([len(m.train) for m in members])),
-                     "val": round(np.mean([len(m.val) for m in members])), "pool": counts["train"] + counts["val"]}
+    return counts | {"train": round(np.mean([train for train, _ in sizes])),
+                     "val": round(np.mean([val for _, val in sizes])), "pool": counts["train"] + counts["val"]}
 
 
 def expected_counts(sweep: SweepConfig, counts: dict) -> dict:

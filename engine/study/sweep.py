@@ -22,184 +22,19 @@ import signal
 import threading
 import time
 import traceback
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import keras
-
 from engine import machine, training
-from engine.config import SweepConfig, differences, from_json
-from engine.data.manifest import check_batch_size, load_manifest
+from engine.config import SweepConfig
+from engine.data.manifest import load_manifest
 from engine.errors import DamagedState, LeftRunning, RuntimeFailure, Terminated, UserError, one_line
 from engine.io import FolderLock, atomic_json, atomic_write, create_once, read_json, remove_temp_files
 from engine.results import runs
-from engine.study import inputs, paper, replicates, stats
-from engine.study.plan import LOCK, Trial, trials
-
-
-# --- dry run ------------------------------------------------------------------
-
-def split_counts(sweep: SweepConfig) -> dict[str, int]:
-    """Images per split of the sweep's records (and their channels; for the
-    embedded set before it is built, its 500/100/100 in 1 channel). Every
-    batch size is checked against the train split here, before any trial
-    trains (``check_batch_size``: the one rule)."""
-    records = sweep.base.records
-    built = False
-    if records is None:
-        from engine.data.embedded import embedded_records
-
-        records = embedded_records(sweep.base.model.image_size, sweep.base.subset)
-        if records is None:
-            train, val, test = sweep.base.subset or (500, 100, 100)
-            return replicates.expected_counts(sweep, {"train": train, "val": val, "test": test, "channels": 1})
-        built = True
-    manifest = load_manifest(records)
-    if sweep.splits < 2:  # (split replicates check their own train sizes: replicates.prepare)
-        for batch in sweep.batch_sizes:
-            check_batch_size(batch, manifest, split="train")
-    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
-    counts.update(channels=manifest["channels"], built=built)
-    if sweep.splits > 1:
-        # The drawn splits' own sizes; one that cannot be drawn is one line
-        # here, in --dry-run too, before anything is written or trained.
-        return replicates.drawn_counts(replicates.draw(sweep, manifest), counts)
-    return counts
-
-
-# Starting the sweep's process(es): Python and TensorFlow imported, the
-# sweep's choices made (~15 s measured on the 2-core AVX2 CPU).
-START_UP_SECONDS = 15.0
-
-
-def step_key(cfg) -> tuple:
-    """What tells a trial's compiled step apart from the other trials' of a
-    sweep: the parts of training's graph key that trials of one sweep vary
-    (the optimizer and ``training.schedule_key``; the rest of the key is the
-    sweep's, alike for all). Within a sweep the steps an epoch follow from
-    the batch size, which stands for them here."""
-    return (cfg.optimizer, training.schedule_key(cfg, cfg.batch_size))
-
-
-def estimate_seconds(sweep: SweepConfig, trial_list: list[Trial], counts: dict[str, int],
-                     processes: int = 1) -> tuple[float, str]:
-    """Wall time of ``trial_list`` on this machine from the one estimator
-    (``training.run_seconds``: rates measured here when there are any), with
-    the basis of its rates: over ``processes`` trial processes (``--parallel``,
-    trials dealt round robin as the shards are), the slowest one's time. Each
-    process traces and compiles a step once per ``step_key`` (the batch
-    dimension is left unknown, so other batch sizes reuse it)."""
-    channels = counts.get("channels", 1)
-    basis, slowest = "", 0.0
-    for lane in range(processes):
-        seconds, compiled = 0.0, set()
-        for trial in trial_list[lane::processes]:
-            cfg = trial.config
-            precision, xla = training.likely_numerics(cfg)
-            shape = training.PaceShape(cfg.model.name, cfg.model.image_size, channels, cfg.batch_size, precision,
-                                       xla, processes=processes)
-            pace = training.estimate_pace(shape)
-            basis = basis or pace.basis
-            seconds += training.run_seconds(shape, epochs=cfg.epochs, train_images=counts["train"],
-                                            val_images=counts["val"], test_images=counts.get("test", 0),
-                                            compile_first=step_key(cfg) not in compiled, pace=pace)
-            compiled.add(step_key(cfg))
-        slowest = max(slowest, seconds)
-    if sweep.base.records is None and not counts.get("built"):
-        slowest += 30.0  # generating the embedded set and building its records, once per machine
-    return START_UP_SECONDS + slowest, basis
-
-
-def plan_summary(sweep: SweepConfig, processes: int = 1, why: str = "one process",
-                 counts: dict[str, int] | None = None) -> dict:
-    """What ``--dry-run`` shows: the trials (with their index in the whole
-    sweep, for sizing a job array), the trial processes that will run them
-    (``processes``, and ``why``: ``launch.parallel_count``) and an estimated
-    time. ``counts``: ``split_counts(sweep)`` when the caller has them."""
-    everything = trials(sweep, every_shard=True)
-    shown = trials(replace(sweep, trial="") if sweep.trial == "auto" else sweep)
-    counts = counts or split_counts(sweep)
-    seconds, basis = estimate_seconds(sweep, shown, counts, processes)
-    return {"count": len(everything), "seconds": round(seconds), "basis": basis, "processes": processes,
-            "processes_why": why, "disk": disk_summary(everything, counts.get("channels", 1), processes),
-            "repeats": repeats_summary(sweep, counts),
-            "splits": splits_summary(sweep, counts),
-            "trials": [{"index": everything.index(t), "name": t.name, "setting": t.setting, "lr": t.config.lr,
-                        "batch_size": t.config.batch_size, "epochs": t.config.epochs, "split": t.split,
-                        "seed": t.config.seed} for t in shown]}
-
-
-def splits_summary(sweep: SweepConfig, counts: dict) -> dict:
-    """What --dry-run says of the splits every setting trains on."""
-    if sweep.splits < 2:
-        return {"count": 1, "text": "the records' own train/val split (--splits 1)"}
-    how = {"kfold": f"{sweep.splits}-fold over the train+val pool",
-           "holdout": f"{sweep.splits} repeated hold-outs from the train+val pool"}[sweep.split_mode]
-    return {"count": sweep.splits, "mode": sweep.split_mode, "train": counts["train"], "val": counts["val"],
-            "text": f"{how}, about {counts['train']} train / {counts['val']} val images each, by patient, "
-                    f"stratified by class (split seed {sweep.split_seed}); written once to DIR/splits/"}
-
-
-def repeats_summary(sweep: SweepConfig, counts: dict | None = None) -> dict:
-    """Whether ``--repeats`` (or ``--splits``) allows any comparative verdict (a
-    comparison needs 2 seeds per setting, or 2 splits), and the smallest
-    difference each comparison of the report's all-pairs family then detects
-    with 80 % power."""
-    settings = len(sweep.lrs) * len(sweep.batch_sizes) * len(sweep.optimizers)
-    pairs = settings * (settings - 1) // 2
-    if settings < 2:
-        return {"comparative": False, "detectable_sds": None, "text": "one setting: nothing to compare"}
-    if sweep.splits > 1:
-        # Compared across splits by the corrected resampled t: the per-split
-        # differences' variance counts 1/K + r times (engine.study.overlap).
-        from engine.study import overlap
-
-        counts = counts or {}
-        train, val = counts.get("train", 1), counts.get("val", 1)
-        pool = counts.get("pool") or train + val
-        ratio = overlap.correction_ratio(sweep.split_mode, sweep.splits, train, val, pool)
-        sds = stats.detectable_in_sds(sweep.splits, pairs, ratio=ratio)
-        warning = overlap.validated(sweep.split_mode, sweep.splits, train, val, pool)
-        if sweep.splits >= 5 and ratio >= 0.5:
-            bound = f"; more splits narrow it little (r = {ratio:.2g} bounds it): more images would"
-        else:
-            more = max(5, sweep.splits + 2)
-            wider = overlap.correction_ratio(sweep.split_mode, more, train, val, pool)
-            bound = f"; {more} splits would detect {stats.detectable_in_sds(more, pairs, ratio=wider):.1f}"
-        return {"comparative": True, "detectable_sds": round(sds, 1), "ratio": ratio, "warning": warning,
-                "text": f"{sweep.splits} splits x {sweep.repeats} seed{'s' if sweep.repeats != 1 else ''}: each of "
-                        f"the {pairs} comparisons between settings (corrected resampled t over the splits, r = "
-                        f"{ratio:.2g}) detects with {stats.POWER * 100:g} % power only differences of at least "
-                        f"{sds:.1f} SDs of a per-split difference{bound}" + (f"; warning: {warning}" if warning
-                                                                             else "")}
-    if sweep.repeats < 2:
-        return {"comparative": False, "detectable_sds": None,
-                "text": f"one run per setting (--repeats {sweep.repeats}): no comparative verdict is possible, so "
-                        f"the ranking names no best setting and every claim that compares settings says cannot "
-                        f"tell; --repeats 3 trains 3 splits of the pool per setting and makes comparisons possible"}
-    sds = stats.detectable_in_sds(sweep.repeats, pairs)
-    return {"comparative": True, "detectable_sds": round(sds, 1),
-            "text": f"{sweep.repeats} seeds on the records' own split (--splits 1): each of the {pairs} comparisons "
-                    f"detects with {stats.POWER * 100:g} % power differences of at least {sds:.1f} SDs of a per-seed "
-                    f"difference, on this validation set only (every seed validates on the same images)"}
-
-
-def disk_summary(plan: list[Trial], channels: int, processes: int = 1) -> dict:
-    """The disk a sweep's trials take: kept once finished, and what the
-    checkpoints of the running ones add."""
-    if not plan:
-        return {"total_mb": 0.0, "trial_mb": 0.0, "checkpoint_mb": 0.0, "text": "none"}
-    per_trial = training.run_disk_mb(plan[0].config, channels)
-    total = per_trial["kept"] * len(plan)
-    running = per_trial["checkpoint"] * min(processes, len(plan))
-    what = "models, logs and checkpoint" if plan[0].config.keep_checkpoints else "models and logs"
-    return {"total_mb": round(total), "trial_mb": round(per_trial["kept"]), "checkpoint_mb": round(running),
-            "text": f"about {size_text(total)} ({len(plan)} trials x {size_text(per_trial['kept'])}: {what}), "
-                    f"up to {size_text(running)} more while trials run (their checkpoints)"}
-
-
-def size_text(mb: float) -> str:
-    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+from engine.serialise import differences, from_json
+from engine.study import estimate, hparams, inputs, paper, replicates
+from engine.study import plan as plan_lib
+from engine.study.plan import LOCK, Trial
 
 
 def with_records(sweep: SweepConfig, quiet: bool = False, size_given: bool = False) -> SweepConfig:
@@ -212,11 +47,6 @@ def with_records(sweep: SweepConfig, quiet: bool = False, size_given: bool = Fal
     records = inputs.records_folder(base.records, base.model.image_size, base.subset, quiet).resolve()
     training.check_image_size(base.model.image_size, load_manifest(records), records, size_given, quiet)
     return replace(sweep, base=replace(base, records=records))
-
-
-def total_steps(plan: list[Trial], train_images: int) -> int:
-    """Training steps of the trials, for the dashboard's overall bar."""
-    return sum(t.config.epochs * (train_images // t.config.batch_size) for t in plan)
 
 
 # --- the run ------------------------------------------------------------------
@@ -274,15 +104,36 @@ def rerun_args(out: Path) -> list[str]:
     return ["resume", str(out.resolve())]
 
 
-def shared_choices(sweep: SweepConfig, force: bool, splits: dict | None = None) -> "training.Numerics":
-    """The sweep's precision, XLA and BatchNorm momentum: made by the first
-    runner, which creates sweep.json (only if it is still absent: another
-    shard or array task may create it at the same moment), and adopted from
-    sweep.json by every later one, whatever machine it runs on."""
+@dataclass(frozen=True)
+class Begun:
+    """A begun sweep, as ``begin`` leaves it for its runners: the sweep's
+    numerics, its whole trial plan (built once: stored in sweep.json),
+    whether this runner's trials start over, and the images per split its
+    trials see (``image_counts``)."""
+
+    numerics: "training.Numerics"
+    plan: list[Trial]
+    restart: bool
+    counts: dict
+
+
+def shared_choices(sweep: SweepConfig, existing: dict | None, force: bool,
+                   splits: dict | None) -> tuple["training.Numerics", list[Trial]]:
+    """The sweep's precision, XLA and BatchNorm momentum, and its trial plan:
+    made by the first runner, which creates sweep.json (only if it is still
+    absent: another shard or array task may create it at the same moment),
+    and adopted from sweep.json (``existing``) by every later one, whatever
+    machine it runs on. The plan is generated here only: ``plan.trials``."""
     out = sweep.base.out
-    existing = check_existing(out, sweep, force)
+    path = out / "sweep.json"
     if existing and "bn_momentum" in existing.get("choice", {}):
-        return training.Numerics.from_json(existing["choice"])
+        listed = plan_lib.stored(sweep, existing.get("trials"))
+        if listed is None or splits != existing.get("splits"):
+            # A sweep.json from an older engine: its plan (and the splits' records digest) stored now.
+            listed = listed or plan_lib.trials(sweep)
+            atomic_json(path, existing | {"trials": plan_lib.entries(listed), "splits": splits})
+        return training.Numerics.from_json(existing["choice"]), listed
+    listed = plan_lib.trials(sweep)
     # Resolved once for the whole sweep (``auto`` probes the first trial's
     # shape; the BatchNorm momentum suits the trial with the fewest steps), so
     # every trial runs the same numerics and no axis is confounded by them.
@@ -293,27 +144,24 @@ def shared_choices(sweep: SweepConfig, force: bool, splits: dict | None = None) 
     content = {
         "config": sweep.to_json(), "command": rerun_args(out), "machine": described, "choice": numerics.to_json(),
         "deviations": paper.deviations(sweep, load_manifest(sweep.base.records), numerics.to_json(), described),
-        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits,
-        "trials": [{"index": i, "name": t.name, "setting": t.setting, "lr": t.config.lr,
-                    "batch_size": t.config.batch_size, "optimizer": t.config.optimizer, "epochs": t.config.epochs,
-                    "split": t.split, "seed": t.config.seed}
-                   for i, t in enumerate(trials(sweep, every_shard=True))]}
-    path = out / "sweep.json"
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"), "splits": splits, "trials": plan_lib.entries(listed)}
     if force or existing is not None:  # --force starts the choices over; an older sweep.json gains them
         atomic_json(path, content)
     elif not create_once(path, json.dumps(content, indent=1) + "\n"):
-        # Another runner created it first: its choices are the sweep's.
-        return training.Numerics.from_json(json.loads(path.read_text())["choice"])
-    return numerics
+        # Another runner created it first: its choices and plan are the sweep's.
+        theirs = json.loads(path.read_text())
+        return training.Numerics.from_json(theirs["choice"]), plan_lib.stored(sweep, theirs["trials"])
+    return numerics, listed
 
 
-def begin(sweep: SweepConfig, force: bool = False) -> tuple["training.Numerics", bool]:
-    """Makes the sweep's folder ready for its runners: sweep.json created or
-    adopted (``shared_choices``; refused when it holds another config,
-    unless ``force``), the TensorBoard experiment written. Returns the
-    sweep's numerics and whether this runner's trials start over: with
-    ``force``, those of a sweep whose config changed, or the one ``--trial``.
-    The records must be resolved (``with_records``)."""
+def begin(sweep: SweepConfig, force: bool = False) -> Begun:
+    """Makes the sweep's folder ready for its runners: its splits drawn and
+    written (``replicates.prepare``), sweep.json with the choices and the
+    trial plan created or adopted (``shared_choices``; refused when it holds
+    another config, unless ``force``), the TensorBoard experiment written.
+    The plan's restart: with ``force``, the trials of a sweep whose config
+    changed, or the one ``--trial``. The records must be resolved
+    (``with_records``)."""
     if sweep.base.records is None:
         raise ValueError("a sweep's records are resolved before it begins (with_records)")
     out = sweep.base.out
@@ -324,19 +172,22 @@ def begin(sweep: SweepConfig, force: bool = False) -> tuple["training.Numerics",
     # The choices start over only with the config (or a damaged sweep.json):
     # one trial reset by --trial NAME --force keeps the sweep's numerics.
     starts_over = force and (changed or existing is None)
+    adopted = None if starts_over else existing
     # Split replicates are drawn and written before any trial (a split that
     # cannot be drawn is one line here), after a changed config is refused;
-    # a stored sweep's are checked against the records.
-    splits = replicates.prepare(sweep, None if starts_over else existing)
-    numerics = shared_choices(sweep, starts_over, splits)
-    write_hparams_config(out / "trials", sweep)
-    return numerics, force and (changed or bool(sweep.trial))
+    # a stored sweep's are adopted when its records are unchanged.
+    splits = replicates.prepare(sweep, adopted)
+    counts = estimate.image_counts(sweep, splits)  # every batch size checked before anything trains
+    numerics, listed = shared_choices(sweep, adopted, starts_over, splits)
+    hparams.write_config(out / "trials", sweep)
+    return Begun(numerics, listed, force and (changed or bool(sweep.trial)), counts)
 
 
-def load(out: Path) -> tuple[SweepConfig, "training.Numerics"]:
+def load(out: Path) -> tuple[SweepConfig, "training.Numerics", list[Trial]]:
     """The sweep stored in ``out/sweep.json`` (its folder ``out``, however
     spelled here; all its trials, whichever part the runner that wrote it
-    ran) and its numerics: all a runner started from the folder alone needs."""
+    ran), its numerics and its trial plan: all a runner started from the
+    folder alone needs."""
     stored = stored_sweep(out)
     if stored is None:
         raise UserError(f"{out} is not a sweep folder (no sweep.json)")
@@ -344,7 +195,10 @@ def load(out: Path) -> tuple[SweepConfig, "training.Numerics"]:
         raise UserError(f"{out / 'sweep.json'} was written by an older engine: rerun its engine compare command")
     sweep = from_json(SweepConfig, stored["config"])
     whole = replace(sweep, shard=(0, 1), trial="", base=replace(sweep.base, out=out))
-    return whole, training.Numerics.from_json(stored["choice"])
+    listed = plan_lib.stored(whole, stored.get("trials"))
+    if listed is None:
+        raise UserError(f"{out / 'sweep.json'} holds no trial plan (an older engine's): run engine resume {out}")
+    return whole, training.Numerics.from_json(stored["choice"]), listed
 
 
 def finished_result(trial: Trial) -> dict | None:
@@ -377,14 +231,15 @@ def run(sweep: SweepConfig, *, force: bool = False, on_event=None, trainer=None,
     trial), after ``begin``; returns their results. ``force`` starts over the
     trials of a sweep whose config changed, or this runner's one ``--trial``.
     See ``run_trials`` for the rest."""
-    numerics, restart = begin(sweep, force)
-    return run_trials(sweep, numerics, restart=restart, on_event=on_event, trainer=trainer, processes=processes)
+    begun = begin(sweep, force)
+    return run_trials(sweep, begun.numerics, begun.plan, restart=begun.restart, on_event=on_event, trainer=trainer,
+                      processes=processes)
 
 
-def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bool = False, on_event=None,
-               trainer=None, processes: int = 1) -> list[dict]:
-    """Runs (or resumes) this runner's trials of a begun sweep with its
-    ``numerics``; returns their results.
+def run_trials(sweep: SweepConfig, numerics: "training.Numerics", everything: list[Trial], *, restart: bool = False,
+               on_event=None, trainer=None, processes: int = 1) -> list[dict]:
+    """Runs (or resumes) this runner's trials (``plan.select``) of the begun
+    sweep's plan ``everything`` with its ``numerics``; returns their results.
 
     A trial that diverges or fails (e.g. out of memory) is recorded with its
     reason and the sweep goes on. Each trial is run under a lock in its
@@ -403,7 +258,7 @@ def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bo
     # Each trial config stays as the trial list says; the sweep's precision,
     # XLA and momentum reach training as ``numerics``, and each trial's
     # metrics.json records what it ran with.
-    plan = trials(sweep)
+    plan = plan_lib.select(everything, sweep)
     for trial in plan:
         event("queued", trial, {})
     results, compiled = [], set()
@@ -418,8 +273,8 @@ def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bo
                     if lock.taken_over is not None:
                         event("note", trial, {"text": f"{trial.name}: took over its lock ({lock.taken_over}: "
                                                       f"resuming from its last epoch)"})
-                    compiles = step_key(trial.config) not in compiled  # what the dashboard says
-                    compiled.add(step_key(trial.config))
+                    compiles = estimate.step_key(trial.config) not in compiled  # what the dashboard says
+                    compiled.add(estimate.step_key(trial.config))
                     result = (None if restart else finished_result(trial)) or \
                         run_trial(trial, restart, numerics, event, trainer, processes, compiles, rerun)
                 finally:
@@ -436,6 +291,12 @@ def run_trials(sweep: SweepConfig, numerics: "training.Numerics", *, restart: bo
 PROGRAMMING_ERRORS = (TypeError, AttributeError, NameError, AssertionError, ImportError)
 
 
+def progress(trial: Trial, event) -> "training.Progress":
+    """Forwards a trial's per-batch and per-epoch progress to the dashboard."""
+    return training.Progress(lambda batches: event("batch", trial, {"batch": batches}),
+                             lambda epoch, logs: event("epoch", trial, {"epoch": epoch, **logs}))
+
+
 def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: int, compiles: bool,
               rerun: list[str]) -> dict:
     """Trains one trial and returns its result. A trial that fails with an
@@ -446,11 +307,11 @@ def run_trial(trial: Trial, force: bool, numerics, event, trainer, processes: in
     event("start", trial, {"compiles": compiles})
     try:
         if not force:  # (train(force=True) clears the folder: the session is written after it)
-            write_hparams(trial)
+            hparams.write_session(trial)
         result = training.train(trial.config, trainer=trainer, processes=processes, quiet=True, force=force,
-                                callbacks=[EpochEvents(trial, event)], numerics=numerics, on_damage="raise")
+                                callbacks=[progress(trial, event)], numerics=numerics, on_damage="raise")
         if force:
-            write_hparams(trial)
+            hparams.write_session(trial)
         # An earlier attempt's traceback does not describe a finished trial.
         (trial.config.out / runs.FAILURE).unlink(missing_ok=True)
         return result
@@ -504,50 +365,3 @@ def check_failed(results: list[dict]) -> None:
     if failed:
         raise RuntimeFailure(f"{len(failed)} trial{'s' if len(failed) > 1 else ''} failed ({failed[0]['reason']})"
                              + ("" if "rerun" in failed[0]["reason"] else "; rerun the same command to retry"))
-
-
-def write_hparams_config(folder: Path, sweep: SweepConfig) -> None:
-    """The sweep's experiment for TensorBoard's HParams dashboard (``--logdir DIR/trials``)."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    params = [hp.HParam("lr", hp.Discrete(sorted(set(sweep.lrs)))),
-              hp.HParam("batch_size", hp.Discrete(sorted(set(sweep.batch_sizes)))),
-              hp.HParam("optimizer", hp.Discrete(sorted(set(sweep.optimizers)))),
-              hp.HParam("seed", hp.IntInterval(sweep.seed, sweep.seed + sweep.repeats - 1))]
-    if sweep.splits > 1:
-        params.append(hp.HParam("split", hp.IntInterval(1, sweep.splits)))
-    metrics = [hp.Metric("epoch_loss", group="validation", display_name="val loss"),
-               hp.Metric("epoch_accuracy", group="validation", display_name="val accuracy"),
-               hp.Metric("epoch_auc", group="validation", display_name="val AUC"),
-               hp.Metric("epoch_loss", group="train", display_name="train loss")]
-    folder.mkdir(parents=True, exist_ok=True)
-    with tf.summary.create_file_writer(str(folder)).as_default():
-        hp.hparams_config(hparams=params, metrics=metrics)
-
-
-def write_hparams(trial: Trial) -> None:
-    """The trial's settings as an HParams session, beside its Keras TensorBoard logs."""
-    import tensorflow as tf
-    from tensorboard.plugins.hparams import api as hp
-
-    values = {"lr": trial.config.lr, "batch_size": trial.config.batch_size,
-              "optimizer": trial.config.optimizer, "seed": trial.config.seed}
-    if trial.split:
-        values["split"] = trial.split
-    with tf.summary.create_file_writer(str(trial.config.out / "tb")).as_default():
-        hp.hparams(values, trial_id=trial.name)
-
-
-class EpochEvents(keras.callbacks.Callback):
-    """Forwards a trial's per-batch and per-epoch progress to the dashboard."""
-
-    def __init__(self, trial: Trial, event):
-        super().__init__()
-        self.trial, self.event = trial, event
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.event("batch", self.trial, {"batch": batch + 1})
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.event("epoch", self.trial, {"epoch": epoch + 1, **(logs or {})})

@@ -109,8 +109,8 @@ def run(folder: Path, shard: tuple[int, int], processes: int, restart: bool = Fa
     with its stored numerics, on one trainer; returns the trials' results."""
     from engine.study import sweep as sweep_lib
 
-    sweep, numerics = sweep_lib.load(folder)
-    return sweep_lib.run_trials(replace(sweep, shard=shard), numerics, restart=restart, on_event=on_event,
+    sweep, numerics, plan = sweep_lib.load(folder)
+    return sweep_lib.run_trials(replace(sweep, shard=shard), numerics, plan, restart=restart, on_event=on_event,
                                 processes=processes)
 
 

@@ -176,3 +176,20 @@ class EpochPrinter(keras.callbacks.Callback):
             if logs.get(key) is not None:
                 parts.append(f"{key} {float(logs[key]):.4g}")
         print("  ".join(parts), flush=True)
+
+
+class Progress(keras.callbacks.Callback):
+    """Calls ``on_batch(batches)`` after each training batch (the epoch's
+    batches so far) and ``on_epoch(epoch, logs)`` after each epoch (1-based):
+    a caller's progress view (the sweep's dashboard) without a Keras class
+    of its own above the training layer."""
+
+    def __init__(self, on_batch, on_epoch):
+        super().__init__()
+        self.on_batch, self.on_epoch = on_batch, on_epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.on_batch(batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.on_epoch(epoch + 1, logs or {})

@@ -8,7 +8,6 @@ import shutil
 import threading
 import zipfile
 from pathlib import Path
-from types import MappingProxyType
 
 import keras
 import numpy as np
@@ -157,35 +156,6 @@ def checkpoint_mb(classifier) -> float:
     """Size of one checkpoint of ``classifier`` (weights and optimizer state), in MB."""
     variables = list(classifier.net.variables) + list(classifier.optimizer.variables)
     return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables) / 2 ** 20
-
-
-# Optimizer state per trainable weight (slots: Adam's two moments, one for
-# RMSprop's average and for SGD's momentum).
-SLOTS = MappingProxyType({"adam": 2, "nadam": 2, "adamw": 2, "rmsprop": 1, "sgd": 1, "nesterov": 1})
-# TensorBoard logs and the small files of a run (history, metrics, scores):
-# ~30 KB measured per trial of the quick preset; rounded up for longer runs.
-LOGS_MB = 0.5
-
-
-def run_disk_mb(cfg, channels: int) -> dict[str, float]:
-    """Disk a run of ``cfg`` takes, from its weight count (the network is
-    built, without weights, to count them): ``kept`` once finished
-    (``last.keras``, ``best.keras`` with ``--select best``, logs; with
-    ``--keep-checkpoints`` the checkpoint too) and ``checkpoint``, what its
-    resume checkpoint adds while it runs (up to two at once during a write)."""
-    from dataclasses import replace
-
-    from engine.model import build
-
-    net = build(replace(cfg.model, weights="none", channels=channels))
-    weights = sum(int(np.prod(v.shape)) for v in net.weights) * 4 / 2 ** 20  # stored as float32
-    trainable = sum(int(np.prod(v.shape)) for v in net.trainable_weights) * 4 / 2 ** 20
-    # Weights, optimizer state and the best epoch's weights kept beside them.
-    checkpoint = 2 * weights + SLOTS.get(cfg.optimizer, 2) * trainable
-    kept = weights * (2 if cfg.select == "best" else 1) + LOGS_MB
-    if cfg.keep_checkpoints:
-        kept += checkpoint
-    return {"kept": kept, "checkpoint": 2 * checkpoint}
 
 
 def remove_checkpoint(run: Path) -> None:

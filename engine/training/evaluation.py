@@ -20,12 +20,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from engine.config import TrainConfig, from_json
+from engine.config import TrainConfig
 from engine.data import images as images_lib, pipeline
 from engine.data.manifest import load_manifest, shard_paths
 from engine.errors import UserError
 from engine.io import read_json
 from engine.results import metrics, runs
+from engine.serialise import from_json
 
 def forward_pass(net: keras.Model):
     """``net``'s inference pass on a batch of images of any dtype, traced

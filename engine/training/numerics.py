@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
-import tensorflow as tf
 
 from engine import machine
 from engine.config import TrainConfig
@@ -140,7 +139,7 @@ def gpu_precision(capability: tuple[int, int]) -> Choice:
 def auto_candidates(kind: str) -> list[str]:
     """What ``auto`` could choose on this device (``kind`` precision or xla):
     one value by rule on a GPU, the measured candidates on a CPU."""
-    if machine.gpus():
+    if machine.gpu_capabilities():
         precision, xla = resolve("auto", "auto")  # GPU rules, no measuring
         return [precision.value if kind == "precision" else xla.value]
     if kind == "precision":
@@ -207,13 +206,9 @@ def resolve(precision: str, xla: str, measure=None, shape: pace.Shape | None = N
         return precision_choice, Choice("off", "deterministic kernels: Keras compiles no XLA step with them")
     if precision != "auto" and xla != "auto":
         return Choice(precision, "set"), Choice(xla, "set")
-    devices = machine.gpus()
-    if devices:
-        capability = tf.config.experimental.get_device_details(devices[0]).get("compute_capability") or (0, 0)
-        precision_choice = gpu_precision(capability) if precision == "auto" else Choice(precision, "set")
-        xla_choice = Choice(xla, "set") if xla != "auto" else \
-            Choice("on", "GPU: XLA fuses the many small ops of a training step")
-        return precision_choice, xla_choice
+    capabilities = machine.gpu_capabilities()  # (without starting TensorFlow for an estimate)
+    if capabilities:
+        return _gpu_choices(capabilities[0], precision, xla)
     # CPU: bf16 only where the CPU has bf16 instructions (emulated it is ~10x
     # slower), only if measured faster, and only if its numerics pass.
     precisions = [precision] if precision != "auto" else auto_candidates("precision")
@@ -221,34 +216,65 @@ def resolve(precision: str, xla: str, measure=None, shape: pace.Shape | None = N
     xlas = [xla] if xla != "auto" else ["off", "on"]
     pairs = [(p, x) for p in precisions for x in xlas]
     shapes = {f"{p}/{x}": replace(shape, precision=p, xla=x) for p, x in pairs} if shape and len(pairs) > 1 else {}
+    rates, checks, stamps = _cached_probes(shapes)
+    if len(pairs) == 1 or (measure is None and len(rates) < len(pairs)):
+        p, x = pairs[0]
+        return (Choice(p, "set" if precision != "auto" else no_bf16),
+                Choice(x, "set" if xla != "auto" else "no probe: XLA off"))
+    if measure is not None:
+        _probe_missing(measure, pairs, precision, shapes, rates, checks, stamps)
+    return _cpu_choices(precision, xla, xlas, rates, checks, stamps)
+
+
+def _gpu_choices(capability: tuple[int, int], precision: str, xla: str) -> tuple[Choice, Choice]:
+    """The GPU rules: precision by the first GPU's compute ``capability``, XLA on."""
+    precision_choice = gpu_precision(capability) if precision == "auto" else Choice(precision, "set")
+    xla_choice = Choice(xla, "set") if xla != "auto" else \
+        Choice("on", "GPU: XLA fuses the many small ops of a training step")
+    return precision_choice, xla_choice
+
+
+def _cached_probes(shapes: dict[str, pace.Shape]) -> tuple[dict, dict, dict]:
+    """The cached probe results at ``shapes`` (by ``"precision/xla"``): step
+    rates, numerics checks, and when (and by what, if not the probe) each was measured."""
     found = {name: pace.probe_result(s) or {} for name, s in shapes.items()}
     rates = {name: r["step_img_s"] for name, r in found.items() if r.get("step_img_s")}
     checks = {name: r["check"] for name, r in found.items() if r.get("check")}
     stamps = {name: r["when"] + ("" if r["source"] == PROBE else f", {r['source']}")
               for name, r in found.items() if r.get("when")}
-    if len(pairs) == 1 or (measure is None and len(rates) < len(pairs)):
-        p, x = pairs[0]
-        return (Choice(p, "set" if precision != "auto" else no_bf16),
-                Choice(x, "set" if xla != "auto" else "no probe: XLA off"))
+    return rates, checks, stamps
+
+
+def _probe_missing(measure, pairs: list[tuple[str, str]], precision: str, shapes: dict[str, pace.Shape],
+                   rates: dict, checks: dict, stamps: dict) -> None:
+    """Measures the rates and checks the cache lacks, into ``rates``,
+    ``checks`` and ``stamps``, and caches them at ``shapes``."""
     # A reduced precision chosen by auto needs its numerics checked; one the
     # user set is theirs (a divergence then names its precision).
     to_check = [(p, x) for p, x in pairs if precision == "auto" and p in REDUCED and f"{p}/{x}" not in checks]
     to_time = [(p, x) for p, x in pairs if f"{p}/{x}" not in rates]
-    if measure is not None and (to_check or to_time):
-        reference = _reference_pair(pairs)
-        wanted = list(dict.fromkeys(to_time + ([reference] if to_check else []) + to_check))
-        measured = {pair: measure(*pair) for pair in wanted}
-        for pair in dict.fromkeys(to_time + to_check):
-            name = f"{pair[0]}/{pair[1]}"
-            if pair in to_time:
-                rates[name] = measured[pair][0]
-            if pair in to_check:
-                checks[name] = numerics_check(measured[reference][1], measured[pair][1])
-            if shapes:
-                pace.record_probe(shapes[name], step_img_s=rates[name] if pair in to_time else None,
-                                  check=checks[name] if pair in to_check else None, source=PROBE)
-            if pair in to_time:
-                stamps[name] = time.strftime("%Y-%m-%d %H:%M")
+    if not (to_check or to_time):
+        return
+    reference = _reference_pair(pairs)
+    wanted = list(dict.fromkeys(to_time + ([reference] if to_check else []) + to_check))
+    measured = {pair: measure(*pair) for pair in wanted}
+    for pair in dict.fromkeys(to_time + to_check):
+        name = f"{pair[0]}/{pair[1]}"
+        if pair in to_time:
+            rates[name] = measured[pair][0]
+        if pair in to_check:
+            checks[name] = numerics_check(measured[reference][1], measured[pair][1])
+        if shapes:
+            pace.record_probe(shapes[name], step_img_s=rates[name] if pair in to_time else None,
+                              check=checks[name] if pair in to_check else None, source=PROBE)
+        if pair in to_time:
+            stamps[name] = time.strftime("%Y-%m-%d %H:%M")
+
+
+def _cpu_choices(precision: str, xla: str, xlas: list[str], rates: dict, checks: dict,
+                 stamps: dict) -> tuple[Choice, Choice]:
+    """The fastest setting measured whose numerics passed (float32 if none),
+    with the probe's rates, rejections and dates as the reason."""
     eligible = {name: rate for name, rate in rates.items()
                 if name.split("/")[0] not in REDUCED or precision != "auto" or checks.get(name, {}).get("ok")}
     if not eligible:
@@ -277,7 +303,7 @@ def probe_batches(cfg: TrainConfig, count: int) -> list[tuple[np.ndarray, np.nda
     from engine.data import pipeline
 
     ds = pipeline.dataset(cfg.records, "train", cfg.batch_size, training=False, config=cfg.data)
-    whole = [(x.numpy(), y.numpy()) for x, y in ds if int(tf.shape(x)[0]) == cfg.batch_size]
+    whole = [(x.numpy(), y.numpy()) for x, y in ds if x.shape[0] == cfg.batch_size]
     if not whole:
         raise ValueError(f"no full batch of {cfg.batch_size} in {cfg.records}")
     return [whole[i % len(whole)] for i in range(count)]

@@ -1,6 +1,6 @@
 """The optimizer, its learning-rate schedule, and the one way a rate is set.
 
-``constant_schedule`` is the one answer to "does the rate stay constant?":
+``schedule.constant_schedule`` is the one answer to "does the rate stay constant?":
 a constant rate is a variable of the optimizer, which ``set_rate`` assigns
 (a reused compiled step reads it, no retrace); any other schedule is built
 into the traced step, so the trial's graph key carries its parameters.
@@ -14,6 +14,7 @@ from types import MappingProxyType
 import keras
 
 from engine.config import TrainConfig
+from engine.training.schedule import constant_schedule
 
 # The one lookup from the config's optimizer names (config.OPTIMIZERS) to Keras.
 OPTIMIZERS = MappingProxyType({
@@ -58,13 +59,6 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
     def get_config(self):
         return {"peak": self.peak, "total_steps": self.total, "warmup_steps": self.warmup, "kind": self.kind}
-
-
-def constant_schedule(cfg: TrainConfig) -> bool:
-    """Whether ``cfg``'s learning rate stays ``cfg.lr`` at every step (no
-    warm-up, no decay): then it is a variable that ``set_rate`` assigns,
-    otherwise a schedule traced into the step."""
-    return cfg.schedule == "constant" and cfg.warmup_epochs == 0
 
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:

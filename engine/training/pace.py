@@ -32,8 +32,6 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import tensorflow as tf
-
 from engine import machine
 from engine.io import atomic_json, cache_dir, locked
 
@@ -75,8 +73,9 @@ class Shape:
     processes: int = 1  # trial processes sharing the machine (engine compare --parallel N)
 
     def key(self) -> str:
-        return "|".join([machine.cpu_name(), f"tf{tf.__version__}", self.stack, self.model, str(self.image_size),
-                         str(self.channels), str(self.batch), self.precision, self.xla, str(self.processes)])
+        return "|".join([machine.cpu_name(), f"tf{machine.tensorflow_version()}", self.stack, self.model,
+                         str(self.image_size), str(self.channels), str(self.batch), self.precision, self.xla,
+                         str(self.processes)])
 
 
 @dataclass(frozen=True)
@@ -119,7 +118,7 @@ def _store(shape: Shape, change) -> None:
         data = _load()
         entry = data.get(shape.key(), {})
         change(entry)
-        entry["machine"] = [machine.cpu_name(), tf.__version__]
+        entry["machine"] = [machine.cpu_name(), machine.tensorflow_version()]
         entry["shape"] = dataclasses.asdict(shape)
         data[shape.key()] = entry
         atomic_json(path, data)
@@ -171,7 +170,7 @@ def probe_result(shape: Shape) -> dict | None:
     exact = data.get(shape.key(), {}).get("probe")
     if exact and exact.get("version") == PROBE_VERSION:
         return exact
-    here, wanted = [machine.cpu_name(), tf.__version__], dataclasses.asdict(shape)
+    here, wanted = [machine.cpu_name(), machine.tensorflow_version()], dataclasses.asdict(shape)
     for entry in data.values():
         other, probe = entry.get("shape", {}), entry.get("probe") or {}
         if entry.get("machine") == here and probe.get("version") == PROBE_VERSION and \
@@ -215,7 +214,7 @@ def rough_train_rate(shape: Shape) -> float:
     if shape.model != "InceptionV3":
         rate *= 3
     rate *= max(machine.cpu_cores(), 1) / 2
-    return rate * (50 if machine.gpus() else 1)
+    return rate * (50 if machine.gpu_capabilities() else 1)
 
 
 def estimate(shape: Shape) -> Pace:
@@ -225,7 +224,7 @@ def estimate(shape: Shape) -> Pace:
     if exact and exact.get("train_img_s"):
         return _pace(exact, 1.0, f"measured here ({exact['when']}, {exact.get('source') or 'a run'})")
     # The same model and numerics at another size or batch: scaled by area.
-    here = [machine.cpu_name(), tf.__version__]
+    here = [machine.cpu_name(), machine.tensorflow_version()]
     near = []
     for entry in data.values():
         other = entry.get("shape", {})

@@ -31,18 +31,19 @@ import keras
 import tensorflow as tf
 
 from engine import machine
-from engine.config import TrainConfig, differences, dump
-from engine.data import images as images_lib, pipeline
+from engine.config import TrainConfig
+from engine.data import pipeline
 from engine.data.manifest import check_batch_size, load_manifest
 from engine.errors import DamagedState, UserError
 from engine.io import atomic_json, move_aside, read_json, remove_temp_files
 from engine.results import metrics, runs
 from engine.results.runs import STATUS_DIVERGED, STATUS_DONE, read_history
+from engine.serialise import differences, dump
 from engine.training import distribute, pace, precise_bn
 from engine.training.callbacks import EpochPrinter, RunRecorder
 from engine.training.checkpoint import CHECKPOINT, load_checkpoint, read_state, remove_checkpoint, save_model
 from engine.training.classifier import Classifier, augment_placement
-from engine.training.evaluation import eval_batch_size, evaluate_run, evaluate_saved, predict_images, predict_split
+from engine.training.evaluation import eval_batch_size, evaluate_run, predict_split
 from engine.training.numerics import Numerics, choose
 from engine.training.optim import set_rate
 from engine.training.trainer import Trainer
@@ -135,20 +136,8 @@ class Run:
         if finished is not None:  # its checkpoint may be gone: nothing to resume, nothing to redo
             return finished
         dump(cfg, run / runs.CONFIG)
-        labels = self.manifest["label_map"]
-        atomic_json(run / runs.DATA, {
-            "records": str(self.records), "label_map": labels,
-            "positive_class": next(name for name, label in labels.items() if label == self.positive),
-            "image_size": self.manifest["image_size"], "channels": self.manifest["channels"],
-            "resize": self.manifest["resize"],
-            "counts": {s: v["count"] for s, v in self.manifest["splits"].items()}})
-        try:
-            start_epoch, history, best = self.restore(run)
-        except DamagedState as err:
-            if self.on_damage == "raise":
-                raise
-            restart_damaged(run, err, keep=(runs.CONFIG, runs.DATA))
-            start_epoch, history, best = 0, [], None
+        atomic_json(run / runs.DATA, self.data_description())
+        start_epoch, history, best = self.resume_point(run)
         # --bn-stats precise: the statistics are estimated again as each
         # validation begins, so the best and last models carry them too.
         recorder = RunRecorder(run, self.classifier, self.positive, history, self.steps_per_epoch, cfg.batch_size,
@@ -158,29 +147,9 @@ class Run:
         compiles = self.classifier.train_function is None
         start = time.perf_counter()
         if start_epoch < cfg.epochs:
-            class_weight = class_weights(self.manifest) if cfg.class_weight == "auto" else None
-            try:
-                self.classifier.fit(
-                    self.batches("train", start_epoch=start_epoch), epochs=cfg.epochs, initial_epoch=start_epoch,
-                    steps_per_epoch=self.steps_per_epoch,
-                    validation_data=self.batches("val", batch_size=self.eval_batch_size("val")),
-                    class_weight=class_weight, verbose=0, shuffle=False,
-                    callbacks=[recorder, keras.callbacks.TensorBoard(str(run / "tb"), profile_batch=0),
-                               EpochPrinter(cfg.epochs, quiet), *callbacks])
-            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
-                # A damaged shard surfaces as a bare TensorFlow error without a
-                # file name: find the file and say so (verify raises UserError).
-                for split in ("train", "val"):
-                    pipeline.verify(self.records, split, self.manifest)
-                raise
-            finally:
-                recorder.writer.wait()  # an interrupted fit still leaves its last checkpoint whole
+            self.train_epochs(run, start_epoch, recorder, callbacks, quiet)
         seconds = time.perf_counter() - start
-        session = history[start_epoch:]
-        if session and run == cfg.out and self.distribution.num_replicas_in_sync == 1:
-            # What this machine measured, for later estimates (--dry-run, the bench).
-            pace.record_history(self.pace_shape(), session, self.manifest["splits"]["val"]["count"], "a training run",
-                                compiled=compiles)
+        self.record_session_pace(run, history[start_epoch:], compiles)
         saving = time.perf_counter()
         status = STATUS_DIVERGED if recorder.diverged is not None else STATUS_DONE
         chosen = self.save_models(run, history, recorder.best_weights, status == STATUS_DONE)
@@ -188,16 +157,7 @@ class Run:
         result = {"status": status, "epochs_done": len(history), "seconds_this_session": round(seconds, 2),
                   "final_save_seconds": round(save_seconds, 2),
                   "first_step_seconds": None if recorder.first_step is None else round(recorder.first_step, 2),
-                  "precision": {"value": self.numerics.precision.value, "reason": self.numerics.precision.reason},
-                  "xla": {"value": self.numerics.xla.value, "reason": self.numerics.xla.reason},
-                  "bn_momentum": self.numerics.bn_momentum,
-                  "bn_momentum_reason": self.numerics.bn_reason, "bn_stats": self.bn_stats(),
-                  "augment_placement": self.placement,
-                  # Left at TensorFlow's defaults (0 = one per core): no setting
-                  # measured faster (benchmarks/RESULTS.md, thread pools).
-                  "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                              "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
-                  "steps_per_epoch": self.steps_per_epoch, "machine": machine.describe()}
+                  **self.training_settings()}
         if status == STATUS_DIVERGED:
             result["diverged_at_epoch"] = recorder.diverged + 1
             result["reason"] = divergence_reason(recorder.diverged_reason, recorder.diverged + 1,
@@ -213,6 +173,69 @@ class Run:
         if not cfg.keep_checkpoints:  # finished: the ~350 MB that resumed it is no longer needed
             remove_checkpoint(run)
         return result
+
+    def data_description(self) -> dict:
+        """What ``data.json`` says of the records the run reads."""
+        labels = self.manifest["label_map"]
+        return {"records": str(self.records), "label_map": labels,
+                "positive_class": next(name for name, label in labels.items() if label == self.positive),
+                "image_size": self.manifest["image_size"], "channels": self.manifest["channels"],
+                "resize": self.manifest["resize"],
+                "counts": {s: v["count"] for s, v in self.manifest["splits"].items()}}
+
+    def resume_point(self, run: Path) -> tuple[int, list[dict], tuple[int, list] | None]:
+        """``restore``, or from epoch 0 with a damaged state set aside (raised
+        instead with ``on_damage="raise"``)."""
+        try:
+            return self.restore(run)
+        except DamagedState as err:
+            if self.on_damage == "raise":
+                raise
+            restart_damaged(run, err, keep=(runs.CONFIG, runs.DATA))
+            return 0, [], None
+
+    def train_epochs(self, run: Path, start_epoch: int, recorder: RunRecorder, callbacks, quiet: bool) -> None:
+        """Keras' fit from ``start_epoch`` to the last epoch, validating each."""
+        cfg = self.cfg
+        class_weight = class_weights(self.manifest) if cfg.class_weight == "auto" else None
+        try:
+            self.classifier.fit(
+                self.batches("train", start_epoch=start_epoch), epochs=cfg.epochs, initial_epoch=start_epoch,
+                steps_per_epoch=self.steps_per_epoch,
+                validation_data=self.batches("val", batch_size=self.eval_batch_size("val")),
+                class_weight=class_weight, verbose=0, shuffle=False,
+                callbacks=[recorder, keras.callbacks.TensorBoard(str(run / "tb"), profile_batch=0),
+                           EpochPrinter(cfg.epochs, quiet), *callbacks])
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError):
+            # A damaged shard surfaces as a bare TensorFlow error without a
+            # file name: find the file and say so (verify raises UserError).
+            for split in ("train", "val"):
+                pipeline.verify(self.records, split, self.manifest)
+            raise
+        finally:
+            recorder.writer.wait()  # an interrupted fit still leaves its last checkpoint whole
+
+    def record_session_pace(self, run: Path, session: list[dict], compiled: bool) -> None:
+        """Keeps the epochs of this session (``session``, the history's) as
+        what this machine measured, for later estimates (--dry-run, the bench):
+        those of a run on one replica that writes its own folder."""
+        if session and run == self.cfg.out and self.distribution.num_replicas_in_sync == 1:
+            pace.record_history(self.pace_shape(), session, self.manifest["splits"]["val"]["count"], "a training run",
+                                compiled=compiled)
+
+    def training_settings(self) -> dict:
+        """What ``metrics.json`` says of how the run trained: its numerics,
+        BatchNorm statistics, augmentation placement, threads and machine."""
+        return {"precision": {"value": self.numerics.precision.value, "reason": self.numerics.precision.reason},
+                "xla": {"value": self.numerics.xla.value, "reason": self.numerics.xla.reason},
+                "bn_momentum": self.numerics.bn_momentum,
+                "bn_momentum_reason": self.numerics.bn_reason, "bn_stats": self.bn_stats(),
+                "augment_placement": self.placement,
+                # Left at TensorFlow's defaults (0 = one per core): no setting
+                # measured faster (benchmarks/RESULTS.md, thread pools).
+                "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                            "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+                "steps_per_epoch": self.steps_per_epoch, "machine": machine.describe()}
 
     def restore(self, run: Path) -> tuple[int, list[dict], tuple[int, list] | None]:
         """Where the run continues from: its checkpoint (epochs done, history,
@@ -509,45 +532,3 @@ def set_aside(run: Path, keep: tuple[str, ...] = ()) -> list[Path]:
     again or mixed into the new history, and nothing is lost."""
     return [move_aside(run / name) for name in (*STATE, runs.CONFIG, runs.DATA)
             if name not in keep and (run / name).exists()]
-
-
-def saved_run_data(run: Path) -> dict:
-    """A trained run folder's ``data.json``, its state files checked first
-    (``engine evaluate`` and ``engine predict`` read them)."""
-    if not (run / runs.CONFIG).is_file():
-        raise UserError(f"{run} is not a run folder (no {runs.CONFIG})")
-    todo = "rerun the run's `engine train` command: it rebuilds what it can and restarts otherwise"
-    for name in (runs.CONFIG, runs.METRICS):
-        if (run / name).is_file():
-            read_json(run / name, todo)
-    data = read_json(run / runs.DATA, todo)
-    if not {"records", "label_map", "image_size", "resize"} <= set(data):
-        raise DamagedState(run / runs.DATA, "records, label_map, image_size or resize missing", todo)
-    return data
-
-
-def evaluate_folder(run: Path, split: str = "test", records: Path | None = None,
-                    threshold: float | None = None) -> dict:
-    """``engine evaluate``: a saved run's model on ``split``, one of the splits its records have."""
-    data = saved_run_data(run)
-    folder = records or Path(data["records"])
-    splits = load_manifest(folder)["splits"]
-    if split not in splits:
-        raise UserError(f"--split must be one of {', '.join(splits)} (the splits of {folder}), not {split!r}")
-    return evaluate_saved(run, split, records, threshold)
-
-
-def predict_files(run: Path, paths: list[Path], gradcam: Path | None = None
-                  ) -> tuple[list[tuple[Path, str, float]], list[tuple[Path, str]]]:
-    """``engine predict``: (path, class, probability) of every readable image,
-    and (path, why) of every unreadable one."""
-    data = saved_run_data(run)
-    readable, unreadable = [], []
-    for path in paths:
-        task = images_lib.Task(0, str(path), data["image_size"][0], data["resize"], "raw", 64_000_000)
-        reason = images_lib.process(task).reason
-        if reason:
-            unreadable.append((path, reason))
-        else:
-            readable.append(path)
-    return (predict_images(run, readable, gradcam) if readable else []), unreadable

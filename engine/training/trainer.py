@@ -24,7 +24,8 @@ from engine.model import build
 from engine.training import distribute, evaluation, precise_bn
 from engine.training.classifier import Classifier, augment_placement, dtype_policy, make_classifier
 from engine.training.numerics import Numerics
-from engine.training.optim import constant_schedule, set_rate
+from engine.training.optim import set_rate
+from engine.training.schedule import constant_schedule, schedule_key
 from engine.training.seeding import seed_run
 
 
@@ -35,13 +36,6 @@ def trial_model(cfg: TrainConfig, manifest: dict, momentum: float | None) -> Mod
     momentum is put into a model config: the graph key and every build of
     the trial read it from here."""
     return replace(cfg.model, channels=manifest["channels"], bn_momentum=momentum)
-
-
-def schedule_key(cfg: TrainConfig, steps: int) -> str | tuple:
-    """What of the learning-rate schedule shapes the traced step: nothing for
-    a constant rate (a variable of the optimizer), else the schedule and the
-    values it is built from (``steps`` an epoch among them)."""
-    return "constant" if constant_schedule(cfg) else (cfg.schedule, cfg.warmup_epochs, cfg.epochs, cfg.lr, steps)
 
 
 def graph_key(cfg: TrainConfig, model: ModelConfig, steps: int, precision: str, xla: str,
