@@ -1,6 +1,6 @@
 """The paper's claim rules against what their words say: simulated sweeps pushed
-through the claims' own tests (``stats.order_test``, the core ``paper.best_claim``
-and ``paper.trend_claim`` call), null sweeps through ``paper.check``, and the
+through the claims' own tests (``stats.order_test``, the core ``claims.best_claim``
+and ``claims.trend_claim`` call), null sweeps through ``claims.check``, and the
 spike rule's chance rate through the property the descriptive claims use."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from engine import options
-from engine.study import paper, stats
+from engine.study import axes, claims as claims_lib, curves as curves_lib, stats
 
 SWEEPS = 10_000  # Monte Carlo SE of a rate: 0.0022 at 5 %, 0.0040 at 80 %
 SEEDS = 5
@@ -73,14 +73,14 @@ def test_claims_are_the_vectorised_core():
         batch_values = statistics(rng, np.sort(rng.choice([-3.0, 0.0, 3.0], size=3)) * rng.choice([-1, 1]), 1)[0]
         if k % 5 == 0:
             lr_values[1, 2] = batch_values[2, 0] = np.nan  # a failed run
-        best = paper.best_claim(lr_sweep, rows_of("lr", LRS, lr_values), "lr", (1e-4, 1e-5), ratio)
+        best = claims_lib.best_claim(lr_sweep, rows_of("lr", LRS, lr_values), "lr", (1e-4, 1e-5), ratio)
         core = stats.order_test(lr_values, stats.best_pairs(CLAIMED_LRS, 6), ratio=ratio).verdict
-        assert best["verdict"].removesuffix(paper.ON_ONE_SET) == words[int(core)], (k, best)
-        assert best["verdict"].endswith(paper.ON_ONE_SET) == (ratio == 0 and core != stats.CANNOT_TELL)
+        assert best["verdict"].removesuffix(claims_lib.ON_ONE_SET) == words[int(core)], (k, best)
+        assert best["verdict"].endswith(claims_lib.ON_ONE_SET) == (ratio == 0 and core != stats.CANNOT_TELL)
         steps, reverse = stats.rise_pairs(3)
-        trend = paper.trend_claim(batch_sweep, rows_of("batch", BATCHES, batch_values), ratio)
+        trend = claims_lib.trend_claim(batch_sweep, rows_of("batch", BATCHES, batch_values), ratio)
         core = stats.order_test(batch_values, steps, reverse, ratio=ratio).verdict
-        assert trend["verdict"].removesuffix(paper.ON_ONE_SET) == words[int(core)], (k, trend)
+        assert trend["verdict"].removesuffix(claims_lib.ON_ONE_SET) == words[int(core)], (k, trend)
         seen |= {best["verdict"], trend["verdict"]}
     assert {"agree", "disagree", "cannot tell", "agree on this validation set",
             "disagree on this validation set"} <= seen  # every verdict was exercised
@@ -127,7 +127,7 @@ def test_batch_5_best_by_order_keeps_its_level():
     """Batch 8, 16 and 32 equal (none of the paper's sizes, so "batch 5 best" is
     checked on batch 8 by order), over 5 splits whose differences correlate by
     r / (1 + r), r = 1 (the quick preset's hold-outs): agree and disagree each at
-    most 5 % (+ 2 Monte Carlo SEs) of 2,000 sweeps through ``paper.best_claim``,
+    most 5 % (+ 2 Monte Carlo SEs) of 2,000 sweeps through ``claims.best_claim``,
     whose verdicts are the core's on batch 8 as the claimed setting."""
     rng, sweeps, ratio, splits = np.random.default_rng(18), 2000, 1.0, 5
     rho = ratio / (1 + ratio)
@@ -135,8 +135,8 @@ def test_batch_5_best_by_order_keeps_its_level():
                                                                                                        splits))
     cfg = options.sweep_config({"axis": "batch", "preset": "quick", "repeats": splits}, {}, None, Path("/x"))
     sizes = (8, 16, 32)
-    assert paper.named(rows_of("batch", sizes, values[0]), "batch", (5,)).here == (8,)
-    words = [paper.best_claim(cfg, rows_of("batch", sizes, v), "batch", (5,), ratio)["verdict"] for v in values]
+    assert axes.named(rows_of("batch", sizes, values[0]), "batch", (5,)).here == (8,)
+    words = [claims_lib.best_claim(cfg, rows_of("batch", sizes, v), "batch", (5,), ratio)["verdict"] for v in values]
     core = stats.order_test(values, stats.best_pairs([0], 3), ratio=ratio).verdict
     assert words == [{stats.AGREE: "agree", stats.DISAGREE: "disagree"}.get(int(c), "cannot tell") for c in core]
     bound = stats.ALPHA + 2 * monte_carlo_error(stats.ALPHA, sweeps)
@@ -202,7 +202,7 @@ def test_rise_claim_over_splits_keeps_its_level():
 def test_the_evidence_states_the_joint_power_of_its_own_sweep():
     cfg = paper_sweep("batch")
     matrix = np.array([[0.30, 0.32, 0.31, 0.35], [0.33, 0.36, 0.31, 0.40], [0.41, 0.37, 0.45, 0.42]])
-    claim = paper.trend_claim(cfg, rows_of("batch", BATCHES, matrix))
+    claim = claims_lib.trend_claim(cfg, rows_of("batch", BATCHES, matrix))
     steps, _ = stats.rise_pairs(3)
     found = stats.order_test(matrix, steps)
     # the per-seed steps: 10 - 5 = 0.03, 0.04, 0.00, 0.05; 15 - 10 = 0.08, 0.01, 0.14, 0.02
@@ -231,7 +231,7 @@ def test_joint_power_of_one_pair_is_the_noncentral_t():
 def test_a_diverged_run_is_a_spike_and_no_low_loss():
     spiking, erratic = "batch 10 and 15: loss spikes", "lr 1e-2 and 1e-3: accuracy high but the loss erratic, " \
                                                       "spikes to ~0.8-1.0"
-    batch = {c["claim"]: c for c in paper.check(paper_sweep("batch"), rows_of("batch", BATCHES, np.ones((3, 2))),
+    batch = {c["claim"]: c for c in claims_lib.check(paper_sweep("batch"), rows_of("batch", BATCHES, np.ones((3, 2))),
                                                 {"batch=10": [None, None], "batch=15": [None, None, None],
                                                  "batch=5": [None]})}
     assert batch[spiking]["verdict"] == "agree"
@@ -239,12 +239,12 @@ def test_a_diverged_run_is_a_spike_and_no_low_loss():
     assert batch["batch 5: loss below 0.2"]["verdict"] == "disagree"
     assert "run 1: diverged (none of: loss mostly below 0.2)" in batch["batch 5: loss below 0.2"]["evidence"]
     # The erratic claim also needs a high accuracy, which a diverged run does not show.
-    lr = {c["claim"]: c for c in paper.check(paper_sweep("lr"), rows_of("lr", LRS, np.ones((6, 2))),
+    lr = {c["claim"]: c for c in claims_lib.check(paper_sweep("lr"), rows_of("lr", LRS, np.ones((6, 2))),
                                              {"lr=0.01": [None], "lr=0.001": [None]})}
     assert lr[erratic]["verdict"] == "disagree" and "diverged (none of: accuracy high)" in lr[erratic]["evidence"]
-    assert paper.run_shows(None, ("loss spikes to ~0.8-1.0",)).held is True
+    assert curves_lib.run_shows(None, ("loss spikes to ~0.8-1.0",)).held is True
     for name in ("accuracy near 1", "loss mostly below 0.2", "accuracy high", "loss mostly 0.2-0.3"):
-        assert paper.run_shows(None, (name,)).held is False
+        assert curves_lib.run_shows(None, (name,)).held is False
 
 
 @pytest.mark.parametrize("epochs", [20, 5])
@@ -256,15 +256,16 @@ def test_the_spike_rule_false_rate_is_the_stated_one(epochs):
     rng = np.random.default_rng(16 + epochs)
     runs = 6000
     curves = (0.5 + rng.normal(size=(runs, 2, epochs))).tolist()
-    shown = [paper.PROPERTIES["loss spikes"]([{"loss": a, "val_loss": b} for a, b in zip(*c)]).held for c in curves]
-    rate, stated = np.mean(shown), paper.SPIKE_FALSE[epochs]
+    shown = [curves_lib.PROPERTIES["loss spikes"]([{"loss": a, "val_loss": b} for a, b in zip(*c)]).held
+             for c in curves]
+    rate, stated = np.mean(shown), curves_lib.SPIKE_FALSE[epochs]
     assert abs(rate - stated) <= 3 * monte_carlo_error(stated, runs) + 0.0005, (rate, stated)
 
 
 # --- the whole table on a null sweep ------------------------------------------------
 
 def null_sweep(rng: np.random.Generator, axis: str, seeds: int = SEEDS, epochs: int = 20):
-    """Rows and histories of a sweep in which nothing differs (``paper.NULL_DESIGN``):
+    """Rows and histories of a sweep in which nothing differs (``claims.NULL_DESIGN``):
     every curve flat noise, loss SD 0.1 about 0.5 plus a level per seed that the
     settings share, accuracy about 0.93; each row's statistic is its runs' mean
     validation loss of the last 3 epochs, as the report takes it."""
@@ -285,7 +286,7 @@ def null_sweep(rng: np.random.Generator, axis: str, seeds: int = SEEDS, epochs: 
 def wrong(claim: dict) -> bool:
     """A verdict wrong on a null sweep: any comparative agree or disagree, or a
     spike claim's agree (its curves are flat)."""
-    comparative = claim["claim"] in {c[0] for c in paper.COMPARATIVE} | {paper.TREND}
+    comparative = claim["claim"] in {c[0] for c in claims_lib.COMPARATIVE} | {claims_lib.TREND}
     if comparative:
         return claim["verdict"] != "cannot tell"
     return "spikes" in claim["claim"] and claim["verdict"] == "agree"
@@ -293,14 +294,14 @@ def wrong(claim: dict) -> bool:
 
 def null_rate(axis: str, sweeps: int, seed: int) -> float:
     rng, cfg = np.random.default_rng(seed), paper_sweep(axis)
-    return float(np.mean([any(wrong(c) for c in paper.check(cfg, *null_sweep(rng, axis)))
+    return float(np.mean([any(wrong(c) for c in claims_lib.check(cfg, *null_sweep(rng, axis)))
                           for _ in range(sweeps)]))
 
 
 @pytest.mark.parametrize("axis", ["lr", "batch"])
 def test_the_stated_chance_of_a_wrong_claim_on_a_null_sweep(axis):
     sweeps = 600  # Monte Carlo SE 0.009 (lr) and 0.010 (batch)
-    stated = paper.NULL_ANY_CLAIM[axis]
+    stated = claims_lib.NULL_ANY_CLAIM[axis]
     rate = null_rate(axis, sweeps, 17)
     assert abs(rate - stated) <= 3 * monte_carlo_error(stated, sweeps), (rate, stated)
 
@@ -308,11 +309,11 @@ def test_the_stated_chance_of_a_wrong_claim_on_a_null_sweep(axis):
 # --- the words ---------------------------------------------------------------------
 
 def test_rules_definitions_and_error_rates_cover_every_claim():
-    assert paper.DEFINITIONS == "; ".join(paper.RULES)
-    assert all(len(rule) <= 320 for rule in paper.RULES)  # a list of short rules, not paragraphs
-    claims = {c[0] for c in paper.DESCRIPTIVE} | {c[0] for c in paper.COMPARATIVE} | {paper.TREND}
-    assert set(paper.ERROR_RATES) == claims
-    assert paper.ERROR_RATES["batch 5 best"].startswith("agree when the claim is false: at most 5 % "
+    assert claims_lib.DEFINITIONS == "; ".join(claims_lib.RULES)
+    assert all(len(rule) <= 320 for rule in claims_lib.RULES)  # a list of short rules, not paragraphs
+    claims = {c[0] for c in claims_lib.DESCRIPTIVE} | {c[0] for c in claims_lib.COMPARATIVE} | {claims_lib.TREND}
+    assert set(claims_lib.ERROR_RATES) == claims
+    assert claims_lib.ERROR_RATES["batch 5 best"].startswith("agree when the claim is false: at most 5 % "
                                                         "(intersection-union")
-    assert "3.6 % of runs at 20 epochs (1.4 % at 5" in paper.ERROR_RATES["batch 10 and 15: loss spikes"]
-    assert set(paper.NULL_ANY_CLAIM) == {"lr", "batch"}
+    assert "3.6 % of runs at 20 epochs (1.4 % at 5" in claims_lib.ERROR_RATES["batch 10 and 15: loss spikes"]
+    assert set(claims_lib.NULL_ANY_CLAIM) == {"lr", "batch"}

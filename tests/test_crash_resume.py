@@ -140,7 +140,7 @@ def test_a_whole_sweep_killed_at_any_moment_resumes_at_once_to_the_same_results(
     # terminal), not raw: no event line and no [i] relay of them; one report, by the parent.
     assert all(f"{name}: done" in output for name in trial_names(reference)), output
     assert "lr0.01_split2_seed0 epoch 3/3" in output and EVENT_PREFIX not in output
-    assert "[0]" not in output and output.count("report: ") == 1
+    assert "[0]" not in output and output.count("Report: ") == 1
     # Each trial process measured its rate as one of two: what --parallel auto compares.
     entries = json.loads((Path(os.environ["ENGINE_CACHE_DIR"]) / PACE_FILE).read_text()).values()
     assert any(e["shape"]["processes"] == 2 and e["shape"]["model"] == "TinyCNN" for e in entries)

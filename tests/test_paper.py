@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from engine import options
-from engine.study import paper
+from engine.study import axes, claims as claims_lib, curves, paper
 
 
 def history(loss, val_loss, acc=None, val_acc=None):
@@ -28,51 +28,51 @@ def sweep(axis, **values):
 
 
 def claims_of(cfg, rows, histories=None):
-    return {c["claim"]: c for c in paper.check(cfg, rows, histories or {})}
+    return {c["claim"]: c for c in claims_lib.check(cfg, rows, histories or {})}
 
 
 def test_spike_rule_by_hand():
     # changes 0.2, 0.15, 0.15, 0.05: median 0.15, so a rise must exceed max(0.2, 7 x 0.15) = 1.05
-    assert paper.spike_threshold([0.5, 0.3, 0.45, 0.6, 0.55]) == pytest.approx(1.05)
-    assert paper.spikes([0.5, 0.3, 0.45, 0.6, 0.55]) == []
+    assert curves.spike_threshold([0.5, 0.3, 0.45, 0.6, 0.55]) == pytest.approx(1.05)
+    assert curves.spikes([0.5, 0.3, 0.45, 0.6, 0.55]) == []
     # changes 0.01 x 4 and two of 0.8: median 0.01, threshold 0.2; the jump rises 0.8 above the minimum 0.47
     calm = [0.5, 0.49, 0.48, 1.27, 0.47, 0.46, 0.45]
-    assert paper.spike_threshold(calm) == 0.2
-    assert paper.spikes(calm) == [pytest.approx((1.27, 0.79))]
-    assert paper.spikes([0.9, 0.8, 0.7]) == []
-    assert paper.share([0.1, 0.3, 0.15, 0.5], lambda v: v < 0.2) == 0.5
+    assert curves.spike_threshold(calm) == 0.2
+    assert curves.spikes(calm) == [pytest.approx((1.27, 0.79))]
+    assert curves.spikes([0.9, 0.8, 0.7]) == []
+    assert curves.share([0.1, 0.3, 0.15, 0.5], lambda v: v < 0.2) == 0.5
 
 
 def test_spike_rule_is_robust_to_noise():
     rng = np.random.default_rng(6)
     # A flat curve with epoch-to-epoch SD 0.05 over 20 epochs: at most 5 % of 1,000 runs show a spike.
     flat = 0.5 + 0.05 * rng.standard_normal((1000, 20))
-    false = np.mean([bool(paper.spikes(list(c))) for c in flat])
+    false = np.mean([bool(curves.spikes(list(c))) for c in flat])
     assert false <= 0.05, false
     # A single 0.8 jump on such a curve is found.
     jumped = flat[:100].copy()
     jumped[:, 12] += 0.8
-    assert np.mean([any(e[1] > 0.6 for e in paper.spikes(list(c))) for c in jumped]) >= 0.95
+    assert np.mean([any(e[1] > 0.6 for e in curves.spikes(list(c))) for c in jumped]) >= 0.95
     # An erratic curve, as the paper's lr 1e-2: calm stretches broken by jumps of 0.5-1.0 up and back down.
     erratic = list(0.25 + 0.02 * rng.standard_normal(20))
     for epoch, jump in ((3, 0.6), (8, 1.0), (12, 0.5), (16, 0.8)):
         erratic[epoch] += jump
-    assert len(paper.spikes(erratic)) == 4
+    assert len(curves.spikes(erratic)) == 4
     h = history(erratic, erratic, [0.95] * 20)
-    assert paper.PROPERTIES["loss spikes to ~0.8-1.0"](h).held
-    assert max(rise for _, rise in paper.spikes(erratic)) == pytest.approx(1.0, abs=0.1)
-    assert paper.PROPERTIES["loss spikes"](h).numbers.startswith("largest spike +")
+    assert curves.PROPERTIES["loss spikes to ~0.8-1.0"](h).held
+    assert max(rise for _, rise in curves.spikes(erratic)) == pytest.approx(1.0, abs=0.1)
+    assert curves.PROPERTIES["loss spikes"](h).numbers.startswith("largest spike +")
     # Fewer than 5 epochs cannot tell a spike from noise.
-    assert paper.PROPERTIES["loss spikes"](history([0.2, 0.9, 0.2], [0.2, 0.9, 0.2])).held is None
+    assert curves.PROPERTIES["loss spikes"](history([0.2, 0.9, 0.2], [0.2, 0.9, 0.2])).held is None
 
 
 def test_properties_and_their_numbers():
     good = history([0.1, 0.15, 0.3, 0.1], [0.1, 0.19, 0.25, 0.12], [0.97] * 4, [0.96, 0.99, 0.9, 0.95])
-    shown = paper.PROPERTIES["loss mostly below 0.2"](good)
+    shown = curves.PROPERTIES["loss mostly below 0.2"](good)
     assert shown.held and shown.numbers == "loss < 0.2 (train/val) in 75%/75% of epochs"
-    assert paper.PROPERTIES["accuracy near 1"](good).held
+    assert curves.PROPERTIES["accuracy near 1"](good).held
     worse_val = history([0.1] * 4, [0.1, 0.3, 0.3, 0.3])  # train mostly below 0.2, val not
-    assert not paper.PROPERTIES["loss mostly below 0.2"](worse_val).held
+    assert not curves.PROPERTIES["loss mostly below 0.2"](worse_val).held
 
 
 def test_a_claim_needs_one_run_showing_all_its_properties():
@@ -146,10 +146,10 @@ def test_best_claim_follows_the_order_tests():
     assert "reverse order: smallest one-sided Holm p over 3 pairs" in claims["larger batch, larger loss"]["evidence"]
     assert "(that batch 15 is better than batch 5)" in claims["larger batch, larger loss"]["evidence"]
     # With split replicates (ratio > 0) the words are the plain ones.
-    split = {c["claim"]: c for c in paper.check(cfg, reverse, {}, 0.2)}
+    split = {c["claim"]: c for c in claims_lib.check(cfg, reverse, {}, 0.2)}
     assert split["batch 5 best"]["verdict"] == "disagree"
     assert "over 3 splits" in split["batch 5 best"]["evidence"]
-    assert {c["claim"]: c for c in paper.check(cfg, reverse, {}, one_split=False)}["batch 5 best"]["verdict"] == \
+    assert {c["claim"]: c for c in claims_lib.check(cfg, reverse, {}, one_split=False)}["batch 5 best"]["verdict"] == \
         "disagree"
 
 
@@ -246,7 +246,7 @@ def five_splits(*sizes):
 
 def split_claims(cfg, rows, histories=None, ratio=1.0):
     """Claims over split replicates (corrected resampled t, r = 1: the quick preset's hold-outs)."""
-    return {c["claim"]: c for c in paper.check(cfg, rows, histories or {}, ratio, one_split=False)}
+    return {c["claim"]: c for c in claims_lib.check(cfg, rows, histories or {}, ratio, one_split=False)}
 
 
 def test_batch_claims_by_order_find_a_planted_best():
@@ -259,7 +259,7 @@ def test_batch_claims_by_order_find_a_planted_best():
                  "batch=32": [history(SPIKY, SPIKY)] * 5}
     claims = split_claims(cfg, rows, histories)
     assert set(claims) == {"batch 5: loss below 0.2", "batch 10 and 15: loss spikes", "batch 5 best",
-                           "larger batch, larger loss"} <= set(paper.ERROR_RATES)
+                           "larger batch, larger loss"} <= set(claims_lib.ERROR_RATES)
     best = claims["batch 5 best"]
     assert best["verdict"] == "agree" and best["remedy"] == ""
     assert best["shown"] == "smallest batch (8) best — the paper's batch 5, checked by order"
@@ -285,7 +285,7 @@ def test_batch_claims_by_order_never_agree_when_the_smallest_is_worst():
     assert claims["batch 5 best"]["remedy"] == ""
     # Batch 8 worse by 2 SDs of a split's statistic, in 300 noisy sweeps: never agree.
     rng = np.random.default_rng(3)
-    verdicts = {paper.best_claim(cfg, [row(f"batch={b}", 1e-3, b, m + rng.normal(size=5))
+    verdicts = {claims_lib.best_claim(cfg, [row(f"batch={b}", 1e-3, b, m + rng.normal(size=5))
                                        for b, m in ((8, 2.0), (16, 0.0), (32, 0.0))], "batch", (5,), 1.0)["verdict"]
                 for _ in range(300)}
     assert "agree" not in verdicts and "disagree" in verdicts, verdicts
@@ -351,7 +351,7 @@ def test_every_claim_of_the_quick_batch_sweep_says_why():
     # 1/2, each with se sqrt(1/J + r) SDs of a per-split difference, on J - 1 df.
     rows = [row(f"batch={b}", 1e-3, b, v) for b, v in ((8, [0.30, 0.36]), (16, [0.33, 0.35]), (32, [0.40, 0.37]))]
     best = split_claims(cfg, rows, ratio=ratio)["batch 5 best"]
-    two, five = (paper.sds_text(stats.joint_detectable([(1 / j + ratio) ** 0.5] * 2, j - 1, [[1, 0.5], [0.5, 1]]))
+    two, five = (claims_lib.sds_text(stats.joint_detectable([(1 / j + ratio) ** 0.5] * 2, j - 1, [[1, 0.5], [0.5, 1]]))
                  for j in (2, 5))
     assert best["reason"] == f"2 splits leave 1 degree of freedom: 80 % power only for differences ≥ {two} SDs " \
                              f"(5 splits: {five})"
@@ -380,7 +380,7 @@ def test_an_lr_sweep_without_the_paper_rates_says_which_and_how():
 
 
 def test_numbers_in_a_reason_carry_two_digits():
-    assert [paper.p_text(p) for p in (0.00042, 0.0123, 0.2)] == ["p < 0.001", "p 0.012", "p 0.2"]
-    assert paper.p_text(0.0456, bound=True) == "p ≤ 0.046"
-    assert [paper.sds_text(x) for x in (12.31, 3.849, 123.4, 0.456)] == ["12", "3.8", "120", "0.46"]
-    assert [paper.compact(v) for v in (1e-2, 1e-4, 3e-4, 1e-7, 0.5)] == ["1e-2", "1e-4", "3e-4", "1e-7", "0.5"]
+    assert [claims_lib.p_text(p) for p in (0.00042, 0.0123, 0.2)] == ["p < 0.001", "p 0.012", "p 0.2"]
+    assert claims_lib.p_text(0.0456, bound=True) == "p ≤ 0.046"
+    assert [claims_lib.sds_text(x) for x in (12.31, 3.849, 123.4, 0.456)] == ["12", "3.8", "120", "0.46"]
+    assert [axes.compact(v) for v in (1e-2, 1e-4, 3e-4, 1e-7, 0.5)] == ["1e-2", "1e-4", "3e-4", "1e-7", "0.5"]

@@ -298,3 +298,30 @@ def test_the_module_imports_no_tensorflow():
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_sweeps_report_html_has_every_figure_in_the_section_that_cites_it(tmp_path):
+    """The page ``engine report`` writes for a finished sweep (made-up run folders, no training)."""
+    from engine.study import report
+    from test_report_output import epoch_rows, fake_sweep
+
+    fake_sweep(tmp_path, lambda setting, seed: epoch_rows([0.7, 0.5 - 0.01 * seed, 0.4]),
+               scores=lambda setting, seed: [0.9, 0.6, 0.5, 0.2, 0.3, 0.6 - 0.1 * seed])
+    report.write(tmp_path)
+    root = tree((tmp_path / "report.html").read_text())
+    assert all(item.nearest("ul") or item.nearest("ol") for item in root.find_all("li"))
+    for table in root.find_all("table"):
+        head = table.find_all("thead")
+        assert head and head[0].find_all("th"), "a table without a header row"
+    images = root.find_all("img")
+    assert {img.attrs["alt"] for img in images} == {"curves", "compare", "calibration"}
+    for img in images:
+        kind, data = img.attrs["src"].split(",", 1)
+        assert kind == "data:image/png;base64"
+        assert base64.b64decode(data) == (tmp_path / f"{img.attrs['alt']}.png").read_bytes()
+        section = img.nearest("section")
+        assert section is not None and f"{img.attrs['alt']}.png" in section.text(), img.attrs["alt"]
+    # The answer and the claims stand open above the first section; the details fold.
+    main = root.find_all("main")[0]
+    assert "Answer (validation only):" in main.text().split(sections(root)[0].text())[0]
+    assert any(s.find_all("details") for s in sections(root))

@@ -154,11 +154,12 @@ def test_chance_line_when_no_setting_learned(tmp_path):
     written = report.write(at_chance)
     assert written["chance"]["no_setting_learned"]
     lines = (at_chance / "report.md").read_text().splitlines()
-    # At the top, under the title, with its rule and its numbers; what was run after it.
-    assert lines[2].startswith("**No setting learned**: every setting's val AUC (at the snapshot, mean over its "
-                               "finished runs) is at most 0.6")
-    assert "(0.5 is guessing; highest here: batch=5 0.525). Nothing here compares settings." in lines[2]
-    assert lines[4].startswith("What was run: 3 settings x 2 seeds on the records' own split")
+    # At the top: what was run, then the answer, which says first, with its
+    # rule and its numbers, that nothing was learned.
+    assert lines[2].startswith("**What was run:** 3 settings x 2 seeds on the records' own split")
+    assert lines[4].startswith("**Answer (validation only):** **No setting learned**: every setting's val AUC (at "
+                               "the snapshot, mean over its finished runs) is at most 0.6")
+    assert "(0.5 is guessing; highest here: batch=5 0.525). Nothing here compares settings." in lines[4]
     assert json.loads((at_chance / "summary.json").read_text())["chance"]["threshold"] == 0.6
     # One setting learned: no line.
     learned = tmp_path / "learned"
@@ -296,3 +297,23 @@ def test_the_splits_share_of_the_variance_has_its_exact_interval():
     # Below 5 splits, no share is printed: its interval would span nearly everything.
     few = {"setting": "s", "statistic_by_run": {k + 1: {s: values[k, s] for s in range(2)} for k in range(3)}}
     assert "not estimated" in replicates.variance_lines([few])[0]
+
+
+def test_the_closing_summary_is_at_most_8_lines(tmp_path, capsys):
+    """What was run, the answer, each claim's verdict (with what would decide it), where the report is."""
+    from engine.study import show
+
+    fake_sweep(tmp_path, lambda setting, seed: epoch_rows([0.7, 0.5, 0.3 + 0.01 * seed]))
+    written = report.write(tmp_path)
+    show.summary(written, tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert 4 <= len(lines) <= 8 and lines[1].startswith("Answer: ") and "**" not in "".join(lines)
+    for claim in written["claims"]:
+        assert any(line.startswith(f"Claim \"{claim['shown']}\": {claim['verdict']}") for line in lines)
+    assert lines[-1].startswith(f"Report: {tmp_path / 'report.md'}")
+    # Many claims (a grid sweep): counted by verdict, still at most 8 lines.
+    many = dict(written, claims=[{"claim": f"c{i}", "shown": f"c{i}", "verdict": "cannot tell", "remedy": ""}
+                                 for i in range(9)])
+    show.summary(many, tmp_path)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) <= 8 and "The paper's claims: 9 cannot tell." in lines

@@ -96,6 +96,29 @@ def test_ranking_on_hand_made_rows():
     assert empty["best"] is None and "x: 1 of 1 diverged: not ranked" in empty["text"]
 
 
+def test_the_answer_says_what_the_tests_found_and_only_that():
+    """The report's plain-words answer on planted cases: one setting clearly
+    best; the worst one planted apart (the others tied); all equal; one run each."""
+    def row(setting, by_seed):
+        return {"setting": setting, "statistic_by_unit": by_seed, "repeats_done": len(by_seed), "flags": "",
+                "statistic": sum(by_seed.values()) / len(by_seed) if by_seed else None}
+    shift = {0: 0.0, 1: 0.01, 2: -0.01, 3: 0.005}
+    best = ranking_lib.rank([row(n, {s: level + d + 0.001 * (s % 2) * (n == "b") for s, d in shift.items()})
+                             for n, level in (("a", 0.2), ("b", 0.5), ("c", 0.6))])
+    assert ranking_lib.answer(best).startswith("**a** is best: every other setting has a significantly higher val")
+    worst = ranking_lib.rank([row(n, {s: level + d + 0.002 * s * (n == "b") for s, d in shift.items()})
+                              for n, level in (("a", 0.2), ("b", 0.2), ("c", 0.6))])
+    text = ranking_lib.answer(worst)
+    assert text.startswith("The set of best settings is **a, b**") and "significantly worse: c" in text
+    noise = {"a": [0.2, 0.5, 0.3, 0.4], "b": [0.45, 0.25, 0.35, 0.3], "c": [0.3, 0.4, 0.45, 0.2]}
+    tied = ranking_lib.rank([row(n, dict(enumerate(v))) for n, v in noise.items()])
+    assert ranking_lib.answer(tied).startswith("No setting distinguishable: none has a significantly higher val loss")
+    assert "only val-loss differences of about" in ranking_lib.answer(tied)
+    single = ranking_lib.rank([row(n, {0: v}) for n, v in (("a", 0.2), ("b", 0.9))])
+    assert ranking_lib.answer(single).startswith("Cannot tell: one run per setting")
+    assert "**" not in ranking_lib.answer(single)  # the lowest value is named, not made a winner
+
+
 def test_non_finite_val_loss_counts_as_the_worst_run():
     def run(seed, val_losses, status="done"):
         return {"name": f"s{seed}", "seed": seed, "config": None, "metrics": {"status": status, "bn_momentum": 0.99},
@@ -128,7 +151,8 @@ def test_two_trial_sweep_end_to_end_resume_and_refusal(tiny_records, tmp_path, m
                  "report.html"):
         assert (out / name).is_file(), name
     page = (out / "report.html").read_text()
-    assert "<table>" in page and '<img alt="curves" src="curves.png">' in page and "lr=0.001" in page
+    assert "<table>" in page and 'alt="curves"' in page and '<img src="data:image/png;base64,' in page
+    assert "lr=0.001" in page
     assert list((out / "trials" / "lr0.001_seed0" / "tb").glob("events.out.tfevents*"))  # HParams session
     assert list((out / "trials").glob("events.out.tfevents*"))  # HParams experiment
     assert [r["setting"] for r in written["rows"]] == ["lr=0.001", "lr=0.01"]
@@ -214,7 +238,7 @@ def test_cli_dry_run_and_plain_output(tiny_records, tmp_path):
     assert "lr0.001_seed0 epoch 1/1" in done.stdout and "lr0.01_seed0: done" in done.stdout
     assert "lr0.001_seed0: compiling" in done.stdout  # the first step's minute does not look stuck
     assert "lr0.01_seed0: starting (reusing the compiled step)" in done.stdout
-    assert "\x1b[" not in done.stdout and "Best on validation:" in done.stdout
+    assert "\x1b[" not in done.stdout and "Answer: " in done.stdout
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert len(summary["rows"]) == 2
 

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 import pytest
 
 from engine import options
-from engine.study import estimate, paper, plan as plan_lib, ranking as ranking_lib, report, stats
+from engine.study import claims as claims_lib, estimate, plan as plan_lib, ranking as ranking_lib, report, stats
 
 SWEEPS = 10_000
 
@@ -64,7 +64,7 @@ def test_the_report_ranks_with_the_simulated_analysis():
                                                                                    [0.3, 0.33, 0.31],
                                                                                    [0.12, 0.09, 0.13]]))]
     ranking = ranking_lib.rank(rows)
-    tests = stats.family(paper.unit_matrix(rows))
+    tests = stats.family(claims_lib.unit_matrix(rows))
     assert ranking["best_set"] == ["s0", "s2"] == [r["setting"] for r, best in zip(rows, tests.best_set) if best]
     assert ranking["best"] is None and "**" not in ranking["text"]  # no bold winner for a set of two
     assert "cannot tell which of 2 settings (s0, s2)" in ranking["text"]
@@ -140,16 +140,24 @@ def test_a_sweep_that_learns_nothing_cannot_tell(tmp_path, scaling):
         assert claims[name]["verdict"] == "cannot tell", claims[name]
     assert written["ranking"]["best"] is None and len(written["ranking"]["best_set"]) == 3
     text = (tmp_path / "report.md").read_text()
-    assert "| batch 5 best | not distinguishable: not every other setting is significantly worse" in text
-    # Every val AUC is 0.5: the report says at its top that nothing was
-    # learned, then what was run and what its comparisons describe (one split only).
+    # The first screen: what was run, the answer (every val AUC is 0.5: it
+    # says first that nothing was learned), the claims with their reasons and
+    # what would decide them, all within the first 15 lines.
     first = text.split("\n\n")
     assert first[0] == "# batch study (quick preset)"
-    assert first[1].startswith("**No setting learned**")
-    assert first[2].startswith("What was run: 3 settings x 3 seeds on the records' own split")
-    assert first[4].startswith("Scope: the comparisons describe this one train/val split only (`--splits 1`)")
-    assert first[5].startswith("Comparisons: paired t over 3 seeds on this validation set, Holm over 3 pairs; "
-                               "the design detects with 80 % power a difference in the ranking statistic of")
+    assert first[1].startswith("**What was run:** 3 settings x 3 seeds on the records' own split")
+    assert first[2].startswith("**Answer (validation only):** **No setting learned**")
+    assert "No setting distinguishable: none has a significantly higher val loss than another" in first[2]
+    table = first[3].splitlines()
+    assert table[0] == "| the paper's claim | verdict | why | what would decide it |"
+    assert "| batch 5 best | cannot tell | 3 seeds leave 2 degrees of freedom: 80 % power only for differences " \
+           "≥ 2.7 SDs (5 seeds: 1.6) | `--repeats 5` |" in table
+    assert "| batch 10 and 15: loss spikes | cannot tell | the spike rule needs 5 epochs; the runs have 3 | " \
+           "`--epochs 5` |" in table
+    assert set(table) <= set(text.splitlines()[:15])
+    assert "Scope: the comparisons describe this one train/val split only (`--splits 1`)" in text
+    assert ("Comparisons: paired t over 3 seeds on this validation set, Holm over 3 pairs; the design detects with "
+            "80 % power a difference in the ranking statistic of") in text
     if scaling == "sqrt":
         assert "batch 15: lr 0.000173, 3 epochs" in claims["batch 5 best"]["evidence"]
 

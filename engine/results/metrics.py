@@ -164,25 +164,40 @@ def scores_summary(y_true, scores, threshold: float = 0.5, n_resamples: int = 20
         "ece": _json_float(expected_calibration_error(y, s)),
         "ece_interval": [_json_float(v) for v in ece_interval(y, s, n_resamples, seed, level)],
         "ece_calibrated": _json_float(calibrated_ece(s, n_resamples, seed)),
-        "recalibration": {
-            **{key: _json_float(fitted[key]) for key in ("slope", "slope_se", "intercept", "intercept_se")},
-            # A bound the likelihood never reaches is infinite; JSON has no infinity, so it is null too.
-            **{key: [_json_float(v) if np.isfinite(v) else None for v in fitted[key]]
-               for key in ("slope_interval", "intercept_interval")},
-            "slope_reason": fitted["slope_reason"], "intercept_reason": fitted["intercept_reason"],
-        },
-        "calibration": {"score": "P(positive)", "bins": CALIBRATION_BINS,
-                        "binning": f"{CALIBRATION_BINS} equal-width bins of P(positive) over [0, 1]",
-                        "ece_interval": ECE_INTERVAL, "ece_calibrated": ECE_REFERENCE,
-                        "recalibration": RECALIBRATION},
+        "recalibration": _recalibration_json(fitted),
+        "calibration": _calibration_methods(),
         "confusion": {k: metrics[k] for k in ("tp", "fp", "tn", "fn")},
-        "bootstrap": {
-            "method": "percentile, examples resampled within each class",
-            "used_for": ["f1", "ece"],
-            "n_resamples": int(n_resamples), "seed": int(seed), "level": float(level),
-            # How many resamples left F1 undefined: its interval rests on the others.
-            "undefined": {"f1": boot.undefined["f1"]},
-        },
+        "bootstrap": _bootstrap_json(n_resamples, seed, level, boot),
+    }
+
+
+def _recalibration_json(fitted: dict) -> dict:
+    """``recalibration``'s result for JSON: its numbers, intervals and reasons."""
+    return {
+        **{key: _json_float(fitted[key]) for key in ("slope", "slope_se", "intercept", "intercept_se")},
+        # A bound the likelihood never reaches is infinite; JSON has no infinity, so it is null too.
+        **{key: [_json_float(v) if np.isfinite(v) else None for v in fitted[key]]
+           for key in ("slope_interval", "intercept_interval")},
+        "slope_reason": fitted["slope_reason"], "intercept_reason": fitted["intercept_reason"],
+    }
+
+
+def _calibration_methods() -> dict:
+    """The calibration's binning and the methods of its ECE interval, calibrated ECE and recalibration."""
+    return {"score": "P(positive)", "bins": CALIBRATION_BINS,
+            "binning": f"{CALIBRATION_BINS} equal-width bins of P(positive) over [0, 1]",
+            "ece_interval": ECE_INTERVAL, "ece_calibrated": ECE_REFERENCE,
+            "recalibration": RECALIBRATION}
+
+
+def _bootstrap_json(n_resamples: int, seed: int, level: float, boot: Intervals) -> dict:
+    """The bootstrap's settings and how often F1 was undefined in it."""
+    return {
+        "method": "percentile, examples resampled within each class",
+        "used_for": ["f1", "ece"],
+        "n_resamples": int(n_resamples), "seed": int(seed), "level": float(level),
+        # How many resamples left F1 undefined: its interval rests on the others.
+        "undefined": {"f1": boot.undefined["f1"]},
     }
 
 

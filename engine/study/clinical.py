@@ -147,10 +147,17 @@ def report_lines(table: dict | None) -> list[str]:
         return []
     scored = [row for row in table["rows"] if row["runs"]]
     level = f"{100 * scored[0]['interval_level']:g} %"
+    return ["## Test metrics (reported, never used to choose)", "", *_ensemble_lines(table, scored, level),
+            *_single_model_lines(table), *_calibration_lines(table, scored, level)]
+
+
+def _ensemble_lines(table: dict, scored: list[dict], level: str) -> list[str]:
+    """The ensembles' table: discrimination with intervals and the paired AUC
+    difference, then the threshold rules and the footnotes (†) of the
+    difference cells that needed one."""
     shown = ("accuracy", "sensitivity", "specificity", "auc")
     methods = sorted({row["interval_methods"][m] for row in scored for m in shown if m in row["interval_methods"]})
-    lines = ["## Test metrics (reported, never used to choose)", "",
-             f"**Ensembles.** Per setting: {table['pooling']}. Intervals are {level} ({', '.join(methods)}). "
+    lines = [f"**Ensembles.** Per setting: {table['pooling']}. Intervals are {level} ({', '.join(methods)}). "
              f"AUC difference: {table['difference']}, reference {table['reference']} (the lowest validation "
              f"statistic; not a claim that it is best unless the ranking says so).", "",
              "| setting | model | threshold | test acc | test sens | test spec | test AUC | AUC difference (p) |",
@@ -163,16 +170,24 @@ def report_lines(table: dict | None) -> list[str]:
         lines.append(f"| {row['setting']} | {row['ensemble']} | {row['threshold']:.3g} | "
                      + " | ".join(_interval_cell(row["metrics"].get(m), row["intervals"].get(m)) for m in shown)
                      + f" | {_difference_cell(row, table['reference'], notes)} |")
+    lines += ["", _thresholds_line(scored)]
+    return lines + [f"† {method}." for method in dict.fromkeys(notes)]
+
+
+def _thresholds_line(scored: list[dict]) -> str:
+    """Each threshold rule once, with the settings that used it."""
     rules = {}
     for row in scored:
         rules.setdefault(row["threshold_rule"], []).append(row["setting"])
-    lines += ["", "Thresholds (on P(positive)): " + "; ".join(
-        f"{', '.join(names)}: {rule}" for rule, names in rules.items()) + "."]
-    lines += [f"† {method}." for method in dict.fromkeys(notes)]
+    return "Thresholds (on P(positive)): " + "; ".join(
+        f"{', '.join(names)}: {rule}" for rule, names in rules.items()) + "."
 
-    lines += ["", f"**Single models.** Per setting: {table['per_run']}.",
-              "", "| setting | runs | thresholds | test acc | test sens | test spec | test AUC | Brier | "
-              "ECE (runs' mean) |", "|---|---|---|---|---|---|---|---|---|"]
+
+def _single_model_lines(table: dict) -> list[str]:
+    """The single models' table: each metric as mean ± SD (range) over a setting's runs."""
+    lines = ["", f"**Single models.** Per setting: {table['per_run']}.",
+             "", "| setting | runs | thresholds | test acc | test sens | test spec | test AUC | Brier | "
+             "ECE (runs' mean) |", "|---|---|---|---|---|---|---|---|---|"]
     for row in table["rows"]:
         if not row["runs"]:
             lines.append(f"| {row['setting']} | 0 | - | - | - | - | - | - | - |")
@@ -180,12 +195,16 @@ def report_lines(table: dict | None) -> list[str]:
         spread = row["per_run"]
         lines.append(f"| {row['setting']} | {spread['runs']} | {_thresholds_cell(spread['thresholds'])} | "
                      + " | ".join(_spread_cell(spread["metrics"][m]) for m in PER_RUN_METRICS) + " |")
-    lines += ["", "ECE (runs' mean): each run's own ECE, mean ± SD over the runs; not the ensemble ECE of the "
-                  "calibration table below and `calibration.png`."]
+    return lines + ["", "ECE (runs' mean): each run's own ECE, mean ± SD over the runs; not the ensemble ECE of "
+                        "the calibration table below and `calibration.png`."]
 
-    lines += ["", "**Calibration of the ensembles.**", "",
-              f"| setting | Brier | ensemble ECE ({level}) | ECE if calibrated | calibration slope ({level}) | "
-              f"calibration intercept ({level}) |", "|---|---|---|---|---|---|"]
+
+def _calibration_lines(table: dict, scored: list[dict], level: str) -> list[str]:
+    """The ensembles' calibration table (Brier, ECE beside the ECE if
+    calibrated, calibration slope and intercept), then its notes."""
+    lines = ["", "**Calibration of the ensembles.**", "",
+             f"| setting | Brier | ensemble ECE ({level}) | ECE if calibrated | calibration slope ({level}) | "
+             f"calibration intercept ({level}) |", "|---|---|---|---|---|---|"]
     reasons = []
     for row in table["rows"]:
         if not row["runs"]:
@@ -196,16 +215,22 @@ def report_lines(table: dict | None) -> list[str]:
                      f"{_interval_cell(row['ece'], row['ece_interval'])} | {fmt(row['ece_calibrated'], 3)} | "
                      f"{_fitted_cell(fitted, 'slope', row['setting'], reasons)} | "
                      f"{_fitted_cell(fitted, 'intercept', row['setting'], reasons)} |")
-    methods = next(row["calibration"] for row in scored)
-    lines += ["", "- Brier: mean squared error of P(positive).",
-              f"- Ensemble ECE: expected calibration error of the ensemble's P(positive) over {CALIBRATION_BINS} "
-              "equal-width bins, to the decimals its interval supports; its interval: "
-              f"{methods['ece_interval']}. ECE if calibrated: {methods['ece_calibrated']}. A finite set shows "
-              "an ECE above 0 even when every P(positive) is right, so an ECE is evidence of miscalibration "
-              "only as far as it exceeds this.",
-              f"- Calibration slope and intercept: {methods['recalibration']}. A slope below 1 means scores "
-              "too extreme, above 1 too timid; an intercept below 0 means scores too high on average, above 0 "
-              "too low."]
+    return lines + _calibration_notes(next(row["calibration"] for row in scored), reasons)
+
+
+def _calibration_notes(methods: dict, reasons: list[str]) -> list[str]:
+    """What the calibration table's columns mean (``methods``: the ensembles'
+    calibration methods), why a slope or intercept is missing, and where the
+    figure is."""
+    lines = ["", "- Brier: mean squared error of P(positive).",
+             f"- Ensemble ECE: expected calibration error of the ensemble's P(positive) over {CALIBRATION_BINS} "
+             "equal-width bins, to the decimals its interval supports; its interval: "
+             f"{methods['ece_interval']}. ECE if calibrated: {methods['ece_calibrated']}. A finite set shows "
+             "an ECE above 0 even when every P(positive) is right, so an ECE is evidence of miscalibration "
+             "only as far as it exceeds this.",
+             f"- Calibration slope and intercept: {methods['recalibration']}. A slope below 1 means scores "
+             "too extreme, above 1 too timid; an intercept below 0 means scores too high on average, above 0 "
+             "too low."]
     lines += [f"- {text}" for text in dict.fromkeys(reasons)]
     return lines + ["", "`calibration.png` shows each setting's ensemble on test: its averaged P(positive) in the "
                         "same bins, and in the legend this ensemble ECE.", ""]

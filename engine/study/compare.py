@@ -111,7 +111,7 @@ def finish(outcome: dict | None) -> None:
     if outcome is None:
         return
     if outcome["report"] is not None:
-        show.ranking(outcome["report"], outcome["folder"])
+        show.summary(outcome["report"], outcome["folder"])
     sweep_lib.check_failed(outcome["results"])
     if outcome["whole"]:
         sweep_lib.check_left(outcome["results"], outcome["folder"])

@@ -221,11 +221,7 @@ def run_parallel(count: int, folder: Path, *, restart: bool = False, quiet: bool
     errors: dict[int, str] = {}  # each child's last error line, kept under --quiet too
     procs = []
     for i in range(count):
-        env = {**os.environ, **child_env(i, count, inherited, gpus, cpus)}
-        pin = None if gpus or not hasattr(os, "sched_setaffinity") else cpu_slices(count, cpus)[i]
-        procs.append(subprocess.Popen(worker_args(folder, i, count, restart),
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                                      preexec_fn=(lambda cpus=pin: os.sched_setaffinity(0, cpus)) if pin else None))
+        procs.append(_start_child(i, count, folder, restart, gpus, cpus, inherited))
         # The trial it trains first is starting from now (importing TensorFlow,
         # compiling the step: most of a minute on a CPU), not queued.
         starting = first_trial(folder, (i, count), restart)
@@ -240,14 +236,40 @@ def run_parallel(count: int, folder: Path, *, restart: bool = False, quiet: bool
                     kind, name, info = event
                     if on_event is not None and name in by_name:
                         on_event(kind, by_name[name], info)
-                elif line.startswith("error: "):
-                    errors[i] = line.rstrip()[len("error: "):]
-                    if not quiet:
-                        show(f"[{i}] {line.rstrip()}")
-                elif not quiet and not line.startswith(NOISE):
-                    show(f"[{i}] {line.rstrip()}")
+                else:
+                    _relay_text(i, line, errors, quiet, show)
 
-    threads = [threading.Thread(target=relay, args=(i, p)) for i, p in enumerate(procs)]
+    _join_or_stop([threading.Thread(target=relay, args=(i, p)) for i, p in enumerate(procs)], procs)
+    check_children([p.wait() for p in procs], errors)
+
+
+def _start_child(i: int, count: int, folder: Path, restart: bool, gpus: int, cpus: list[int],
+                 inherited: str | None) -> subprocess.Popen:
+    """Starts trial process ``i`` of ``count``, its output (stderr too) piped
+    to the parent: its GPU or thread pools in its environment (``child_env``),
+    and on a CPU pinned to its slice of the cores where the OS allows it."""
+    env = {**os.environ, **child_env(i, count, inherited, gpus, cpus)}
+    pin = None if gpus or not hasattr(os, "sched_setaffinity") else cpu_slices(count, cpus)[i]
+    return subprocess.Popen(worker_args(folder, i, count, restart),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            preexec_fn=(lambda cpus=pin: os.sched_setaffinity(0, cpus)) if pin else None)
+
+
+def _relay_text(i: int, line: str, errors: dict[int, str], quiet: bool, show) -> None:
+    """A line of child ``i`` that is no sweep event: an error line is kept in
+    ``errors`` (for ``check_children``, under ``quiet`` too); it and any other
+    line but TensorFlow's start-up chatter go to ``show`` unless ``quiet``."""
+    if line.startswith("error: "):
+        errors[i] = line.rstrip()[len("error: "):]
+        if not quiet:
+            show(f"[{i}] {line.rstrip()}")
+    elif not quiet and not line.startswith(NOISE):
+        show(f"[{i}] {line.rstrip()}")
+
+
+def _join_or_stop(threads: list[threading.Thread], procs: list[subprocess.Popen]) -> None:
+    """Runs the relay ``threads`` until every child's output has ended; on
+    any interruption stops the children (``stop``) and re-raises."""
     for t in threads:
         t.start()
     try:
@@ -260,7 +282,6 @@ def run_parallel(count: int, folder: Path, *, restart: bool = False, quiet: bool
         # training orphaned; their relays then end with their output.
         stop(procs)
         raise
-    check_children([p.wait() for p in procs], errors)
 
 
 def stop(procs: list[subprocess.Popen], grace: float = 60.0) -> None:

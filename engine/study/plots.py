@@ -120,53 +120,77 @@ def plot_curves(histories: Mapping[str, list[list[dict]]], path: Path):
     """
     with figure_style():
         import matplotlib.pyplot as plt
-        from matplotlib.lines import Line2D
 
         settings = list(histories.items())
         cols = min(3, max(len(settings), 1))
         rows = math.ceil(max(len(settings), 1) / cols)
         width = COLUMN if cols == 1 else PAGE
         fig, axes = plt.subplots(rows, cols, figsize=(width, 2.2 * rows + 1.0), squeeze=False, layout="constrained")
-        highest = None  # (value, setting, curve) of the largest clipped loss
+        clipped = []  # (value, setting, curve) of each curve's largest clipped loss, in drawing order
         for ax, (setting, runs) in zip(axes.flat, settings):
-            ax.set_title(f"{setting} ({runs_label(runs)})")
-            ax.set_ylim(0, CLIP + 0.05)
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("accuracy / loss")
-            whole_epochs(ax)
-            if not runs:
-                ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
-                continue
-            for key, colour in CURVE_COLOURS.items():
-                epochs, mean, low, high = curve(runs, key)
-                ax.plot(epochs, np.clip(mean, 0, CLIP), color=colour, marker=".", markersize=3, linewidth=1.0)
-                if len(runs) > 1:
-                    ax.fill_between(epochs, np.clip(low, 0, CLIP), np.clip(high, 0, CLIP), color=colour, alpha=0.2,
-                                    linewidth=0)
-                # Marked where any run's value is beyond the axis, so a clipped band is never silent.
-                clipped = np.nan_to_num(high, nan=-np.inf) > CLIP
-                if clipped.any():
-                    ax.scatter(epochs[clipped], np.full(clipped.sum(), CLIP), marker=CLIP_MARKER, color=colour,
-                               s=14, zorder=3, clip_on=False)
-                    top = float(np.nanmax(high[clipped]))
-                    if highest is None or top > highest[0]:
-                        highest = (top, setting, CURVE_LABELS[key])
+            clipped += _curves_panel(ax, setting, runs)
         for ax in list(axes.flat)[len(settings):]:
             fig.delaxes(ax)  # a grid's empty cells: no axes without data
-        handles = [Line2D([], [], color=c, marker=".", linewidth=1.0) for c in CURVE_COLOURS.values()]
-        labels = list(CURVE_LABELS.values())
-        text = ("Training and validation curves per setting: the mean over its finished runs, the band from the "
-                "lowest to the highest run.")
-        if highest is not None:
-            handles.append(Line2D([], [], color="0.3", marker=CLIP_MARKER, linestyle="none"))
-            labels.append(f"loss above {CLIP:g}, clipped")
-            text += (f" Losses above {CLIP:g} are drawn at the top edge and marked {CLIP_SYMBOL} "
-                     f"(largest: {highest[1]} {highest[2]} {highest[0]:.3g}).")
-        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
-                   handlelength=1.5, columnspacing=1.0)
-        fig.suptitle(caption(text, width))
+        # max keeps the first of equal values, so a tie names the setting drawn first.
+        _curves_legend(fig, max(clipped, key=lambda c: c[0], default=None), width)
         save_figure(fig, path, dpi=DPI)
     return fig
+
+
+def _curves_panel(ax, setting: str, runs: list[list[dict]]) -> list[tuple[float, str, str]]:
+    """One setting's panel of ``curves.png``: its four curves, or "no data"
+    without runs; returns (largest value, setting, curve label) of each curve
+    it clipped."""
+    ax.set_title(f"{setting} ({runs_label(runs)})")
+    ax.set_ylim(0, CLIP + 0.05)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy / loss")
+    whole_epochs(ax)
+    if not runs:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        return []
+    clipped = []
+    for key, colour in CURVE_COLOURS.items():
+        top = _clipped_curve(ax, runs, key, colour)
+        if top is not None:
+            clipped.append((top, setting, CURVE_LABELS[key]))
+    return clipped
+
+
+def _clipped_curve(ax, runs: list[list[dict]], key: str, colour: str) -> float | None:
+    """One curve's mean and min-max band, clipped to the axis; returns the
+    largest value above ``CLIP``, None when nothing was clipped."""
+    epochs, mean, low, high = curve(runs, key)
+    ax.plot(epochs, np.clip(mean, 0, CLIP), color=colour, marker=".", markersize=3, linewidth=1.0)
+    if len(runs) > 1:
+        ax.fill_between(epochs, np.clip(low, 0, CLIP), np.clip(high, 0, CLIP), color=colour, alpha=0.2,
+                        linewidth=0)
+    # Marked where any run's value is beyond the axis, so a clipped band is never silent.
+    clipped = np.nan_to_num(high, nan=-np.inf) > CLIP
+    if not clipped.any():
+        return None
+    ax.scatter(epochs[clipped], np.full(clipped.sum(), CLIP), marker=CLIP_MARKER, color=colour,
+               s=14, zorder=3, clip_on=False)
+    return float(np.nanmax(high[clipped]))
+
+
+def _curves_legend(fig, highest: tuple[float, str, str] | None, width: float) -> None:
+    """The one legend under the panels and the caption above them; both name
+    the clipping when a loss was clipped (``highest``: the largest)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, marker=".", linewidth=1.0) for c in CURVE_COLOURS.values()]
+    labels = list(CURVE_LABELS.values())
+    text = ("Training and validation curves per setting: the mean over its finished runs, the band from the "
+            "lowest to the highest run.")
+    if highest is not None:
+        handles.append(Line2D([], [], color="0.3", marker=CLIP_MARKER, linestyle="none"))
+        labels.append(f"loss above {CLIP:g}, clipped")
+        text += (f" Losses above {CLIP:g} are drawn at the top edge and marked {CLIP_SYMBOL} "
+                 f"(largest: {highest[1]} {highest[2]} {highest[0]:.3g}).")
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False,
+               handlelength=1.5, columnspacing=1.0)
+    fig.suptitle(caption(text, width))
 
 
 def plot_compare(histories: Mapping[str, list[list[dict]]], path: Path, best: Collection[str] = ()):
@@ -256,74 +280,112 @@ def plot_splits(comparisons: Sequence[Mapping], path: Path, unit: str = "val los
     """
     rows = [_split_row(c) for c in comparisons]
     splits = max((len(r["by_split"]) for r in rows), default=0)
-    seeds = max((n for r in rows for n in r["seeds"]), default=0)
-    finite = [v for r in rows for v in (*r["by_split"], *(x for s in r["by_seed"] for x in s), r["difference"],
-                                        *(r["interval"] or ())) if math.isfinite(v)]
-    low, high = (min(finite + [0.0]), max(finite + [0.0])) if finite else (-1.0, 1.0)
-    pad = 0.06 * (high - low or 1.0)
-    low, high = low - pad, high + pad
+    low, high = _split_span(rows)
     # Decimals that resolve a fiftieth of the axis' span, so an interval's end
     # near 0 is not printed as a bare "0.00" and no digit is noise.
     decimals = max(0, math.ceil(math.log10(50 / (high - low))))
     with figure_style():
-        import matplotlib.pyplot as plt
-        from matplotlib.lines import Line2D
-        from matplotlib.patches import Patch, Rectangle
         from matplotlib.transforms import blended_transform_factory
 
         mark, band = SETTING_COLOURS[0], SETTING_COLOURS[-1]
         zero = dict(color="0.55", linewidth=0.8, linestyle=":")
-        # Inches per row: room for K split lines and two lines of text, but
-        # rows shrink (to 0.3) before the figure outgrows a page's 9 inches.
-        per_row = max(0.3, min(0.5, 0.26 + 0.025 * splits, 7.0 / max(len(rows), 1)))
-        fig, ax = plt.subplots(figsize=(PAGE, 1.9 + per_row * max(len(rows), 1)), layout="constrained")
+        fig, ax = _split_figure(len(rows), splits)
         beside = blended_transform_factory(ax.transAxes, ax.transData)
         ax.axvline(0, **zero)
         for i, row in enumerate(rows):
-            k = len(row["by_split"])
-            lines = i + (np.linspace(-0.3, 0.3, k) if k > 1 else np.zeros(k))
-            if i:
-                ax.axhline(i - 0.5, color="0.9", linewidth=0.5)
-            if row["interval"] is not None:
-                a, b = row["interval"]
-                ax.add_patch(Rectangle((a, i - 0.42), b - a, 0.84, facecolor=band, alpha=0.25, linewidth=0))
-            if math.isfinite(row["difference"]):
-                ax.plot([row["difference"]] * 2, [i - 0.42, i + 0.42], color=mark, linewidth=1.4)
-            seed_x = [x for s in row["by_seed"] for x in s]
-            seed_y = [y for s, y in zip(row["by_seed"], lines) for _ in s]
-            if seed_x:
-                ax.scatter(seed_x, seed_y, s=5, color=mark, alpha=0.3, linewidths=0, gid=f"seeds {i}")
-            shown = np.isfinite(row["by_split"])
-            if shown.any():
-                ax.scatter(np.asarray(row["by_split"])[shown], lines[shown], s=12, color=mark, zorder=3,
-                           linewidths=0, gid=f"splits {i}")
-            if not shown.any() and not seed_x:
-                ax.text((low + high) / 2, i, "no data", ha="center", va="center", color="0.3",
-                        bbox=dict(facecolor="white", edgecolor="none", pad=1))
+            _split_row_marks(ax, i, row, (low + high) / 2, mark, band)
             ax.text(1.02, i, _split_verdict(row, decimals), transform=beside, ha="left", va="center")
-        ax.set_xlim(low, high)
-        ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)  # the first comparison on top
-        ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
-        ax.tick_params(axis="y", length=0)
-        ax.set_ylabel("pair of settings (other − reference)")
-        ax.set_xlabel(f"difference in {unit} (other − reference); below 0: other better")
-        handles = [Line2D([], [], color=mark, marker="o", markersize=3.5, linestyle="none"),
-                   Line2D([], [], color=mark, marker="o", markersize=2, alpha=0.3, linestyle="none"),
-                   Line2D([], [], color=mark, marker="|", markersize=8, markeredgewidth=1.4, linestyle="none"),
-                   Patch(facecolor=band, alpha=0.25, linewidth=0), Line2D([], [], **zero)]
-        labels = ["one split: difference of seed means", "one seed's difference", "mean over splits",
-                  "95 % interval (corrected resampled t)", "no difference"]
-        fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False, columnspacing=1.2)
-        size = (f"{splits} train/val splits of one image pool" if len({len(r['by_split']) for r in rows}) <= 1
-                else f"up to {splits} train/val splits of one image pool")
-        if seeds:
-            size += f", up to {seeds} seeds each" if _uneven_seeds(rows) else f", {seeds} seeds each"
-        fig.suptitle(caption(f"Differences between settings per split ({size}), in {unit}: each row is one "
-                             "pair, other − reference, below 0 the other setting is better; one line per split, "
-                             "split 1 at the top. The interval is the corrected resampled t interval of the mean "
-                             "over splits, which allows for the splits sharing images.", PAGE))
+        _split_axes(ax, rows, (low, high), unit)
+        _split_legend(fig, mark, band, zero)
+        fig.suptitle(caption(_split_caption(rows, splits, unit), PAGE))
         save_figure(fig, path, dpi=DPI)
     return fig
+
+
+def _split_figure(comparisons: int, splits: int):
+    """The figure and axes of ``splits.png``: a page wide, as tall as its rows need."""
+    import matplotlib.pyplot as plt
+
+    # Inches per row: room for K split lines and two lines of text, but
+    # rows shrink (to 0.3) before the figure outgrows a page's 9 inches.
+    per_row = max(0.3, min(0.5, 0.26 + 0.025 * splits, 7.0 / max(comparisons, 1)))
+    return plt.subplots(figsize=(PAGE, 1.9 + per_row * max(comparisons, 1)), layout="constrained")
+
+
+def _split_span(rows: list[dict]) -> tuple[float, float]:
+    """The x axis of ``splits.png``: every finite value and 0, padded by 6 %
+    of the span (-1 to 1, padded, when nothing is finite)."""
+    finite = [v for r in rows for v in (*r["by_split"], *(x for s in r["by_seed"] for x in s), r["difference"],
+                                        *(r["interval"] or ())) if math.isfinite(v)]
+    low, high = (min(finite + [0.0]), max(finite + [0.0])) if finite else (-1.0, 1.0)
+    pad = 0.06 * (high - low or 1.0)
+    return low - pad, high + pad
+
+
+def _split_row_marks(ax, i: int, row: dict, middle: float, mark: str, band: str) -> None:
+    """Row ``i`` of ``splits.png``: the interval band, the bar at the mean,
+    the seed and split dots on one line per split (split 1 at the top), or
+    "no data" at ``middle`` when no dot is finite."""
+    from matplotlib.patches import Rectangle
+
+    k = len(row["by_split"])
+    lines = i + (np.linspace(-0.3, 0.3, k) if k > 1 else np.zeros(k))
+    if i:
+        ax.axhline(i - 0.5, color="0.9", linewidth=0.5)
+    if row["interval"] is not None:
+        a, b = row["interval"]
+        ax.add_patch(Rectangle((a, i - 0.42), b - a, 0.84, facecolor=band, alpha=0.25, linewidth=0))
+    if math.isfinite(row["difference"]):
+        ax.plot([row["difference"]] * 2, [i - 0.42, i + 0.42], color=mark, linewidth=1.4)
+    seed_x = [x for s in row["by_seed"] for x in s]
+    seed_y = [y for s, y in zip(row["by_seed"], lines) for _ in s]
+    if seed_x:
+        ax.scatter(seed_x, seed_y, s=5, color=mark, alpha=0.3, linewidths=0, gid=f"seeds {i}")
+    shown = np.isfinite(row["by_split"])
+    if shown.any():
+        ax.scatter(np.asarray(row["by_split"])[shown], lines[shown], s=12, color=mark, zorder=3,
+                   linewidths=0, gid=f"splits {i}")
+    if not shown.any() and not seed_x:
+        ax.text(middle, i, "no data", ha="center", va="center", color="0.3",
+                bbox=dict(facecolor="white", edgecolor="none", pad=1))
+
+
+def _split_axes(ax, rows: list[dict], span: tuple[float, float], unit: str) -> None:
+    """The axes of ``splits.png``: the shared x span, one labelled row per comparison, the first on top."""
+    ax.set_xlim(*span)
+    ax.set_ylim(max(len(rows), 1) - 0.5, -0.5)  # the first comparison on top
+    ax.set_yticks(range(len(rows)), [r["label"] for r in rows])
+    ax.tick_params(axis="y", length=0)
+    ax.set_ylabel("pair of settings (other − reference)")
+    ax.set_xlabel(f"difference in {unit} (other − reference); below 0: other better")
+
+
+def _split_legend(fig, mark: str, band: str, zero: dict) -> None:
+    """The one legend of ``splits.png``, under the axes: what each mark means."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Line2D([], [], color=mark, marker="o", markersize=3.5, linestyle="none"),
+               Line2D([], [], color=mark, marker="o", markersize=2, alpha=0.3, linestyle="none"),
+               Line2D([], [], color=mark, marker="|", markersize=8, markeredgewidth=1.4, linestyle="none"),
+               Patch(facecolor=band, alpha=0.25, linewidth=0), Line2D([], [], **zero)]
+    labels = ["one split: difference of seed means", "one seed's difference", "mean over splits",
+              "95 % interval (corrected resampled t)", "no difference"]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False, columnspacing=1.2)
+
+
+def _split_caption(rows: list[dict], splits: int, unit: str) -> str:
+    """The caption of ``splits.png`` (unwrapped): the design (``splits`` at
+    most per row, the seeds the sweep ran) and how to read a row."""
+    seeds = max((n for r in rows for n in r["seeds"]), default=0)
+    size = (f"{splits} train/val splits of one image pool" if len({len(r['by_split']) for r in rows}) <= 1
+            else f"up to {splits} train/val splits of one image pool")
+    if seeds:
+        size += f", up to {seeds} seeds each" if _uneven_seeds(rows) else f", {seeds} seeds each"
+    return (f"Differences between settings per split ({size}), in {unit}: each row is one "
+            "pair, other − reference, below 0 the other setting is better; one line per split, "
+            "split 1 at the top. The interval is the corrected resampled t interval of the mean "
+            "over splits, which allows for the splits sharing images.")
 
 
 def _split_row(comparison: Mapping) -> dict:

@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from engine.study import overlap, paper, stats
-from engine.study.numbers import decimals
+from engine.study import claims, overlap, stats
+from engine.study.numbers import decimals, significant
 from engine.study.stats import ALPHA, POWER, TAIL
 
 
@@ -56,7 +56,8 @@ def method_text(paired: bool, units: int, ratio: float, splits: bool) -> str:
 def best_line(ready: list[dict], tests: stats.Family, leader: int, members: list[int]) -> str:
     """The ranking's first line: one best setting only when the tests single it out."""
     top = ready[leader]
-    lowest = f"{top['setting']} (ranking statistic {top['statistic']:.4f}, over {seeds_text(top)})"
+    places = decimals(top.get("statistic_std"), 4, 4)
+    lowest = f"{top['setting']} (ranking statistic {top['statistic']:.{places}f}, over {seeds_text(top)})"
     if len(ready) == 1:
         return f"Best on validation: **{top['setting']}**, the only ranked setting: {lowest[len(top['setting']) + 1:]}."
     if int(tests.tested_pairs) == 0:
@@ -89,7 +90,7 @@ def rank(rows: list[dict], ratio: float = 0.0, *, splits: bool | None = None, se
         lines += [f"- {r['setting']}: {r['flags']}: not ranked." for r in unranked]
         return {"best": None, "best_set": [], "leader": None, "statistic": statistic_text(select, splits),
                 "comparisons": [], "detectable": None, "text": "\n".join(lines)}
-    tests = stats.family(paper.unit_matrix(ready), ratio=ratio)
+    tests = stats.family(claims.unit_matrix(ready), ratio=ratio)
     means = [r["statistic"] for r in ready]
     leader = min(range(len(ready)), key=lambda i: means[i])
     members = [i for i in range(len(ready)) if tests.best_set[i]] or [leader]
@@ -126,7 +127,7 @@ def rank(rows: list[dict], ratio: float = 0.0, *, splits: bool | None = None, se
             lines.append(f"- {c['setting']}: val loss {rounded_to(c['difference'], half)} against "
                          f"{ready[leader]['setting']} (simultaneous 95 % interval {c['interval'][0]:+.{places}f} "
                          f"to {c['interval'][1]:+.{places}f}; {c['method']}; Holm p = {c['p_holm']:.2g} over "
-                         f"{pairs} pairs; detectable: {c['detectable']:.{places}f}): {c['verdict']}.{note}")
+                         f"{pairs} pairs; detectable: {significant(c['detectable'], 2)}): {c['verdict']}.{note}")
     lines += [f"- {r['setting']}: {r['flags']}: not ranked (no finished run)." for r in unranked]
     detectable = [c["detectable"] for c in comparisons if c["detectable"] is not None]
     best_set = [ready[i]["setting"] for i in members]
@@ -135,3 +136,37 @@ def rank(rows: list[dict], ratio: float = 0.0, *, splits: bool | None = None, se
             "detectable": [min(detectable), max(detectable)] if detectable else None,
             "text": "\n".join(lines), "statistic": statistic_text(select, splits),
             "not_ranked": [{"setting": r["setting"], "flags": r["flags"]} for r in unranked]}
+
+
+def answer(ranking: dict, learned: dict | None = None) -> str:
+    """The report's answer in plain words, from ``rank``'s all-pairs tests
+    (the statistic and the test named): the one best setting, the set of
+    best settings and the ones significantly worse, or that no setting is
+    distinguishable, with the difference the design could have detected."""
+    comparisons = ranking["comparisons"]
+    test = f"two-sided pairwise t-tests on the val loss, Holm-adjusted, at {ALPHA * 100:g} %"
+    if not ranking["leader"]:
+        answer_text = "no setting has a finished run yet."
+    elif not comparisons:
+        answer_text = f"only {ranking['leader']} has finished runs: nothing to compare it with."
+    elif all(c["interval"] is None for c in comparisons):
+        answer_text = (f"cannot tell: one run per setting, so no difference can be told from noise "
+                       f"(`--repeats 5` makes the comparisons possible); the lowest val loss, {ranking['leader']}, "
+                       f"is not a test.")
+    elif ranking["best"]:
+        answer_text = (f"**{ranking['best']}** is best: every other setting has a significantly higher val loss "
+                       f"({test}).")
+    elif any(c["verdict"].startswith("worse") for c in comparisons):
+        worse = [c["setting"] for c in comparisons if c["verdict"].startswith("worse")]
+        answer_text = (f"the set of best settings is **{', '.join(ranking['best_set'])}** (none significantly "
+                       f"worse than another); significantly worse: {', '.join(worse)} ({test}).")
+    else:
+        low, high = ranking["detectable"]
+        span = f"{low:.2g}" if f"{low:.2g}" == f"{high:.2g}" else f"{low:.2g} to {high:.2g}"
+        answer_text = (f"no setting distinguishable: none has a significantly higher val loss than another "
+                       f"({test}); the design detects, with {POWER * 100:g} % power, only val-loss differences "
+                       f"of about {span}.")
+    answer_text = answer_text[0].upper() + answer_text[1:] if not answer_text.startswith("**") else answer_text
+    if learned and learned.get("no_setting_learned"):  # said first: it qualifies every comparison
+        answer_text = f"{learned['text']} {answer_text}"
+    return answer_text

@@ -100,11 +100,25 @@ def plan(summary: dict, as_json: bool = False) -> None:
     line(summary["repeats"]["text"])
 
 
-def ranking(written: dict, folder: Path) -> None:
-    """A sweep's ranking as its report states it, and where the report is."""
-    line(written["ranking"]["text"].replace("**", ""))
-    line(f"report: {folder / 'report.md'}; curves: {folder / 'curves.png'}; "
-         f"TensorBoard: tensorboard --logdir {folder / 'trials'}")
+# More claims than this (a grid sweep) are counted by verdict instead of listed.
+CLAIMS_LISTED = 5
+
+
+def summary(written: dict, folder: Path) -> None:
+    """The closing lines of a sweep (at most 8): what was run, the answer, the
+    paper's claims' verdicts, where the report is."""
+    line(f"{written['what']}.")
+    line(f"Answer: {written['answer']}".replace("**", "").replace("`", ""))
+    claims = written["claims"]
+    if len(claims) > CLAIMS_LISTED:
+        counts = {}
+        for c in claims:
+            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+        line("The paper's claims: " + ", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + ".")
+    for c in claims if len(claims) <= CLAIMS_LISTED else []:
+        decide = f" ({c['remedy']})" if c.get("remedy") else ""
+        line(f"Claim \"{c.get('shown', c['claim'])}\": {c['verdict']}{decide}.")
+    line(f"Report: {folder / 'report.md'} (and report.html); TensorBoard: tensorboard --logdir {folder / 'trials'}")
 
 
 def predictions(scored: list, unreadable: list, count: int) -> None:
