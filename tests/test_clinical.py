@@ -197,6 +197,12 @@ def test_report_lines(tmp_path):
     assert "ECE if calibrated" in text and "R: no calibration slope, the scores separate the classes" in text
     assert "| none | no finished run |" in text and "| none | 0 |" in text
     assert "Thresholds (on P(positive)): R, S, A: fixed." in text
+    # A slope or intercept to the decimals its interval carries (2 significant digits of the half width), none
+    # finer: 12.2 (0.6 to 27.5) is "12 (1 to 28)", 0.13 (-0.9 to 1.1) is "0.1 (-0.9 to 1.1)".
+    row = next(row for row in table["rows"] if row["setting"] == "A")
+    row["recalibration"] = dict(row["recalibration"], slope=12.2, slope_interval=[0.6, 27.5], intercept=0.13,
+                                intercept_interval=[-0.9, 1.1])
+    assert "| 12 (1 to 28) | 0.1 (-0.9 to 1.1) |" in "\n".join(report_lines(table))
     assert report_lines(None) == [] and report_lines(clinical_table({"x": [tmp_path / "never-ran"]}, "x")) == []
 
 

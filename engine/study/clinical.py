@@ -496,7 +496,7 @@ def _fitted_cell(fitted: dict, key: str, setting: str, reasons: list[str]) -> st
         reasons.append(f"{setting}: no calibration {key}, {fitted[f'{key}_reason']}.")
         return "none (below)"
     # A missing bound of an existing estimate is one the likelihood never reaches (JSON has no infinity).
-    places = decimals(None if low is None or high is None else (high - low) / 2, 2, 3, 1)
+    places = decimals(None if low is None or high is None else (high - low) / 2, 2, 3, 0)
     low_text = "-∞" if low is None else _unsigned_zero(f"{low:.{places}f}")
     high_text = "∞" if high is None else _unsigned_zero(f"{high:.{places}f}")
     return f"{_unsigned_zero(f'{value:.{places}f}')} ({low_text} to {high_text})"
