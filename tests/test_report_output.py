@@ -133,9 +133,9 @@ def test_compile_time_is_a_column_of_its_own(tmp_path):
     resumed = {"history": epoch_rows([0.7, 0.5], first_step=10.5, seconds=25.0),
                "config": type("Config", (), {"batch_size": 5})}
     resumed["history"][1]["first_step_seconds"] = 20.5  # the resumed session's first epoch
-    assert collect.run_seconds(resumed) == pytest.approx((50.0 - 30.0, 30.0))
+    assert collect.measured_seconds(resumed) == pytest.approx((50.0 - 30.0, 30.0))
     old = {"history": [{"epoch": 1, "seconds": 12.0}], "config": None}
-    assert collect.run_seconds(old) == (12.0, None)
+    assert collect.measured_seconds(old) == (12.0, None)
 
 
 def test_plus_minus_is_defined_where_first_used(tmp_path):

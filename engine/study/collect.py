@@ -94,8 +94,10 @@ def run_statistic(run: dict) -> float | None:
     return snapshot.statistic(run)
 
 
-def finished(runs: list[dict]) -> list[dict]:
-    """The runs that finished with a finite ranking statistic."""
+def ranked(runs: list[dict]) -> list[dict]:
+    """The runs that enter the ranking: done, with a finite ranking statistic
+    (``engine.results.runs.finished`` is a run folder's own "finished": done
+    or diverged)."""
     return [r for r in runs if status_of(r) == "done" and r["history"] and run_statistic(r) is not None]
 
 
@@ -108,7 +110,7 @@ def diverged(runs: list[dict]) -> list[dict]:
 
 def worst_statistic(data: dict) -> float | None:
     """The largest statistic any finished run of the sweep reached: what a diverged run counts as."""
-    values = [run_statistic(r) for runs in data["settings"].values() for r in finished(runs)]
+    values = [run_statistic(r) for runs in data["settings"].values() for r in ranked(runs)]
     return max(values, default=None)
 
 
@@ -139,13 +141,13 @@ def flags(runs: list[dict]) -> str:
             reasons = sorted({r["metrics"].get("reason", "") for r in these} - {""})
             out.append(f"{len(these)} of {len(runs)} {status}" + (f" ({'; '.join(reasons)})" if reasons else ""))
     done = [r for r in runs if status_of(r) == "done"]
-    nonfinite = len(done) - len(finished(done))
+    nonfinite = len(done) - len(ranked(done))
     if nonfinite:
         out.append(f"{nonfinite} of {len(runs)} ended with a non-finite val loss")
     return ", ".join(out)
 
 
-def run_seconds(run: dict) -> tuple[float, float | None]:
+def measured_seconds(run: dict) -> tuple[float, float | None]:
     """(seconds, compile) of one run: the seconds of its epochs (training and
     validation) less the one-off tracing and compilation, and that one-off;
     compile None when the history does not record its first steps.
@@ -211,7 +213,7 @@ def summarise(data: dict) -> list[dict]:
     and std over its finished repeats, and what happened to the others."""
     rows, worst = [], worst_statistic(data)
     for setting, runs in data["settings"].items():
-        done = finished(runs)
+        done = ranked(runs)
         row = {"setting": setting, "lr": runs[0]["config"].lr, "batch_size": runs[0]["config"].batch_size,
                "sweep_lr": runs[0].get("sweep_lr", runs[0]["config"].lr), "epochs": runs[0]["config"].epochs,
                "repeats_done": len(done), "repeats": len(runs), "statuses": [status_of(r) for r in runs],
@@ -245,7 +247,7 @@ def summarise(data: dict) -> list[dict]:
         row["test_interval_first_run"] = {m: done[0]["metrics"].get("test", {}).get("intervals", {}).get(m)
                                           for m in ("accuracy", "sensitivity", "specificity", "auc")} if done else None
         row["model_scored"] = sorted({r["metrics"].get("model", "") for r in done} - {""})
-        timing = [run_seconds(r) for r in done]
+        timing = [measured_seconds(r) for r in done]
         row["train_seconds"], row["train_seconds_std"] = mean_std([t[0] for t in timing])
         compiles = [t[1] for t in timing if t[1] is not None]
         # Only the trials that compiled pay the one-off: the most any run paid, not a mean diluted by the others.

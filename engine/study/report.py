@@ -25,7 +25,7 @@ from engine.errors import UserError
 from engine.io import atomic_json, atomic_open, atomic_write
 from engine.study import axes as axes_lib, claims as claims_lib, clinical, equivalence, overlap, paper, plots
 from engine.study import replicates, snapshot, webpage
-from engine.study.collect import chance, collect, diverged, finished, rounded, states_text, summarise, trial_states
+from engine.study.collect import chance, collect, diverged, ranked, rounded, states_text, summarise, trial_states
 from engine.study.numbers import epochs_text, pm, significant
 from engine.study.ranking import answer as ranking_answer, rank
 from engine.study.stats import POWER
@@ -139,7 +139,7 @@ def analyse(folder: Path) -> dict:
     sweep = data["sweep"]
     ranking = rank(rows, ratio, splits=bool(splits), select=sweep.base.select)
     # A diverged run is a run of its setting that shows none of a claim's properties (None).
-    claims = claims_lib.check(sweep, rows, {s: [r["history"] for r in finished(runs)] + [None] * len(diverged(runs))
+    claims = claims_lib.check(sweep, rows, {s: [r["history"] for r in ranked(runs)] + [None] * len(diverged(runs))
                                        for s, runs in data["settings"].items()}, ratio, one_split=not splits)
     deviations = data["deviations"]
     if deviations is None:  # a sweep.json from before deviations were recorded
@@ -164,7 +164,7 @@ def write_figures(folder: Path, found: dict) -> dict[str, bool]:
     splits.png; which of them were drawn."""
     data = found["data"]
     # Finished runs; a setting with none shows what its runs recorded.
-    shown = {setting: [r["history"] for r in finished(runs)] or [r["history"] for r in runs if r["history"]]
+    shown = {setting: [r["history"] for r in ranked(runs)] or [r["history"] for r in runs if r["history"]]
              for setting, runs in data["settings"].items()}
     plots.plot_curves(shown, folder / "curves.png")
     plots.plot_compare(shown, folder / "compare.png", found["emphasis"])
