@@ -82,3 +82,23 @@ def test_after_begin_nothing_builds_the_plan_or_draws_the_splits_again(records, 
     assert all(t.setting in text for t in begun.plan) and "2 splits" in text
     settings = collect.collect(out)["settings"]
     assert {r["split"] for r in settings["lr=0.01"]} == {1, 2} and runs.finished(lost)
+
+
+def test_a_sweep_json_of_an_older_engine_gains_its_plan_on_resume(records, tmp_path):
+    """An older sweep.json listed its trials without their setting's own values: engine resume
+    begins the sweep again, stores the full plan, and trains."""
+    out = tmp_path / "old"
+    cfg = options.sweep_config(
+        {"axis": "lr", "preset": "quick"},
+        {"lrs": (1e-3, 1e-2), "batch_sizes": (8,), "epochs": 1, "repeats": 1, "splits": 1, "model": "TinyCNN",
+         "weights": "none", "image_size": 32, "precision": "float32", "xla": "off", "bn_stats": "moving"},
+        records, out)
+    sweep_lib.begin(cfg)
+    path = out / "sweep.json"
+    stored = json.loads(path.read_text())
+    old = ("index", "name", "setting", "lr", "batch_size", "optimizer", "epochs", "split", "seed")
+    path.write_text(json.dumps(stored | {"trials": [{k: t[k] for k in old} for t in stored["trials"]]}))
+    assert sweep_lib.load(out)[2] is None
+    compare.resume(out, quiet=True)
+    assert json.loads(path.read_text())["trials"] == stored["trials"]
+    assert all(runs.finished(t.config.out) for t in sweep_lib.load(out)[2])

@@ -183,11 +183,12 @@ def begin(sweep: SweepConfig, force: bool = False) -> Begun:
     return Begun(numerics, listed, force and (changed or bool(sweep.trial)), counts)
 
 
-def load(out: Path) -> tuple[SweepConfig, "training.Numerics", list[Trial]]:
+def load(out: Path) -> tuple[SweepConfig, "training.Numerics", list[Trial] | None]:
     """The sweep stored in ``out/sweep.json`` (its folder ``out``, however
     spelled here; all its trials, whichever part the runner that wrote it
     ran), its numerics and its trial plan: all a runner started from the
-    folder alone needs."""
+    folder alone needs. The plan is None in a sweep.json of an older engine:
+    ``engine resume`` begins the sweep again, which stores it."""
     stored = stored_sweep(out)
     if stored is None:
         raise UserError(f"{out} is not a sweep folder (no sweep.json)")
@@ -195,10 +196,7 @@ def load(out: Path) -> tuple[SweepConfig, "training.Numerics", list[Trial]]:
         raise UserError(f"{out / 'sweep.json'} was written by an older engine: rerun its engine compare command")
     sweep = from_json(SweepConfig, stored["config"])
     whole = replace(sweep, shard=(0, 1), trial="", base=replace(sweep.base, out=out))
-    listed = plan_lib.stored(whole, stored.get("trials"))
-    if listed is None:
-        raise UserError(f"{out / 'sweep.json'} holds no trial plan (an older engine's): run engine resume {out}")
-    return whole, training.Numerics.from_json(stored["choice"]), listed
+    return whole, training.Numerics.from_json(stored["choice"]), plan_lib.stored(whole, stored.get("trials"))
 
 
 def finished_result(trial: Trial) -> dict | None:

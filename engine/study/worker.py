@@ -110,6 +110,8 @@ def run(folder: Path, shard: tuple[int, int], processes: int, restart: bool = Fa
     from engine.study import sweep as sweep_lib
 
     sweep, numerics, plan = sweep_lib.load(folder)
+    if plan is None:  # the parent begins the sweep, which stores its plan, before starting any worker
+        raise UserError(f"{folder / 'sweep.json'} holds no trial plan (an older engine's): run engine resume {folder}")
     return sweep_lib.run_trials(replace(sweep, shard=shard), numerics, plan, restart=restart, on_event=on_event,
                                 processes=processes)
 
