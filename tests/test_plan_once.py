@@ -45,13 +45,18 @@ def records(tmp_path_factory):
                                        image_size=32)
 
 
-def test_after_begin_nothing_builds_the_plan_or_draws_the_splits_again(records, tmp_path, monkeypatch):
-    out = tmp_path / "sweep"
-    cfg = options.sweep_config(
+def tiny_sweep(records, out, splits: int):
+    """A TinyCNN lr sweep of 2 rates, 1 epoch, one seed on each of ``splits`` splits."""
+    return options.sweep_config(
         {"axis": "lr", "preset": "quick"},
-        {"lrs": (1e-3, 1e-2), "batch_sizes": (8,), "epochs": 1, "repeats": 1, "splits": 2, "model": "TinyCNN",
+        {"lrs": (1e-3, 1e-2), "batch_sizes": (8,), "epochs": 1, "repeats": 1, "splits": splits, "model": "TinyCNN",
          "weights": "none", "image_size": 32, "precision": "float32", "xla": "off", "bn_stats": "moving"},
         records, out)
+
+
+def test_after_begin_nothing_builds_the_plan_or_draws_the_splits_again(records, tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    cfg = tiny_sweep(records, out, splits=2)
     begun = sweep_lib.begin(cfg)
     stored = json.loads((out / "sweep.json").read_text())
     assert [t["name"] for t in stored["trials"]] == [t.name for t in begun.plan] and len(begun.plan) == 4
@@ -88,11 +93,7 @@ def test_a_sweep_json_of_an_older_engine_gains_its_plan_on_resume(records, tmp_p
     """An older sweep.json listed its trials without their setting's own values: engine resume
     begins the sweep again, stores the full plan, and trains."""
     out = tmp_path / "old"
-    cfg = options.sweep_config(
-        {"axis": "lr", "preset": "quick"},
-        {"lrs": (1e-3, 1e-2), "batch_sizes": (8,), "epochs": 1, "repeats": 1, "splits": 1, "model": "TinyCNN",
-         "weights": "none", "image_size": 32, "precision": "float32", "xla": "off", "bn_stats": "moving"},
-        records, out)
+    cfg = tiny_sweep(records, out, splits=1)
     sweep_lib.begin(cfg)
     path = out / "sweep.json"
     stored = json.loads(path.read_text())
