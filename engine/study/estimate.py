@@ -17,6 +17,19 @@ from engine.data.manifest import check_batch_size, load_manifest
 from engine.study import replicates, stats
 from engine.study.plan import Trial, select
 
+
+def checked_counts(sweep: SweepConfig, manifest: dict, built: bool) -> dict:
+    """The records' images per split and channels (``built``: made by this
+    command), every batch size checked against their train split first
+    (``check_batch_size``: the one rule; split replicates check their own
+    train sizes, ``replicates.prepare``)."""
+    if sweep.splits < 2:
+        for batch in sweep.batch_sizes:
+            check_batch_size(batch, manifest, split="train")
+    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
+    return counts | {"channels": manifest["channels"], "built": built}
+
+
 def split_counts(sweep: SweepConfig) -> dict[str, int]:
     """Images per split of the sweep's records (and their channels; for the
     embedded set before it is built, its 500/100/100 in 1 channel). Every
@@ -33,11 +46,7 @@ def split_counts(sweep: SweepConfig) -> dict[str, int]:
             return replicates.expected_counts(sweep, {"train": train, "val": val, "test": test, "channels": 1})
         built = True
     manifest = load_manifest(records)
-    if sweep.splits < 2:  # (split replicates check their own train sizes: replicates.prepare)
-        for batch in sweep.batch_sizes:
-            check_batch_size(batch, manifest, split="train")
-    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
-    counts.update(channels=manifest["channels"], built=built)
+    counts = checked_counts(sweep, manifest, built)
     if sweep.splits > 1:
         # The drawn splits' own sizes; one that cannot be drawn is one line
         # here, in --dry-run too, before anything is written or trained.
@@ -52,12 +61,7 @@ def image_counts(sweep: SweepConfig, splits: dict | None) -> dict:
     not drawn again) and the records' channels. Every batch size is checked
     against the train split here (``check_batch_size``: the one rule;
     ``replicates.prepare`` checks each split's own)."""
-    manifest = load_manifest(sweep.base.records)
-    if sweep.splits < 2:
-        for batch in sweep.batch_sizes:
-            check_batch_size(batch, manifest, split="train")
-    counts = {s: manifest["splits"].get(s, {}).get("count", 0) for s in ("train", "val", "test")}
-    counts.update(channels=manifest["channels"], built=True)
+    counts = checked_counts(sweep, load_manifest(sweep.base.records), built=True)
     if splits:
         return replicates.drawn_counts([(m["train"], m["val"]) for m in splits["members"]], counts)
     return counts
